@@ -1,0 +1,34 @@
+"""Validated, immutable settings shared by the CLI, the server and the Python API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_TIMEOUT_MS = 30_000
+DEFAULT_MAX_OUTPUT_CHARS = 100_000
+DEFAULT_MAX_CODE_BYTES = 1_000_000
+DEFAULT_MEMORY_LIMIT_MB = 1024
+DEFAULT_GRACE_MS = 1_000
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How the sandbox runtime is started and bounded."""
+
+    timeout_ms: int = DEFAULT_TIMEOUT_MS
+    max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
+    max_code_bytes: int = DEFAULT_MAX_CODE_BYTES
+    memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB
+    grace_ms: int = DEFAULT_GRACE_MS
+    node: str | None = None
+    runtime_cache_dir: Path | None = None
+    package_cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_ms", "max_output_chars", "max_code_bytes", "memory_limit_mb", "grace_ms"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+        if self.memory_limit_mb < 64:
+            raise ValueError(f"memory_limit_mb must be at least 64, got {self.memory_limit_mb}")

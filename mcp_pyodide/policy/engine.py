@@ -1,0 +1,235 @@
+"""The decision procedure: one :class:`Decision` per tool call.
+
+Order of checks (first refusal wins): hidden, tool ``action: deny``, default
+deny for unlisted tools, ``deny_if``, ``require``, rate limits, then
+``require_approval``. Quota is consumed only by calls that pass every check.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from .conditions import violation
+from .model import Policy
+from .ratelimit import Blocked, Reservation, SlidingWindowLimiter
+
+DENIED_PREFIX = "[POLICY DENIED]"
+APPROVAL_PREFIX = "[POLICY APPROVAL REQUIRED]"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The policy's answer for one call.
+
+    ``message`` is the text for the model: the ``[POLICY DENIED] ...`` line for
+    refusals, an approval prompt for ``needs_approval``, empty when allowed.
+    ``ticket`` identifies a pending approval reservation; treat it as opaque.
+    """
+
+    allowed: bool
+    needs_approval: bool
+    rule: str
+    reason: str
+    message: str
+    tool: str = ""
+    session_id: str = ""
+    retry_after: int | None = None
+    ticket: int | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def kind(self) -> Literal["allow", "deny", "needs_approval"]:
+        """Single-word form used in the audit log."""
+        if self.needs_approval:
+            return "needs_approval"
+        return "allow" if self.allowed else "deny"
+
+
+def _deny(
+    tool: str, session_id: str, rule: str, reason: str, retry: int | None = None
+) -> Decision:
+    return Decision(
+        allowed=False,
+        needs_approval=False,
+        rule=rule,
+        reason=reason,
+        message=f"{DENIED_PREFIX} {tool}: {reason}",
+        tool=tool,
+        session_id=session_id,
+        retry_after=retry,
+    )
+
+
+def _rate_reason(blocked: Blocked) -> str:
+    limit = blocked.limit
+    text = f"rate limit {limit.max} {limit.per_text} reached (counter {limit.counter})"
+    seconds = blocked.retry_seconds
+    if seconds is None:
+        return f"{text}; calls are not allowed"
+    return f"{text}; retry in {seconds} s"
+
+
+class PolicyEngine:
+    """Applies one immutable :class:`Policy` with its own rate-limit state.
+
+    Approval flow (reserve / release): when ``decide`` returns
+    ``needs_approval``, the quota for that call is already *reserved* so that
+    concurrent calls cannot take the last slot while the user is asked. The
+    caller must then call exactly one of :meth:`commit` (user approved - the
+    reservation becomes a counted call) or :meth:`release` (declined, failed or
+    cancelled - the quota is given back). Use ``try/finally`` so a cancelled
+    elicitation still releases.
+    """
+
+    def __init__(
+        self, policy: Policy, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._policy = policy
+        self._limiter = SlidingWindowLimiter(policy.all_limits(), clock)
+        self._lock = threading.Lock()
+        self._tickets = itertools.count(1)
+        self._pending: dict[int, Reservation] = {}
+
+    @property
+    def policy(self) -> Policy:
+        """The policy this engine enforces (immutable)."""
+        return self._policy
+
+    @property
+    def limiter(self) -> SlidingWindowLimiter:
+        """The rate-limit state (exposed for diagnostics)."""
+        return self._limiter
+
+    @property
+    def pending_approvals(self) -> int:
+        """Reservations waiting for :meth:`commit` or :meth:`release`."""
+        with self._lock:
+            return len(self._pending)
+
+    def is_visible(self, tool: str) -> bool:
+        """False for hidden tools: leave them out of tools/list."""
+        return not self._policy.is_hidden(tool)
+
+    def visible_tools(self, tools: Iterable[str]) -> list[str]:
+        """Filter tool names for tools/list, keeping order."""
+        return [name for name in tools if self.is_visible(name)]
+
+    async def decide(
+        self, tool: str, arguments: Mapping[str, Any], session_id: str
+    ) -> Decision:
+        """Decide one call and record its quota if admitted.
+
+        Async for the server's convenience, but it never awaits: check and
+        record happen in one step, so concurrent calls cannot overshoot a limit.
+        ``arguments`` should already have defaults filled in (see docs: a
+        ``require`` on a missing argument fails).
+        """
+        return self.decide_now(tool, arguments, session_id)
+
+    def decide_now(
+        self, tool: str, arguments: Mapping[str, Any], session_id: str
+    ) -> Decision:
+        """Synchronous form of :meth:`decide` (same semantics)."""
+        policy = self._policy
+        if policy.is_hidden(tool):
+            return _deny(tool, session_id, "hide", "tool is hidden by policy")
+        rule = policy.rule_for(tool)
+        if rule is not None and rule.action == "deny":
+            reason = rule.reason or "not allowed by policy"
+            return _deny(
+                tool, session_id, f"{rule.place}.action", f"{reason} (action deny)"
+            )
+        if rule is None and policy.default == "deny":
+            return _deny(
+                tool, session_id, "default", "not allowed by policy (default deny)"
+            )
+        if rule is not None:
+            for condition in rule.deny_if:
+                problem = violation(condition, arguments)
+                if problem is not None:
+                    return _deny(tool, session_id, condition.place, problem)
+            for condition in rule.require:
+                problem = violation(condition, arguments)
+                if problem is not None:
+                    return _deny(tool, session_id, condition.place, problem)
+
+        limits = policy.all_tools_limits + (rule.limits if rule is not None else ())
+        outcome = self._limiter.try_acquire(limits, session_id)
+        if isinstance(outcome, Blocked):
+            return _deny(
+                tool,
+                session_id,
+                outcome.limit.place,
+                _rate_reason(outcome),
+                outcome.retry_seconds,
+            )
+
+        if rule is not None and rule.action == "require_approval":
+            reason = rule.reason or "this tool needs the user's approval"
+            with self._lock:
+                ticket = next(self._tickets)
+                self._pending[ticket] = outcome
+            return Decision(
+                allowed=False,
+                needs_approval=True,
+                rule=f"{rule.place}.action",
+                reason=reason,
+                message=f"{APPROVAL_PREFIX} {tool}: {reason}",
+                tool=tool,
+                session_id=session_id,
+                ticket=ticket,
+            )
+        if rule is not None:
+            return Decision(
+                True, False, rule.place, "allowed by policy", "", tool, session_id
+            )
+        return Decision(
+            True,
+            False,
+            "default",
+            "allowed by policy (default allow)",
+            "",
+            tool,
+            session_id,
+        )
+
+    def commit(self, decision: Decision) -> Decision:
+        """The user approved: keep the reserved quota and return an allowed decision.
+
+        An already-allowed decision is returned unchanged. Raises ``ValueError``
+        for a refusal or a reservation that was already released or committed.
+        """
+        if decision.allowed and not decision.needs_approval:
+            return decision
+        if not decision.needs_approval or decision.ticket is None:
+            raise ValueError(f"cannot commit a refused call to {decision.tool}")
+        with self._lock:
+            reservation = self._pending.pop(decision.ticket, None)
+        if reservation is None:
+            raise ValueError(f"approval for {decision.tool} is no longer pending")
+        return replace(
+            decision,
+            allowed=True,
+            needs_approval=False,
+            reason="approved by user",
+            message="",
+        )
+
+    def release(
+        self, decision: Decision, reason: str = "approval declined by user"
+    ) -> Decision:
+        """Give back a pending reservation and return the refusal to send to the model.
+
+        Safe to call more than once (later calls change no counts); for a
+        decision that was not awaiting approval nothing is released.
+        """
+        if decision.ticket is not None:
+            with self._lock:
+                reservation = self._pending.pop(decision.ticket, None)
+            if reservation is not None:
+                self._limiter.release(reservation)
+        return _deny(decision.tool, decision.session_id, decision.rule, reason)

@@ -1,0 +1,321 @@
+"""The runtime broker: owns the Node process, queues calls, and recovers from crashes.
+
+One Node process hosts one Pyodide worker. Calls run one at a time in arrival
+order; a call's timeout counts from when it starts. The Node side enforces the
+timeout (interrupt, then replace the worker); this side keeps a second, looser
+watchdog that kills the whole process if Node itself stops answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ._connection import Connection, RemoteError
+from ._node import NodeBinary, find_node
+from ._paths import cache_root
+from ._runtime_files import RuntimeFiles, ensure_runtime
+from ._transport import Transport
+from .config import RuntimeConfig
+from .errors import MCPPyodideError, RuntimeCrashed, RuntimeUnavailable, SetupError
+
+log = logging.getLogger("mcp_pyodide.runtime")
+node_log = logging.getLogger("mcp_pyodide.node")
+
+OutputListener = Callable[[str, str], None]
+WATCHDOG_SLACK_S = 15.0
+
+
+@dataclass
+class ExecutionError:
+    type: str
+    message: str
+    traceback: str
+
+
+@dataclass
+class ExecutionResult:
+    """What one run produced, as a user would want to read it."""
+
+    stdout: str = ""
+    stderr: str = ""
+    result: str | None = None
+    error: ExecutionError | None = None
+    timed_out: bool = False
+    state_reset: bool = False
+    duration_ms: float = 0.0
+    stdout_cut_chars: int = 0
+    stderr_cut_chars: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _guest_source() -> str:
+    return resources.files("mcp_pyodide.guest").joinpath("executor.py").read_text(encoding="utf-8")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to kill Node if this Python process dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            pr_set_pdeathsig = 1
+            libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+        except Exception:  # noqa: BLE001 - best effort; stdin EOF ends Node anyway
+            pass
+
+
+class Runtime:
+    """A long-lived sandbox: start it once, run code many times, close it at the end."""
+
+    def __init__(self, config: RuntimeConfig | None = None) -> None:
+        self.config = config or RuntimeConfig()
+        self.node: NodeBinary | None = None
+        self.files: RuntimeFiles | None = None
+        self.info: dict[str, Any] = {}
+        self._process: asyncio.subprocess.Process | None = None
+        self._connection: Connection | None = None
+        self._boot_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._closing = False
+        self._stderr_task: asyncio.Task[None] | None = None
+        self.restarts = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin booting in the background, so the MCP handshake and the boot overlap."""
+        if self._boot_task is None:
+            self._boot_task = asyncio.get_running_loop().create_task(self._boot())
+
+    async def wait_ready(self) -> None:
+        self.start()
+        assert self._boot_task is not None
+        await asyncio.shield(self._boot_task)
+
+    async def _boot(self) -> None:
+        started = time.perf_counter()
+        if self.node is None:
+            self.node = await asyncio.to_thread(find_node, self.config.node)
+        if self.files is None:
+            node = self.node
+            self.files = await asyncio.to_thread(ensure_runtime, node, cache_dir=self.config.runtime_cache_dir)
+        await self._spawn()
+        log.info(
+            "runtime ready: Pyodide %s on Node %s in %.0f ms",
+            self.info.get("pyodideVersion"),
+            self.node.version_text,
+            (time.perf_counter() - started) * 1000,
+        )
+
+    def package_cache_dir(self) -> Path:
+        return self.config.package_cache_dir or cache_root() / "packages"
+
+    def node_command(self) -> list[str]:
+        """The exact command line: every grant is listed here and nowhere else."""
+        assert self.node is not None and self.files is not None
+        readable = [*self.files.readable_paths(), self.package_cache_dir()]
+        return [
+            self.node.path,
+            self.node.permission_flag,
+            *(f"--allow-fs-read={path}" for path in readable),
+            "--allow-worker",
+            "--disallow-code-generation-from-strings",
+            "--no-warnings",
+            str(self.files.host_script),
+        ]
+
+    async def _spawn(self) -> None:
+        assert self.files is not None
+        self.package_cache_dir().mkdir(parents=True, exist_ok=True)
+        process = await asyncio.create_subprocess_exec(
+            *self.node_command(),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={},
+            cwd=str(self.files.host_dir),
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            limit=2**20,
+        )
+        assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+        self._process = process
+        self._stderr_task = asyncio.get_running_loop().create_task(self._pump_stderr(process.stderr))
+        connection = Connection(Transport(process.stdout, process.stdin), on_event=self._on_event)
+        connection.start()
+        self._connection = connection
+        pyodide_dir = self.files.pyodide_dir
+        self.info = await connection.request(
+            "init",
+            {
+                "pyodideDir": str(pyodide_dir) + os.sep,
+                "pyodideModule": (pyodide_dir / "pyodide.mjs").as_uri(),
+                "packageCacheDir": str(self.package_cache_dir()),
+                "guestSource": _guest_source(),
+                "memoryLimitBytes": self.config.memory_limit_mb * 1024 * 1024,
+                "maxOutputChars": self.config.max_output_chars,
+                "graceMs": self.config.grace_ms,
+            },
+        )
+
+    async def _pump_stderr(self, stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            node_log.info("%s", line.decode("utf-8", "replace").rstrip())
+
+    def _on_event(self, payload: dict[str, Any]) -> None:
+        if payload.get("event") == "restarting":
+            self.restarts += 1
+            log.warning("the interpreter is restarting (%s)", payload.get("reason"))
+
+    async def _kill_process(self) -> None:
+        process, self._process = self._process, None
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(process.wait(), 5)
+        if self._stderr_task is not None:
+            self._stderr_task.cancel()
+
+    async def _ensure_process(self) -> Connection:
+        """The live connection, restarting the Node process first if it died."""
+        if self._closing:
+            raise RuntimeUnavailable("the server is shutting down")
+        try:
+            await self.wait_ready()
+        except SetupError:
+            self._boot_task = None  # the user may fix the machine; look again next call
+            raise
+        except (MCPPyodideError, RemoteError, OSError) as exc:
+            # A failed boot: try once more from scratch on this call.
+            log.warning("runtime boot failed (%s); starting again", exc)
+            self._boot_task = None
+            await self._kill_process()
+            try:
+                await self.wait_ready()
+            except BaseException:
+                self._boot_task = None
+                raise
+        if self._connection is None or self._connection.closed or self._process is None:
+            self.restarts += 1
+            log.warning("the Node process is gone; starting a fresh one")
+            await self._kill_process()
+            self._boot_task = asyncio.get_running_loop().create_task(self._boot())
+            await self.wait_ready()
+        assert self._connection is not None
+        return self._connection
+
+    async def close(self) -> None:
+        """End the Node process; safe to call more than once."""
+        self._closing = True
+        if self._boot_task is not None and not self._boot_task.done():
+            self._boot_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._boot_task
+        await self._kill_process()
+
+    # -- calls -----------------------------------------------------------------------------
+
+    async def execute(
+        self, code: str, *, timeout_ms: int | None = None, on_output: OutputListener | None = None
+    ) -> ExecutionResult:
+        """Run one cell. Never raises for problems in the code itself: they are in the result."""
+        timeout = timeout_ms or self.config.timeout_ms
+        result = ExecutionResult()
+
+        def collect(stream: str, text: str) -> None:
+            if stream == "stderr":
+                result.stderr += text
+            else:
+                result.stdout += text
+            if on_output is not None:
+                on_output(stream, text)
+
+        async with self._lock:
+            connection = await self._ensure_process()
+            watchdog = timeout / 1000 + self.config.grace_ms / 1000 + WATCHDOG_SLACK_S
+            started = time.perf_counter()
+            try:
+                payload = await asyncio.wait_for(
+                    connection.request("execute", {"code": code, "timeoutMs": timeout}, on_output=collect),
+                    watchdog,
+                )
+            except RemoteError as exc:
+                payload = exc.payload
+                result.timed_out = exc.code == "timeout"
+                result.state_reset = bool(payload.get("stateReset"))
+                if exc.code in ("timeout", "crashed", "runtime") and not payload.get("error"):
+                    result.error = ExecutionError(
+                        type="TimeoutError" if result.timed_out else "RuntimeCrashed",
+                        message=str(exc),
+                        traceback="",
+                    )
+            except (RuntimeCrashed, TimeoutError) as exc:
+                reason = str(exc) if isinstance(exc, RuntimeCrashed) else "the Node process stopped answering"
+                await self._kill_process()
+                self._boot_task = asyncio.get_running_loop().create_task(self._boot())
+                result.state_reset = True
+                result.error = ExecutionError(
+                    type="RuntimeCrashed",
+                    message=f"{reason}; a fresh runtime is starting and all state was reset.",
+                    traceback="",
+                )
+                result.duration_ms = (time.perf_counter() - started) * 1000
+                return result
+        self._fill(result, payload)
+        return result
+
+    @staticmethod
+    def _fill(result: ExecutionResult, payload: dict[str, Any]) -> None:
+        result.duration_ms = float(payload.get("durationMs", 0.0))
+        result.stdout_cut_chars = int(payload.get("stdoutCut", 0))
+        result.stderr_cut_chars = int(payload.get("stderrCut", 0))
+        result.extra = dict(payload.get("extra") or {})
+        if payload.get("ok"):
+            result.result = payload.get("result")
+            return
+        error = payload.get("error")
+        if isinstance(error, dict):
+            result.error = ExecutionError(
+                type=str(error.get("type", "Error")),
+                message=str(error.get("message", "")),
+                traceback=str(error.get("traceback", "")),
+            )
+        if result.timed_out and result.error is not None:
+            # Keep the user's traceback, but lead with what happened.
+            result.error = ExecutionError(
+                type="TimeoutError",
+                message=str(payload.get("message", "timed out")),
+                traceback=result.error.traceback,
+            )
+
+    async def reset(self) -> dict[str, Any]:
+        """Replace the interpreter with a fresh one; all globals are lost."""
+        async with self._lock:
+            connection = await self._ensure_process()
+            try:
+                return await connection.request("reset")
+            except RuntimeCrashed:
+                await self._kill_process()
+                self._boot_task = asyncio.get_running_loop().create_task(self._boot())
+                await self.wait_ready()
+                return self.info

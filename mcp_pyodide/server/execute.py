@@ -1,0 +1,168 @@
+"""The `pyodide_execute` and `pyodide_reset` tools: run code, and start over."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mcp_types as types
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..config import RuntimeConfig
+from ..runtime import ExecutionResult, Runtime
+from .registry import CallContext, ToolFailure, ToolSpec, text_result
+
+MAX_TIMEOUT_MS = 3_600_000
+
+
+class ExecuteArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(description="Python source to run. The value of a final expression is returned.")
+    timeout: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TIMEOUT_MS,
+        description="Milliseconds before the run is interrupted (default: the server's --timeout).",
+    )
+
+
+class ResetArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+EXECUTE_OUTPUT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "stdout": {"type": "string"},
+        "stderr": {"type": "string"},
+        "result": {"type": ["string", "null"], "description": "repr() of the last expression, if not None"},
+        "error": {
+            "type": ["object", "null"],
+            "properties": {
+                "type": {"type": "string"},
+                "message": {"type": "string"},
+                "traceback": {"type": "string"},
+            },
+        },
+        "timed_out": {"type": "boolean"},
+        "state_reset": {"type": "boolean"},
+        "duration_ms": {"type": "number"},
+        "stdout_truncated_chars": {"type": "integer"},
+        "stderr_truncated_chars": {"type": "integer"},
+    },
+    "required": ["stdout", "stderr", "result", "error", "timed_out", "state_reset", "duration_ms"],
+}
+
+
+def execute_description(config: RuntimeConfig) -> str:
+    return (
+        "Run Python 3.12 code in a sandboxed Pyodide (WebAssembly) interpreter and return its output.\n"
+        "- State persists between calls like a notebook: variables, imports and functions stay defined "
+        "until pyodide_reset (or a crash/forced restart, which the result reports).\n"
+        "- The value of the last expression is returned (its repr), like a notebook cell; end the line "
+        "with ';' to hide it. Top-level `await` works.\n"
+        "- stdout and stderr are returned separately; each is cut after "
+        f"{config.max_output_chars:,} characters (the result says how much was cut).\n"
+        f"- Runs are stopped after `timeout` ms (default {config.timeout_ms:,}); globals set before the "
+        "call are kept. Code that ignores the interrupt (long C calls) gets the interpreter restarted.\n"
+        f"- Code is limited to {config.max_code_bytes:,} bytes and memory to {config.memory_limit_mb:,} MiB.\n"
+        "- No network, no host shell, no host files; stdin is not available. "
+        "Only the pure standard library is available until packages are installed."
+    )
+
+
+def format_result(result: ExecutionResult) -> str:
+    """Plain-text rendering, most useful first; every section labelled."""
+    sections: list[str] = []
+    if result.error is not None:
+        head = f"{result.error.type}: {result.error.message}" if result.error.message else result.error.type
+        if result.timed_out or result.state_reset:
+            head = result.error.message
+        body = result.error.traceback.rstrip() if result.error.traceback else ""
+        sections.append("--- error ---\n" + head + ("\n" + body if body and body not in head else ""))
+    for name, text, cut in (
+        ("stdout", result.stdout, result.stdout_cut_chars),
+        ("stderr", result.stderr, result.stderr_cut_chars),
+    ):
+        if text or cut:
+            note = f"\n[... {cut:,} more characters cut]" if cut else ""
+            sections.append(f"--- {name} ---\n{text}{note}")
+    if result.result is not None:
+        sections.append(f"--- result ---\n{result.result}")
+    if not sections:
+        sections.append("(no output)")
+    return "\n\n".join(sections)
+
+
+def structured(result: ExecutionResult) -> dict[str, Any]:
+    error = None
+    if result.error is not None:
+        error = {"type": result.error.type, "message": result.error.message, "traceback": result.error.traceback}
+    return {
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "result": result.result,
+        "error": error,
+        "timed_out": result.timed_out,
+        "state_reset": result.state_reset,
+        "duration_ms": round(result.duration_ms, 3),
+        "stdout_truncated_chars": result.stdout_cut_chars,
+        "stderr_truncated_chars": result.stderr_cut_chars,
+    }
+
+
+def build_execute_tools(runtime: Runtime) -> list[ToolSpec]:
+    config = runtime.config
+
+    async def execute(args: ExecuteArgs, ctx: CallContext) -> types.CallToolResult:
+        size = len(args.code.encode("utf-8"))
+        if size > config.max_code_bytes:
+            raise ToolFailure(
+                f"Code is {size:,} bytes, over the limit of {config.max_code_bytes:,} bytes; "
+                "split it into smaller calls or load data from a mounted file."
+            )
+        result = await runtime.execute(args.code, timeout_ms=args.timeout)
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=format_result(result))],
+            structured_content=structured(result),
+            is_error=not result.ok,
+        )
+
+    async def reset(args: ResetArgs, ctx: CallContext) -> types.CallToolResult:
+        info = await runtime.reset()
+        return text_result(
+            f"Started a fresh interpreter (Pyodide {info.get('pyodideVersion', '?')}); all previous state is gone."
+        )
+
+    return [
+        ToolSpec(
+            name="pyodide_execute",
+            title="Run Python code",
+            description=execute_description(config),
+            arguments=ExecuteArgs,
+            handler=execute,
+            annotations=types.ToolAnnotations(
+                title="Run Python code",
+                read_only_hint=False,
+                destructive_hint=False,
+                idempotent_hint=False,
+                open_world_hint=False,
+            ),
+            output_schema=EXECUTE_OUTPUT_SCHEMA,
+        ),
+        ToolSpec(
+            name="pyodide_reset",
+            title="Reset the Python interpreter",
+            description="Discard all Python state (variables, imports, loaded packages) and start a fresh "
+            "interpreter. Files in mounted folders are not touched.",
+            arguments=ResetArgs,
+            handler=reset,
+            annotations=types.ToolAnnotations(
+                title="Reset the Python interpreter",
+                read_only_hint=False,
+                destructive_hint=True,
+                idempotent_hint=True,
+                open_world_hint=False,
+            ),
+        ),
+    ]

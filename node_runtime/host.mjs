@@ -1,0 +1,238 @@
+// The Node process started by the Python broker.
+//
+// The main thread never runs user code: it speaks the wire protocol
+// (protocol.mjs), owns the Pyodide worker, and enforces timeouts. Because it
+// stays free while Python runs, a timeout can always fire: first as a
+// KeyboardInterrupt through the shared interrupt buffer, then, if the
+// interpreter does not stop within the grace period, by ending the worker.
+
+import { Worker } from "node:worker_threads";
+import { readFrames, sendFrame } from "./protocol.mjs";
+
+const WORKER_URL = new URL("./worker.mjs", import.meta.url);
+const SIGINT = 2;
+
+let config = null; // set by the broker's "init" request
+let runtime = null; // the current WorkerRuntime
+let generation = 0; // counts interpreters, so the broker can tell a reset happened
+
+function send(message) {
+  sendFrame(process.stdout, message);
+}
+
+function log(text) {
+  process.stderr.write(`[node] ${text}\n`);
+}
+
+/** One Pyodide worker and the run currently in it. */
+class WorkerRuntime {
+  constructor() {
+    this.generation = ++generation;
+    this.interruptBuffer = new SharedArrayBuffer(4);
+    this.interrupt = new Int32Array(this.interruptBuffer);
+    this.current = null; // {id, runId, timer, graceTimer, timedOut, timeoutMs}
+    this.dead = false;
+    this.nextRunId = 0;
+    this.ready = new Promise((resolve, reject) => {
+      this.resolveReady = resolve;
+      this.rejectReady = reject;
+    });
+    this.ready.catch(() => {});
+    this.worker = new Worker(WORKER_URL, {
+      env: {},
+      stdin: false,
+      stdout: true,
+      stderr: true,
+      workerData: {
+        pyodideDir: config.pyodideDir,
+        pyodideModule: config.pyodideModule,
+        packageCacheDir: config.packageCacheDir,
+        guestSource: config.guestSource,
+        memoryLimitBytes: config.memoryLimitBytes,
+        maxOutputChars: config.maxOutputChars,
+        interruptBuffer: this.interruptBuffer,
+      },
+    });
+    this.worker.stdout.on("data", (chunk) => log(`worker stdout: ${chunk.toString().trimEnd()}`));
+    this.worker.stderr.on("data", (chunk) => log(`worker stderr: ${chunk.toString().trimEnd()}`));
+    this.worker.on("message", (message) => this.onMessage(message));
+    this.worker.on("error", (error) => this.onDeath(`the interpreter crashed: ${error?.message ?? error}`));
+    this.worker.on("exit", (code) => this.onDeath(`the interpreter exited (code ${code})`));
+  }
+
+  onMessage(message) {
+    if (message.type === "ready") {
+      this.version = message.version;
+      this.resolveReady(message.version);
+      return;
+    }
+    const run = this.current;
+    if (!run || message.runId !== run.runId) return; // stale output from an abandoned run
+    if (message.type === "output") {
+      outputs.push(run.id, message.stream, message.text);
+    } else if (message.type === "done") {
+      this.finishRun(message.outcome);
+    }
+  }
+
+  execute(id, code, timeoutMs) {
+    const runId = ++this.nextRunId;
+    const run = { id, runId, timedOut: false, timeoutMs, started: performance.now() };
+    this.current = run;
+    run.timer = setTimeout(() => this.onTimeout(run), timeoutMs);
+    this.worker.postMessage({ type: "run", runId, code });
+  }
+
+  onTimeout(run) {
+    if (this.current !== run) return;
+    run.timedOut = true;
+    Atomics.store(this.interrupt, 0, SIGINT);
+    run.graceTimer = setTimeout(() => {
+      if (this.current !== run) return;
+      log(`run ${run.id} ignored the interrupt; ending the interpreter`);
+      this.current = null;
+      outputs.flush(run.id);
+      send({
+        id: run.id,
+        kind: "error",
+        payload: {
+          code: "timeout",
+          message: `Execution timed out after ${run.timeoutMs} ms and did not stop when interrupted; the interpreter was restarted and all state was reset.`,
+          stateReset: true,
+          durationMs: performance.now() - run.started,
+        },
+      });
+      replaceRuntime("timeout");
+    }, config.graceMs);
+  }
+
+  finishRun(outcome) {
+    const run = this.current;
+    this.current = null;
+    clearTimeout(run.timer);
+    clearTimeout(run.graceTimer);
+    outputs.flush(run.id);
+    const payload = { ...outcome, durationMs: performance.now() - run.started, generation: this.generation };
+    if (run.timedOut) {
+      send({
+        id: run.id,
+        kind: "error",
+        payload: {
+          ...payload,
+          code: "timeout",
+          message: `Execution timed out after ${run.timeoutMs} ms and was interrupted; variables defined before this call are kept.`,
+          stateReset: false,
+        },
+      });
+    } else {
+      send({ id: run.id, kind: "result", payload });
+    }
+  }
+
+  onDeath(reason) {
+    if (this.dead) return;
+    this.dead = true;
+    this.rejectReady(new Error(reason));
+    const run = this.current;
+    this.current = null;
+    if (run) {
+      clearTimeout(run.timer);
+      clearTimeout(run.graceTimer);
+      outputs.flush(run.id);
+      send({
+        id: run.id,
+        kind: "error",
+        payload: {
+          code: "crashed",
+          message: `${reason}; the interpreter was restarted and all state was reset.`,
+          stateReset: true,
+          durationMs: performance.now() - run.started,
+        },
+      });
+    }
+    if (runtime === this) replaceRuntime("crash");
+  }
+
+  terminate() {
+    this.dead = true;
+    this.worker.terminate();
+  }
+}
+
+/** Coalesces streamed output so a flood of small writes becomes a few frames. */
+const outputs = {
+  pending: new Map(), // id -> [{stream, text}]
+  timer: null,
+  push(id, stream, text) {
+    let list = this.pending.get(id);
+    if (!list) this.pending.set(id, (list = []));
+    const last = list[list.length - 1];
+    if (last && last.stream === stream) last.text += text;
+    else list.push({ stream, text });
+    this.timer ??= setTimeout(() => this.flushAll(), 10);
+  },
+  flush(id) {
+    const list = this.pending.get(id);
+    if (!list) return;
+    this.pending.delete(id);
+    for (const chunk of list) send({ id, kind: "output", payload: chunk });
+  },
+  flushAll() {
+    this.timer = null;
+    for (const id of [...this.pending.keys()]) this.flush(id);
+  },
+};
+
+function replaceRuntime(why) {
+  if (runtime && !runtime.dead) runtime.terminate();
+  runtime = new WorkerRuntime();
+  send({ id: null, kind: "event", payload: { event: "restarting", reason: why, generation: runtime.generation } });
+  runtime.ready.then(
+    (version) => send({ id: null, kind: "event", payload: { event: "ready", version, generation: runtime.generation } }),
+    () => {},
+  );
+}
+
+async function handle(message) {
+  const { id, kind, payload } = message;
+  try {
+    switch (kind) {
+      case "init": {
+        config = payload;
+        runtime = new WorkerRuntime();
+        const version = await runtime.ready;
+        send({ id, kind: "result", payload: { pyodideVersion: version, nodeVersion: process.version, generation: runtime.generation } });
+        break;
+      }
+      case "execute": {
+        let current = runtime;
+        try {
+          await current.ready;
+        } catch {
+          current = runtime; // it died while booting and was replaced; wait for the new one
+          await current.ready;
+        }
+        if (current !== runtime || current.dead) throw new Error("the interpreter was restarted before the call could run");
+        current.execute(id, payload.code, payload.timeoutMs);
+        break;
+      }
+      case "reset": {
+        replaceRuntime("requested");
+        const version = await runtime.ready;
+        send({ id, kind: "result", payload: { pyodideVersion: version, generation: runtime.generation } });
+        break;
+      }
+      case "ping":
+        send({ id, kind: "result", payload: { generation: runtime?.generation ?? 0 } });
+        break;
+      default:
+        throw new Error(`unknown request kind ${JSON.stringify(kind)}`);
+    }
+  } catch (error) {
+    send({ id, kind: "error", payload: { code: "runtime", message: String(error?.message ?? error) } });
+  }
+}
+
+// The broker closing our stdin means it is gone: never outlive it.
+readFrames(process.stdin, (message) => void handle(message), () => process.exit(0));
+process.stdout.on("error", () => process.exit(0));

@@ -1,0 +1,153 @@
+// The sandbox: one Pyodide interpreter in a worker thread.
+//
+// The main thread (host.mjs) owns the wire to the broker and the timers; this
+// thread only runs Python. Python can hold this thread for as long as it
+// likes, which is why timeouts live elsewhere and reach us through the shared
+// interrupt buffer.
+
+import fs from "node:fs";
+import { parentPort, workerData } from "node:worker_threads";
+
+const config = workerData;
+const interrupt = new Int32Array(config.interruptBuffer);
+
+capWasmMemory(config.memoryLimitBytes);
+shimProcessBinding();
+
+const { loadPyodide } = await import(config.pyodideModule);
+
+/** Keep Pyodide's heap under the configured limit: Worker.resourceLimits does not cover wasm. */
+function capWasmMemory(limitBytes) {
+  if (!limitBytes) return;
+  const RealMemory = WebAssembly.Memory;
+  const maxPages = Math.max(1, Math.floor(limitBytes / 65536));
+  function CappedMemory(descriptor) {
+    const capped = { ...descriptor };
+    if (capped.maximum === undefined || capped.maximum > maxPages) {
+      capped.maximum = Math.max(maxPages, capped.initial ?? 0);
+    }
+    return new RealMemory(capped);
+  }
+  CappedMemory.prototype = RealMemory.prototype;
+  WebAssembly.Memory = CappedMemory;
+}
+
+/** Emscripten's NODEFS asks for process.binding("constants"), which the permission model forbids. */
+function shimProcessBinding() {
+  const constants = { fs: fs.constants };
+  Object.defineProperty(process, "binding", {
+    value: (name) => {
+      if (name === "constants") return constants;
+      throw new Error(`process.binding(${JSON.stringify(name)}) is not available in the sandbox`);
+    },
+    writable: false,
+    configurable: false,
+  });
+}
+
+/** Per-run capture of one output stream, bounded in characters. */
+class StreamCapture {
+  constructor(runId, stream, maxChars) {
+    this.runId = runId;
+    this.stream = stream;
+    this.remaining = maxChars;
+    this.cutChars = 0;
+    this.decoder = new TextDecoder("utf-8", { fatal: false });
+  }
+
+  write(bytes) {
+    this.forward(this.decoder.decode(bytes, { stream: true }));
+    return bytes.length;
+  }
+
+  finish() {
+    this.forward(this.decoder.decode());
+  }
+
+  forward(text) {
+    if (!text) return;
+    if (this.remaining <= 0) {
+      this.cutChars += text.length;
+      return;
+    }
+    let kept = text;
+    if (text.length > this.remaining) {
+      kept = text.slice(0, this.remaining);
+      this.cutChars += text.length - kept.length;
+    }
+    this.remaining -= kept.length;
+    parentPort.postMessage({ type: "output", runId: this.runId, stream: this.stream, text: kept });
+  }
+}
+
+const pyodide = await loadPyodide({
+  indexURL: config.pyodideDir,
+  packageCacheDir: config.packageCacheDir,
+  stdin: () => {
+    throw new Error("stdin is not available in the sandbox");
+  },
+  stdout: () => {},
+  stderr: () => {},
+  jsglobals: { setTimeout, clearTimeout, setInterval, clearInterval },
+  env: { HOME: "/home/pyodide", PYTHONUNBUFFERED: "1", MPLBACKEND: "Agg" },
+  args: [],
+});
+
+pyodide.runPython(config.guestSource, { filename: "<mcp_pyodide_guest>" });
+const guest = pyodide.globals.get("_mcp_pyodide_guest");
+
+/** Restore everything user code could have changed since the last run. */
+function armRun(runId) {
+  const out = new StreamCapture(runId, "stdout", config.maxOutputChars);
+  const err = new StreamCapture(runId, "stderr", config.maxOutputChars);
+  pyodide.setStdin({ error: true });
+  pyodide.setStdout({ write: (bytes) => out.write(bytes) });
+  pyodide.setStderr({ write: (bytes) => err.write(bytes) });
+  Atomics.store(interrupt, 0, 0);
+  pyodide.setInterruptBuffer(interrupt);
+  return { out, err };
+}
+
+async function run(message) {
+  const { out, err } = armRun(message.runId);
+  let outcome;
+  try {
+    let reply = guest.execute(message.code);
+    if (typeof reply !== "string") {
+      const awaitable = reply;
+      try {
+        reply = await awaitable;
+      } finally {
+        awaitable.destroy?.();
+      }
+    }
+    outcome = JSON.parse(reply);
+  } catch (error) {
+    outcome = {
+      ok: false,
+      error: { type: error?.type ?? error?.name ?? "Error", message: String(error?.message ?? error), traceback: String(error?.message ?? error) },
+    };
+  }
+  try {
+    guest.flush_streams();
+  } catch {
+    // A broken sys.stdout is the user's own; the run result still stands.
+  }
+  out.finish();
+  err.finish();
+  outcome.stdoutCut = out.cutChars;
+  outcome.stderrCut = err.cutChars;
+  // Route later stray writes (timers left behind) nowhere rather than into the next run.
+  pyodide.setStdout({ write: (bytes) => bytes.length });
+  pyodide.setStderr({ write: (bytes) => bytes.length });
+  parentPort.postMessage({ type: "done", runId: message.runId, outcome });
+}
+
+let queue = Promise.resolve();
+parentPort.on("message", (message) => {
+  if (message.type === "run") {
+    queue = queue.then(() => run(message));
+  }
+});
+
+parentPort.postMessage({ type: "ready", version: pyodide.version });
