@@ -87,9 +87,21 @@ class WorkerRuntime {
     if (this.current !== run) return;
     run.timedOut = true;
     Atomics.store(this.interrupt, 0, SIGINT);
+    // Python consumes the flag when it sees it; if the KeyboardInterrupt was swallowed
+    // (a finalizer, an except clause), raise it again until the grace period ends.
+    let signals = 1;
+    run.resignal = setInterval(() => {
+      if (this.current !== run) return clearInterval(run.resignal);
+      if (Atomics.load(this.interrupt, 0) === 0) {
+        signals += 1;
+        Atomics.store(this.interrupt, 0, SIGINT);
+      }
+    }, 50);
     run.graceTimer = setTimeout(() => {
+      clearInterval(run.resignal);
       if (this.current !== run) return;
-      log(`run ${run.id} ignored the interrupt; ending the interpreter`);
+      const pending = Atomics.load(this.interrupt, 0);
+      log(`run ${run.id} ignored the interrupt (sent ${signals}, flag now ${pending}); ending the interpreter`);
       this.current = null;
       outputs.flush(run.id);
       send({
@@ -111,6 +123,7 @@ class WorkerRuntime {
     this.current = null;
     clearTimeout(run.timer);
     clearTimeout(run.graceTimer);
+    clearInterval(run.resignal);
     outputs.flush(run.id);
     const payload = { ...outcome, durationMs: performance.now() - run.started, generation: this.generation };
     if (run.timedOut) {
@@ -138,6 +151,7 @@ class WorkerRuntime {
     if (run) {
       clearTimeout(run.timer);
       clearTimeout(run.graceTimer);
+      clearInterval(run.resignal);
       outputs.flush(run.id);
       send({
         id: run.id,

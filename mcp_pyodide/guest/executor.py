@@ -11,6 +11,7 @@ import ast
 import builtins
 import json
 import linecache
+import signal
 import sys
 import traceback
 import types
@@ -32,6 +33,8 @@ class Guest:
     def execute(self, source: str) -> str | Coroutine[Any, Any, str]:
         """Run `source`; return JSON now, or a coroutine when the code awaits at top level."""
         self.cell += 1
+        # A handler left by an earlier call must not make this one unstoppable.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         filename = f"<cell-{self.cell}>"
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         try:

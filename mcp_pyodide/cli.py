@@ -1,0 +1,206 @@
+"""The `mcp-pyodide` command: serve MCP by default, plus a few helper subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+from . import __version__
+from .config import (
+    DEFAULT_GRACE_MS,
+    DEFAULT_MAX_CODE_BYTES,
+    DEFAULT_MAX_OUTPUT_CHARS,
+    DEFAULT_MEMORY_LIMIT_MB,
+    DEFAULT_TIMEOUT_MS,
+    RuntimeConfig,
+)
+from .errors import SetupError
+from .policy import DEFAULT_POLICY_JSON, PolicyError, explain, load_policy
+
+SUBCOMMANDS = ("serve", "policy", "fetch-packages", "install-runtime")
+KNOWN_TOOLS = (
+    "pyodide_execute",
+    "pyodide_reset",
+    "pyodide_install-packages",
+    "pyodide_get-mount-points",
+    "pyodide_list-mounted-directory",
+    "pyodide_read-image",
+)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than zero")
+    return value
+
+
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument(
+        "--timeout", type=_positive_int, default=int(env("MCP_PYODIDE_TIMEOUT", DEFAULT_TIMEOUT_MS)),
+        help=f"default run time limit per call, in ms (default {DEFAULT_TIMEOUT_MS}; env MCP_PYODIDE_TIMEOUT)",
+    )
+    parser.add_argument(
+        "--max-output", type=_positive_int, default=DEFAULT_MAX_OUTPUT_CHARS, metavar="CHARS",
+        help=f"characters kept per stream per call (default {DEFAULT_MAX_OUTPUT_CHARS})",
+    )
+    parser.add_argument(
+        "--max-code-bytes", type=_positive_int, default=DEFAULT_MAX_CODE_BYTES, metavar="BYTES",
+        help=f"largest code accepted per call (default {DEFAULT_MAX_CODE_BYTES})",
+    )
+    parser.add_argument(
+        "--memory-limit", type=_positive_int, default=DEFAULT_MEMORY_LIMIT_MB, metavar="MIB",
+        help=f"WebAssembly memory cap for the interpreter, in MiB (default {DEFAULT_MEMORY_LIMIT_MB})",
+    )
+    parser.add_argument(
+        "--grace", type=_positive_int, default=DEFAULT_GRACE_MS, metavar="MS",
+        help="how long an interrupted run may take to stop before the interpreter is replaced "
+        f"(default {DEFAULT_GRACE_MS})",
+    )
+    parser.add_argument("--node", default=None, help="path to the node binary (env MCP_PYODIDE_NODE)")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None,
+        help="package cache folder (env PYODIDE_CACHE_DIR; default: a per-user cache folder)",
+    )
+
+
+def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
+    return RuntimeConfig(
+        timeout_ms=args.timeout,
+        max_output_chars=args.max_output,
+        max_code_bytes=args.max_code_bytes,
+        memory_limit_mb=args.memory_limit,
+        grace_ms=args.grace,
+        node=args.node,
+        package_cache_dir=args.cache_dir,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcp-pyodide",
+        description="An MCP server that runs Python in a Pyodide sandbox. With no subcommand it serves MCP over stdio.",
+    )
+    parser.add_argument("--version", action="version", version=f"mcp-pyodide {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="serve MCP over stdio (the default)")
+    add_serve_options(serve)
+
+    policy = sub.add_parser("policy", help="inspect policy files")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    policy_sub.add_parser("show-default", help="print the built-in default policy")
+    check = policy_sub.add_parser("check", help="validate a policy file and explain what it allows")
+    check.add_argument("file", type=Path)
+
+    fetch = sub.add_parser("fetch-packages", help="fill the package cache ahead of time", add_help=False)
+    fetch.add_argument("rest", nargs=argparse.REMAINDER)
+
+    install = sub.add_parser("install-runtime", help="install and verify the Node-side runtime now")
+    install.add_argument("--node", default=None)
+    return parser
+
+
+def add_serve_options(parser: argparse.ArgumentParser) -> None:
+    add_runtime_options(parser)
+    parser.add_argument(
+        "--policy", type=Path, default=os.environ.get("MCP_PYODIDE_POLICY") or None,
+        help="policy.json to enforce on every tool call (env MCP_PYODIDE_POLICY; default: the built-in policy)",
+    )
+    parser.add_argument("--audit-log", type=Path, default=None, help="append one JSON line per policy decision")
+    parser.add_argument(
+        "--log-level", default=os.environ.get("MCP_PYODIDE_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"], help="stderr log level (default info)",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help", "--version"):
+        argv = ["serve", *argv]
+    if argv and argv[0] == "fetch-packages":
+        from .packages.cli import fetch_packages_main
+
+        return fetch_packages_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.command == "policy":
+        return _policy(args)
+    if args.command == "install-runtime":
+        return _install_runtime(args)
+    return _serve(args)
+
+
+def _policy(args: argparse.Namespace) -> int:
+    if args.policy_command == "show-default":
+        print(DEFAULT_POLICY_JSON)
+        return 0
+    try:
+        policy = load_policy(args.file)
+    except PolicyError as exc:
+        print(f"invalid policy: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: valid\n")
+    print(explain(policy, KNOWN_TOOLS))
+    return 0
+
+
+def _install_runtime(args: argparse.Namespace) -> int:
+    from ._node import find_node
+    from ._runtime_files import ensure_runtime
+
+    try:
+        node = find_node(args.node)
+        files = ensure_runtime(node)
+    except SetupError as exc:
+        print(f"mcp-pyodide: {exc}", file=sys.stderr)
+        return 1
+    print(f"Node {node.version_text} at {node.path}; Pyodide runtime at {files.pyodide_dir}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import make_state, serve_stdio
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = runtime_config(args)
+        policy = load_policy(args.policy) if args.policy else None
+    except (PolicyError, ValueError) as exc:
+        print(f"mcp-pyodide: {exc}", file=sys.stderr)
+        return 2
+    # Fail fast on a missing Node: the client shows our stderr, and serving without a runtime helps nobody.
+    from ._node import find_node
+
+    try:
+        node = find_node(config.node)
+    except SetupError as exc:
+        print(f"mcp-pyodide: {exc}", file=sys.stderr)
+        return 1
+    state = make_state(config, policy=policy, audit_log=args.audit_log)
+    state.runtime.node = node
+    logging.getLogger("mcp_pyodide.server").info(
+        "mcp-pyodide %s serving on stdio (Node %s at %s; policy: %s)",
+        __version__, node.version_text, node.path, args.policy or "built-in default",
+    )
+    try:
+        anyio.run(serve_stdio, state)
+    except KeyboardInterrupt:
+        pass
+    except asyncio.CancelledError:
+        pass
+    return 0

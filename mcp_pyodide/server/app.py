@@ -1,0 +1,171 @@
+"""The MCP surface: lists tools, passes every call through the policy, then dispatches it.
+
+Data flows one way: MCP request -> argument validation -> policy decision
+(and approval) -> tool handler -> runtime. A refused call never reaches the
+runtime and never consumes quota.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp.server import Server
+from mcp.server.context import ServerRequestContext
+
+from .. import __version__
+from ..policy import AuditLog, Decision, PolicyEngine, audit_record
+from ..runtime import Runtime
+from .registry import CallContext, ToolFailure, ToolSpec, text_result
+
+log = logging.getLogger("mcp_pyodide.server")
+
+INSTRUCTIONS = (
+    "Runs Python code in a sandboxed Pyodide interpreter. Use pyodide_execute to run code; state "
+    "persists between calls until pyodide_reset."
+)
+
+
+@dataclass
+class ServerState:
+    """Everything the handlers share; built once per server."""
+
+    runtime: Runtime
+    tools: dict[str, ToolSpec]
+    engine: PolicyEngine
+    audit: AuditLog | None = None
+    sessions: weakref.WeakKeyDictionary[Any, str] = field(default_factory=weakref.WeakKeyDictionary)
+
+    def session_id(self, session: Any) -> str:
+        try:
+            return self.sessions.setdefault(session, uuid.uuid4().hex[:12])
+        except TypeError:
+            return "default"
+
+
+async def _ask_approval(ctx: ServerRequestContext[Any], decision: Decision) -> tuple[bool, str]:
+    """Ask the user through MCP elicitation; returns (approved, reason when not)."""
+    caps = ctx.session.client_capabilities
+    if caps is None or caps.elicitation is None:
+        return False, "this call needs the user's approval, and the client cannot ask (no elicitation support)"
+    try:
+        answer = await ctx.session.elicit_form(
+            decision.message,
+            {"type": "object", "properties": {}},
+            related_request_id=ctx.request_id,
+        )
+    except Exception as exc:  # noqa: BLE001 - any failure to ask is a refusal, never a crash
+        return False, f"asking the user for approval failed ({exc})"
+    if answer.action == "accept":
+        return True, ""
+    return False, f"the user answered {answer.action!r} to the approval request"
+
+
+def _summarise(arguments: dict[str, Any]) -> str:
+    parts = []
+    for key, value in arguments.items():
+        text = value if isinstance(value, str) else repr(value)
+        if len(text) > 300:
+            text = text[:300] + f"... ({len(text)} characters)"
+        parts.append(f"{key}: {text}")
+    return "\n".join(parts)
+
+
+def build_server(state: ServerState) -> Server[Any]:
+    """Wire the tools, the policy and the runtime into a low-level MCP server."""
+
+    @asynccontextmanager
+    async def lifespan(_: Server[Any]) -> AsyncIterator[dict[str, Any]]:
+        state.runtime.start()  # boot overlaps the handshake
+        try:
+            yield {}
+        finally:
+            with anyio.CancelScope(shield=True):
+                await state.runtime.close()
+
+    async def list_tools(
+        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return types.ListToolsResult(
+            tools=[spec.to_mcp() for spec in state.tools.values() if state.engine.is_visible(spec.name)]
+        )
+
+    async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+        started = time.perf_counter()
+        name = params.name
+        raw_args = dict(params.arguments or {})
+        session_id = state.session_id(ctx.session)
+        spec = state.tools.get(name)
+        if spec is None or not state.engine.is_visible(name):
+            return text_result(f"Unknown tool {name!r}. Available: {', '.join(state.tools)}", is_error=True)
+        try:
+            args = spec.parse(raw_args)
+        except ToolFailure as exc:
+            return text_result(str(exc), is_error=True)
+        # The policy sees arguments with defaults filled in, so `require` rules apply to what will run.
+        policy_args = args.model_dump()
+        if "timeout" in policy_args and policy_args["timeout"] is None:
+            policy_args["timeout"] = state.runtime.config.timeout_ms
+        decision = await state.engine.decide(name, policy_args, session_id)
+        if decision.needs_approval:
+            approved, why = await _ask_approval(ctx, _with_summary(decision, policy_args))
+            decision = state.engine.commit(decision) if approved else state.engine.release(decision, why)
+        if not decision.allowed:
+            _audit(state, decision, policy_args, started, "refused")
+            return text_result(decision.message, is_error=True)
+
+        async def report_progress(progress: float, total: float | None, message: str | None) -> None:
+            await ctx.session.report_progress(progress, total, message)
+
+        outcome = "error"
+        try:
+            result = await spec.handler(args, CallContext(session_id=session_id, report_progress=report_progress))
+            outcome = "error" if result.is_error else "ok"
+            return result
+        except ToolFailure as exc:
+            return text_result(str(exc), is_error=True)
+        except Exception as exc:
+            log.exception("tool %s failed", name)
+            return text_result(f"{name} failed: {type(exc).__name__}: {exc}", is_error=True)
+        finally:
+            _audit(state, decision, policy_args, started, outcome)
+
+    return Server(
+        "mcp-pyodide",
+        version=__version__,
+        title="Python in Pyodide",
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+    )
+
+
+def _with_summary(decision: Decision, arguments: dict[str, Any]) -> Decision:
+    from dataclasses import replace
+
+    summary = _summarise(arguments)
+    return replace(decision, message=f"Allow the tool call {decision.tool}?\n\n{summary}")
+
+
+def _audit(state: ServerState, decision: Decision, arguments: dict[str, Any], started: float, outcome: str) -> None:
+    if state.audit is None:
+        return
+    try:
+        state.audit.write(
+            audit_record(decision, arguments, duration_ms=(time.perf_counter() - started) * 1000, outcome=outcome)
+        )
+    except OSError as exc:
+        log.error("could not write the audit log: %s", exc)
+
+
+def tool_map(specs: Sequence[ToolSpec]) -> dict[str, ToolSpec]:
+    return {spec.name: spec for spec in specs}

@@ -1,0 +1,130 @@
+"""Drive a real `mcp-pyodide` server over stdio with the real MCP client, from synchronous tests.
+
+The client runs on its own event loop in a background thread, so one server
+can serve a whole test module and tests stay plain functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import uuid
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+import mcp_types as types
+import psutil
+from mcp import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parent.parent
+CALL_TIMEOUT_S = 180.0
+
+
+class ServerHandle:
+    """A running server process plus a connected ClientSession."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None, client_kwargs: dict[str, Any] | None = None):
+        self.args = list(args)
+        self.instance = uuid.uuid4().hex
+        self.env = {**os.environ, **(env or {}), "MCP_PYODIDE_TEST_INSTANCE": self.instance}
+        self.client_kwargs = client_kwargs or {}
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.session: ClientSession | None = None
+        self.stderr_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"mcp-pyodide-test-{self.instance}.log"
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = CALL_TIMEOUT_S) -> T:
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result(timeout)
+
+    def start(self) -> ServerHandle:
+        self.ready: Future[None] = Future()
+        self.main_task = asyncio.run_coroutine_threadsafe(self._main(), self.loop)
+        self.ready.result(CALL_TIMEOUT_S)
+        return self
+
+    async def _main(self) -> None:
+        """Hold the client open in one task: anyio scopes must close in the task that opened them."""
+        self.stop_event = asyncio.Event()
+        params = StdioServerParameters(
+            command=sys.executable, args=["-m", "mcp_pyodide", *self.args], env=self.env, cwd=str(REPO)
+        )
+        self.errlog = self.stderr_path.open("w")
+        try:
+            async with stdio_client(params, errlog=self.errlog) as (read, write):
+                async with ClientSession(read, write, **self.client_kwargs) as session:
+                    await session.initialize()
+                    self.session = session
+                    self.ready.set_result(None)
+                    await self.stop_event.wait()
+        except BaseException as exc:
+            if not self.ready.done():
+                self.ready.set_exception(exc)
+            raise
+
+    def call(self, name: str, arguments: dict[str, Any] | None = None, timeout: float = CALL_TIMEOUT_S) -> types.CallToolResult:
+        assert self.session is not None
+        return self.run(self.session.call_tool(name, arguments or {}), timeout)
+
+    def execute(self, code: str, timeout_ms: int | None = None) -> types.CallToolResult:
+        args: dict[str, Any] = {"code": code}
+        if timeout_ms is not None:
+            args["timeout"] = timeout_ms
+        return self.call("pyodide_execute", args)
+
+    def run_async_call(self, name: str, arguments: dict[str, Any]) -> Future[types.CallToolResult]:
+        """Start a call and return at once; `.result(timeout)` waits for it."""
+        assert self.session is not None
+        return asyncio.run_coroutine_threadsafe(self.session.call_tool(name, arguments), self.loop)
+
+    def call_many(self, calls: list[tuple[str, dict[str, Any]]]) -> list[types.CallToolResult]:
+        assert self.session is not None
+        session = self.session
+
+        async def gather() -> list[types.CallToolResult]:
+            return list(await asyncio.gather(*(session.call_tool(n, a) for n, a in calls)))
+
+        return self.run(gather())
+
+    def list_tools(self) -> list[types.Tool]:
+        assert self.session is not None
+        return self.run(self.session.list_tools()).tools
+
+    # -- the process tree ------------------------------------------------------------------
+
+    def server_process(self) -> psutil.Process:
+        for proc in psutil.Process(os.getpid()).children(recursive=True):
+            try:
+                if proc.environ().get("MCP_PYODIDE_TEST_INSTANCE") == self.instance:
+                    return proc
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        raise LookupError("the server process was not found")
+
+    def node_processes(self, server: psutil.Process | None = None) -> list[psutil.Process]:
+        server = server or self.server_process()
+        return [p for p in server.children(recursive=True) if "node" in p.name()]
+
+    def stderr_text(self) -> str:
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+
+    def close(self) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.stop_event.set)
+            self.main_task.result(60)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            if hasattr(self, "errlog"):
+                self.errlog.close()
+
+
+def text_of(result: types.CallToolResult) -> str:
+    return "\n".join(block.text for block in result.content if isinstance(block, types.TextContent))
