@@ -80,6 +80,32 @@ class StreamCapture {
   }
 }
 
+/**
+ * Timers for Python (`js.setTimeout`, asyncio's event loop) that only fire inside the run
+ * that scheduled them, so a callback left behind cannot take over the worker between runs.
+ */
+let activeRun = 0;
+function runScoped(schedule, cancel) {
+  return {
+    set(callback, delay, ...args) {
+      const owner = activeRun;
+      return schedule(() => {
+        if (owner !== 0 && owner === activeRun) callback(...args);
+        else if (typeof callback?.destroy === "function") callback.destroy();
+      }, delay);
+    },
+    clear: cancel,
+  };
+}
+const timeout = runScoped(setTimeout, clearTimeout);
+const interval = runScoped(setInterval, clearInterval);
+const sandboxGlobals = {
+  setTimeout: timeout.set,
+  clearTimeout: timeout.clear,
+  setInterval: interval.set,
+  clearInterval: interval.clear,
+};
+
 const pyodide = await loadPyodide({
   indexURL: config.pyodideDir,
   packageCacheDir: config.packageCacheDir,
@@ -88,10 +114,13 @@ const pyodide = await loadPyodide({
   },
   stdout: () => {},
   stderr: () => {},
-  jsglobals: { setTimeout, clearTimeout, setInterval, clearInterval },
+  jsglobals: sandboxGlobals,
   env: { HOME: "/home/pyodide", PYTHONUNBUFFERED: "1", MPLBACKEND: "Agg" },
   args: [],
 });
+
+// No network from the sandbox: package files arrive through the broker's cache folder.
+globalThis.fetch = () => Promise.reject(new Error("network access is disabled in the sandbox"));
 
 pyodide.runPython(config.guestSource, { filename: "<mcp_pyodide_guest>" });
 const guest = pyodide.globals.get("_mcp_pyodide_guest");
@@ -110,6 +139,7 @@ function armRun(runId) {
 
 async function run(message) {
   const { out, err } = armRun(message.runId);
+  activeRun = message.runId;
   let outcome;
   try {
     let reply = guest.execute(message.code);
@@ -135,6 +165,7 @@ async function run(message) {
   }
   out.finish();
   err.finish();
+  activeRun = 0;
   outcome.stdoutCut = out.cutChars;
   outcome.stderrCut = err.cutChars;
   // Route later stray writes (timers left behind) nowhere rather than into the next run.

@@ -92,6 +92,7 @@ def test_killed_node_process_is_replaced(fresh_server: ServerHandle) -> None:
 
 
 def test_call_in_flight_when_node_dies_returns_an_error_quickly(fresh_server: ServerHandle) -> None:
+    assert not fresh_server.execute("1").is_error  # the runtime is up
     server_proc = fresh_server.server_process()
     [node] = fresh_server.node_processes(server_proc)
     pending = fresh_server.run_async_call("pyodide_execute", {"code": "while True: pass", "timeout": 60_000})
