@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 from pathlib import Path
 
 import anyio
@@ -38,8 +40,12 @@ async def serve_stdio(state: ServerState) -> None:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 async for signum in signals:
                     log.info("received %s; shutting down", signal.Signals(signum).name)
-                    group.cancel_scope.cancel()
-                    return
+                    with anyio.CancelScope(shield=True):
+                        await state.runtime.close()
+                    # The MCP stdio reader is a thread blocked on stdin that no cancellation
+                    # reaches; with the Node process gone there is nothing left to clean up.
+                    sys.stderr.flush()
+                    os._exit(0)
 
         group.start_soon(watch_signals)
         try:
