@@ -24,6 +24,8 @@ class RuntimeConfig:
     node: str | None = None
     runtime_cache_dir: Path | None = None
     package_cache_dir: Path | None = None
+    package_source: str | None = None  # folder or URL; None means Pyodide's CDN
+    inline_images: bool = True
 
     def __post_init__(self) -> None:
         for name in ("timeout_ms", "max_output_chars", "max_code_bytes", "memory_limit_mb", "grace_ms"):
