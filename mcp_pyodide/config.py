@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .mounts import Mount
+
 DEFAULT_TIMEOUT_MS = 30_000
 DEFAULT_MAX_OUTPUT_CHARS = 100_000
 DEFAULT_MAX_CODE_BYTES = 1_000_000
@@ -26,6 +28,8 @@ class RuntimeConfig:
     package_cache_dir: Path | None = None
     package_source: str | None = None  # folder or URL; None means Pyodide's CDN
     inline_images: bool = True
+    mounts: tuple[Mount, ...] = ()
+    output_dir: Path | None = None
 
     def __post_init__(self) -> None:
         for name in ("timeout_ms", "max_output_chars", "max_code_bytes", "memory_limit_mb", "grace_ms"):

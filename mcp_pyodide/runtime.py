@@ -27,6 +27,8 @@ from ._paths import cache_root
 from ._runtime_files import RuntimeFiles, ensure_runtime
 from ._transport import Transport
 from .config import RuntimeConfig
+from .mounts import GUEST_ROOT, OUTPUT_NAME
+from .packages.cache import default_cache_dir
 from .errors import MCPPyodideError, RuntimeCrashed, RuntimeUnavailable, SetupError
 
 log = logging.getLogger("mcp_pyodide.runtime")
@@ -34,6 +36,7 @@ node_log = logging.getLogger("mcp_pyodide.node")
 
 OutputListener = Callable[[str, str], None]
 WATCHDOG_SLACK_S = 15.0
+OUTPUT_GUEST_PATH = f"{GUEST_ROOT}/{OUTPUT_NAME}"
 
 
 @dataclass
@@ -63,8 +66,13 @@ class ExecutionResult:
         return self.error is None
 
 
-def _guest_source() -> str:
-    return resources.files("mcp_pyodide.guest").joinpath("executor.py").read_text(encoding="utf-8")
+GUEST_MODULES = ("mcp_guest_executor", "mcp_guest_figures")
+
+
+def _guest_modules() -> dict[str, str]:
+    """The Python that runs inside the sandbox, read from real .py files in this package."""
+    folder = resources.files("mcp_pyodide.guest")
+    return {name: folder.joinpath(f"{name}.py").read_text(encoding="utf-8") for name in GUEST_MODULES}
 
 
 def _die_with_parent() -> None:
@@ -95,6 +103,8 @@ class Runtime:
         self._closing = False
         self._stderr_task: asyncio.Task[None] | None = None
         self.restarts = 0
+        self._spawns = 0
+        self._worker_generation = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -124,16 +134,29 @@ class Runtime:
         )
 
     def package_cache_dir(self) -> Path:
-        return self.config.package_cache_dir or cache_root() / "packages"
+        return self.config.package_cache_dir or default_cache_dir()
+
+    def mpl_config_dir(self) -> Path:
+        """matplotlib's font cache, kept between runs so only the first figure ever pays for it."""
+        return cache_root() / "matplotlib"
 
     def node_command(self) -> list[str]:
         """The exact command line: every grant is listed here and nowhere else."""
         assert self.node is not None and self.files is not None
         readable = [*self.files.readable_paths(), self.package_cache_dir()]
+        writable = [self.mpl_config_dir()]
+        for mount in self.config.mounts:
+            readable.append(mount.host_path)
+            if not mount.read_only:
+                writable.append(mount.host_path)
+        if self.config.output_dir is not None:
+            writable.append(self.config.output_dir)
+        readable.extend(path for path in writable if path not in readable)
         return [
             self.node.path,
             self.node.permission_flag,
             *(f"--allow-fs-read={path}" for path in readable),
+            *(f"--allow-fs-write={path}" for path in writable),
             "--allow-worker",
             "--disallow-code-generation-from-strings",
             "--no-warnings",
@@ -143,6 +166,7 @@ class Runtime:
     async def _spawn(self) -> None:
         assert self.files is not None
         self.package_cache_dir().mkdir(parents=True, exist_ok=True)
+        self.mpl_config_dir().mkdir(parents=True, exist_ok=True)
         process = await asyncio.create_subprocess_exec(
             *self.node_command(),
             stdin=asyncio.subprocess.PIPE,
@@ -156,6 +180,7 @@ class Runtime:
         )
         assert process.stdin is not None and process.stdout is not None and process.stderr is not None
         self._process = process
+        self._spawns += 1
         self._stderr_task = asyncio.get_running_loop().create_task(self._pump_stderr(process.stderr))
         connection = Connection(Transport(process.stdout, process.stdin), on_event=self._on_event)
         connection.start()
@@ -167,12 +192,25 @@ class Runtime:
                 "pyodideDir": str(pyodide_dir) + os.sep,
                 "pyodideModule": (pyodide_dir / "pyodide.mjs").as_uri(),
                 "packageCacheDir": str(self.package_cache_dir()),
-                "guestSource": _guest_source(),
+                "guestModules": _guest_modules(),
+                "guestOptions": {"outputDir": OUTPUT_GUEST_PATH if self.config.output_dir else None},
+                "mounts": self._mount_table(),
+                "mplConfigDir": str(self.mpl_config_dir()),
                 "memoryLimitBytes": self.config.memory_limit_mb * 1024 * 1024,
                 "maxOutputChars": self.config.max_output_chars,
                 "graceMs": self.config.grace_ms,
             },
         )
+        self._worker_generation = int(self.info.get("generation", 1))
+
+    def _mount_table(self) -> list[dict[str, Any]]:
+        table = [
+            {"guestPath": m.guest_path, "hostPath": str(m.host_path), "readOnly": m.read_only}
+            for m in self.config.mounts
+        ]
+        if self.config.output_dir is not None:
+            table.append({"guestPath": OUTPUT_GUEST_PATH, "hostPath": str(self.config.output_dir), "readOnly": False})
+        return table
 
     async def _pump_stderr(self, stream: asyncio.StreamReader) -> None:
         while line := await stream.readline():
@@ -180,6 +218,7 @@ class Runtime:
 
     def _on_event(self, payload: dict[str, Any]) -> None:
         if payload.get("event") == "restarting":
+            self._worker_generation = int(payload.get("generation", self._worker_generation + 1))
             self.restarts += 1
             log.warning("the interpreter is restarting (%s)", payload.get("reason"))
 
@@ -308,12 +347,36 @@ class Runtime:
                 traceback=result.error.traceback,
             )
 
+    async def load_packages(self, names: list[str], timeout_ms: int = 300_000) -> dict[str, Any]:
+        """Load lock-file packages whose files are already in the package cache.
+
+        Returns {"error": str | None, "logs": [...], "loaded": {name: source}, "generation": int}.
+        """
+        async with self._lock:
+            connection = await self._ensure_process()
+            try:
+                return await asyncio.wait_for(
+                    connection.request("load-packages", {"names": names, "timeoutMs": timeout_ms}),
+                    timeout_ms / 1000 + WATCHDOG_SLACK_S,
+                )
+            except (RuntimeCrashed, TimeoutError) as exc:
+                await self._kill_process()
+                self._boot_task = asyncio.get_running_loop().create_task(self._boot())
+                raise RuntimeCrashed(f"the runtime died while loading packages ({exc}); state was reset") from exc
+
+    @property
+    def interpreter_id(self) -> tuple[int, int]:
+        """Changes whenever the interpreter is replaced, so callers can forget what it had loaded."""
+        return (self._spawns, self._worker_generation)
+
     async def reset(self) -> dict[str, Any]:
         """Replace the interpreter with a fresh one; all globals are lost."""
         async with self._lock:
             connection = await self._ensure_process()
             try:
-                return await connection.request("reset")
+                info = await connection.request("reset")
+                self._worker_generation = int(info.get("generation", self._worker_generation + 1))
+                return info
             except RuntimeCrashed:
                 await self._kill_process()
                 self._boot_task = asyncio.get_running_loop().create_task(self._boot())

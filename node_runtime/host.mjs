@@ -43,15 +43,7 @@ class WorkerRuntime {
       stdin: false,
       stdout: true,
       stderr: true,
-      workerData: {
-        pyodideDir: config.pyodideDir,
-        pyodideModule: config.pyodideModule,
-        packageCacheDir: config.packageCacheDir,
-        guestSource: config.guestSource,
-        memoryLimitBytes: config.memoryLimitBytes,
-        maxOutputChars: config.maxOutputChars,
-        interruptBuffer: this.interruptBuffer,
-      },
+      workerData: { ...config, interruptBuffer: this.interruptBuffer },
     });
     this.worker.stdout.on("data", (chunk) => log(`worker stdout: ${chunk.toString().trimEnd()}`));
     this.worker.stderr.on("data", (chunk) => log(`worker stderr: ${chunk.toString().trimEnd()}`));
@@ -72,6 +64,10 @@ class WorkerRuntime {
       outputs.push(run.id, message.stream, message.text);
     } else if (message.type === "done") {
       this.finishRun(message.outcome);
+    } else if (message.type === "loaded") {
+      this.current = null;
+      clearTimeout(run.timer);
+      send({ id: run.id, kind: "result", payload: { ...message.outcome, generation: this.generation } });
     }
   }
 
@@ -81,6 +77,23 @@ class WorkerRuntime {
     this.current = run;
     run.timer = setTimeout(() => this.onTimeout(run), timeoutMs);
     this.worker.postMessage({ type: "run", runId, code });
+  }
+
+  loadPackages(id, names, timeoutMs) {
+    const runId = ++this.nextRunId;
+    const run = { id, runId, started: performance.now() };
+    this.current = run;
+    run.timer = setTimeout(() => {
+      if (this.current !== run) return;
+      this.current = null;
+      send({
+        id,
+        kind: "error",
+        payload: { code: "timeout", message: `Loading packages took longer than ${timeoutMs} ms; the interpreter was restarted and all state was reset.`, stateReset: true },
+      });
+      replaceRuntime("package load timeout");
+    }, timeoutMs);
+    this.worker.postMessage({ type: "load", runId, names });
   }
 
   onTimeout(run) {
@@ -207,6 +220,19 @@ function replaceRuntime(why) {
   );
 }
 
+/** The live worker once it has booted; one retry if it died while booting. */
+async function readyRuntime() {
+  let current = runtime;
+  try {
+    await current.ready;
+  } catch {
+    current = runtime; // it died while booting and was replaced; wait for the new one
+    await current.ready;
+  }
+  if (current !== runtime || current.dead) throw new Error("the interpreter was restarted before the call could run");
+  return current;
+}
+
 async function handle(message) {
   const { id, kind, payload } = message;
   try {
@@ -219,15 +245,13 @@ async function handle(message) {
         break;
       }
       case "execute": {
-        let current = runtime;
-        try {
-          await current.ready;
-        } catch {
-          current = runtime; // it died while booting and was replaced; wait for the new one
-          await current.ready;
-        }
-        if (current !== runtime || current.dead) throw new Error("the interpreter was restarted before the call could run");
+        const current = await readyRuntime();
         current.execute(id, payload.code, payload.timeoutMs);
+        break;
+      }
+      case "load-packages": {
+        const current = await readyRuntime();
+        current.loadPackages(id, payload.names, payload.timeoutMs ?? 300000);
         break;
       }
       case "reset": {

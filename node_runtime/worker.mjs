@@ -9,6 +9,8 @@ import fs from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
 
 const config = workerData;
+const GUEST_LIB = "/lib/mcp_guest";
+const GUEST_MPLCONFIG = "/home/pyodide/.mplconfig";
 const interrupt = new Int32Array(config.interruptBuffer);
 
 capWasmMemory(config.memoryLimitBytes);
@@ -115,15 +117,44 @@ const pyodide = await loadPyodide({
   stdout: () => {},
   stderr: () => {},
   jsglobals: sandboxGlobals,
-  env: { HOME: "/home/pyodide", PYTHONUNBUFFERED: "1", MPLBACKEND: "Agg" },
+  env: {
+    HOME: "/home/pyodide",
+    PYTHONUNBUFFERED: "1",
+    MPLBACKEND: "Agg",
+    ...(config.mplConfigDir ? { MPLCONFIGDIR: GUEST_MPLCONFIG } : {}),
+  },
   args: [],
 });
 
 // No network from the sandbox: package files arrive through the broker's cache folder.
 globalThis.fetch = () => Promise.reject(new Error("network access is disabled in the sandbox"));
 
-pyodide.runPython(config.guestSource, { filename: "<mcp_pyodide_guest>" });
-const guest = pyodide.globals.get("_mcp_pyodide_guest");
+mountHostFolders();
+installGuestModules();
+const guest = pyodide.runPython("import mcp_guest_executor\nmcp_guest_executor.GUEST");
+guest.configure(pyodide.toPy(config.guestOptions ?? {}));
+pyodide.runPython(`import sys\nif ${JSON.stringify(GUEST_LIB)} in sys.path: sys.path.remove(${JSON.stringify(GUEST_LIB)})`);
+
+/** Show each granted host folder at its guest path; the permission flags are the real fence. */
+function mountHostFolders() {
+  const { FS } = pyodide;
+  const mounts = [...(config.mounts ?? [])];
+  if (config.mplConfigDir) mounts.push({ guestPath: GUEST_MPLCONFIG, hostPath: config.mplConfigDir });
+  for (const mount of mounts) {
+    FS.mkdirTree(mount.guestPath);
+    FS.mount(FS.filesystems.NODEFS, { root: mount.hostPath }, mount.guestPath);
+  }
+}
+
+/** The guest helpers are real .py files sent by the broker; put them where Python imports them. */
+function installGuestModules() {
+  const { FS } = pyodide;
+  FS.mkdirTree(GUEST_LIB);
+  for (const [name, source] of Object.entries(config.guestModules)) {
+    FS.writeFile(`${GUEST_LIB}/${name}.py`, source);
+  }
+  pyodide.runPython(`import sys\nsys.path.insert(0, ${JSON.stringify(GUEST_LIB)})`);
+}
 
 /** Restore everything user code could have changed since the last run. */
 function armRun(runId) {
@@ -174,10 +205,28 @@ async function run(message) {
   parentPort.postMessage({ type: "done", runId: message.runId, outcome });
 }
 
+async function loadPackages(message) {
+  const logs = [];
+  let error = null;
+  try {
+    await pyodide.loadPackage(message.names, {
+      messageCallback: (text) => logs.push(text),
+      errorCallback: (text) => logs.push(text),
+      checkIntegrity: true,
+    });
+  } catch (caught) {
+    error = String(caught?.message ?? caught);
+  }
+  const loaded = Object.fromEntries(Object.entries(pyodide.loadedPackages));
+  parentPort.postMessage({ type: "loaded", runId: message.runId, outcome: { error, logs, loaded } });
+}
+
 let queue = Promise.resolve();
 parentPort.on("message", (message) => {
   if (message.type === "run") {
     queue = queue.then(() => run(message));
+  } else if (message.type === "load") {
+    queue = queue.then(() => loadPackages(message));
   }
 });
 

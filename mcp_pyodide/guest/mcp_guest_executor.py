@@ -1,6 +1,6 @@
 """Runs inside Pyodide: executes one cell of user code and reports the outcome as JSON.
 
-This file is sent to the sandbox as source and run there once per interpreter.
+The broker sends this file to the sandbox, which imports it as `mcp_guest_executor`.
 It must only use the standard library and Pyodide's own modules, and it keeps
 everything in one namespace object so user code does not see its helpers.
 """
@@ -30,11 +30,26 @@ class Guest:
         self.cell = 0
         self.hooks: list[Any] = []
 
+    def configure(self, options: Any) -> None:
+        """Called once per interpreter with the broker's settings (a dict converted from JS)."""
+        opts = dict(options)
+        if opts.get("outputDir"):
+            from mcp_guest_figures import FigureSaver
+
+            saver = FigureSaver(str(opts["outputDir"]))
+            saver.install()
+            self.hooks.append(saver)
+
     def execute(self, source: str) -> str | Coroutine[Any, Any, str]:
         """Run `source`; return JSON now, or a coroutine when the code awaits at top level."""
         self.cell += 1
         # A handler left by an earlier call must not make this one unstoppable.
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        for hook in self.hooks:
+            try:
+                hook.before_run()
+            except BaseException as exc:  # noqa: BLE001
+                print(f"[mcp-pyodide] pre-run hook failed: {exc!r}", file=sys.stderr)
         filename = f"<cell-{self.cell}>"
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         try:
@@ -164,4 +179,4 @@ def format_user_traceback(exc: BaseException, filename: str) -> str:
         return f"{type(exc).__name__}: {safe_str(exc)}\n"
 
 
-_mcp_pyodide_guest = Guest()
+GUEST = Guest()

@@ -1,0 +1,111 @@
+"""Runs inside Pyodide: turns matplotlib figures into PNG files in the output folder.
+
+`plt.show()` saves every open figure and closes it; figures still open when a
+run ends are saved the same way. Nothing is displayed and nothing is lost.
+pyplot is patched the moment it is imported, whichever way it is imported.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import os
+import secrets
+import sys
+import time
+from typing import Any
+
+PYPLOT = "matplotlib.pyplot"
+
+
+class FigureSaver:
+    def __init__(self, output_dir: str) -> None:
+        self.output_dir = output_dir
+        self.saved: list[str] = []
+        self.counter = 0
+        self.session = secrets.token_hex(2)
+
+    # -- hooks called by the executor --------------------------------------------------------
+
+    def install(self) -> None:
+        sys.meta_path.insert(0, _PyplotFinder(self))
+        if PYPLOT in sys.modules:
+            self.patch(sys.modules[PYPLOT])
+
+    def before_run(self) -> None:
+        self.saved = []
+        if not any(isinstance(finder, _PyplotFinder) for finder in sys.meta_path):
+            self.install()  # user code removed the finder; put it back
+        pyplot = sys.modules.get(PYPLOT)
+        if pyplot is not None and not getattr(pyplot.show, "_mcp_saves_figures", False):
+            self.patch(pyplot)
+
+    def after_run(self) -> None:
+        pyplot = sys.modules.get(PYPLOT)
+        if pyplot is not None:
+            self.save_open_figures(pyplot)
+
+    def report(self) -> dict[str, Any]:
+        return {"figures": list(self.saved)} if self.saved else {}
+
+    # -- the work ----------------------------------------------------------------------------
+
+    def patch(self, pyplot: Any) -> None:
+        saver = self
+
+        def show(*args: Any, **kwargs: Any) -> None:
+            saver.save_open_figures(pyplot)
+
+        show._mcp_saves_figures = True  # type: ignore[attr-defined]
+        pyplot.show = show
+        try:
+            pyplot.switch_backend("Agg")
+        except Exception:  # noqa: BLE001 - a backend already chosen by the user stays
+            pass
+
+    def next_path(self) -> str:
+        self.counter += 1
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        millis = int(time.time() * 1000) % 1000
+        name = f"figure-{stamp}-{millis:03d}-{self.session}-{self.counter:04d}.png"
+        return os.path.join(self.output_dir, name)
+
+    def save_open_figures(self, pyplot: Any) -> None:
+        for number in list(pyplot.get_fignums()):
+            figure = pyplot.figure(number)
+            path = self.next_path()
+            try:
+                os.makedirs(self.output_dir, exist_ok=True)
+                figure.savefig(path, format="png")
+                self.saved.append(path)
+            except Exception as exc:  # noqa: BLE001 - report, keep saving the others
+                print(f"[mcp-pyodide] could not save figure {number}: {exc}", file=sys.stderr)
+            finally:
+                pyplot.close(figure)
+
+
+class _PyplotFinder(importlib.abc.MetaPathFinder):
+    """Finds matplotlib.pyplot through the other finders, then patches it once loaded."""
+
+    def __init__(self, saver: FigureSaver) -> None:
+        self.saver = saver
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname != PYPLOT:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                loader = spec.loader
+                original = loader.exec_module
+                saver = self.saver
+
+                def exec_module(module: Any) -> None:
+                    original(module)
+                    saver.patch(module)
+
+                loader.exec_module = exec_module  # type: ignore[method-assign]
+                return spec
+        return None
