@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ._connection import Connection, RemoteError
+from ._isolation import Isolation, child_setup
+from ._isolation import choose as choose_isolation
 from ._node import NodeBinary, find_node
 from ._paths import cache_root
 from ._runtime_files import RuntimeFiles, ensure_runtime
@@ -75,19 +77,6 @@ def _guest_modules() -> dict[str, str]:
     return {name: folder.joinpath(f"{name}.py").read_text(encoding="utf-8") for name in GUEST_MODULES}
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux to kill Node if this Python process dies, even by SIGKILL."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            pr_set_pdeathsig = 1
-            libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-        except Exception:  # noqa: BLE001 - best effort; stdin EOF ends Node anyway
-            pass
-
-
 class Runtime:
     """A long-lived sandbox: start it once, run code many times, close it at the end."""
 
@@ -104,6 +93,7 @@ class Runtime:
         self._stderr_task: asyncio.Task[None] | None = None
         self.restarts = 0
         self._spawns = 0
+        self.isolation: Isolation | None = None
         self._worker_generation = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -118,10 +108,21 @@ class Runtime:
         assert self._boot_task is not None
         await asyncio.shield(self._boot_task)
 
+    def _child_setup(self) -> Callable[[], None] | None:
+        if not sys.platform.startswith("linux"):
+            return None
+        assert self.node is not None and self.isolation is not None
+        readable, writable = self.grants()
+        return child_setup(self.isolation, self.node, readable, writable)
+
     async def _boot(self) -> None:
         started = time.perf_counter()
         if self.node is None:
             self.node = await asyncio.to_thread(find_node, self.config.node)
+        if self.isolation is None:
+            node = self.node
+            self.isolation = await asyncio.to_thread(choose_isolation, node, self.config.isolation)
+            log.info("isolation %s", self.isolation.describe())
         if self.files is None:
             node = self.node
             self.files = await asyncio.to_thread(ensure_runtime, node, cache_dir=self.config.runtime_cache_dir)
@@ -140,9 +141,9 @@ class Runtime:
         """matplotlib's font cache, kept between runs so only the first figure ever pays for it."""
         return cache_root() / "matplotlib"
 
-    def node_command(self) -> list[str]:
-        """The exact command line: every grant is listed here and nowhere else."""
-        assert self.node is not None and self.files is not None
+    def grants(self) -> tuple[list[Path], list[Path]]:
+        """(readable, writable) host paths: every file grant is decided here and nowhere else."""
+        assert self.files is not None
         readable = [*self.files.readable_paths(), self.package_cache_dir()]
         writable = [self.mpl_config_dir()]
         for mount in self.config.mounts:
@@ -152,6 +153,12 @@ class Runtime:
         if self.config.output_dir is not None:
             writable.append(self.config.output_dir)
         readable.extend(path for path in writable if path not in readable)
+        return readable, writable
+
+    def node_command(self) -> list[str]:
+        """The exact command line, with the permission flags that fence Node in."""
+        assert self.node is not None and self.files is not None
+        readable, writable = self.grants()
         return [
             self.node.path,
             self.node.permission_flag,
@@ -175,7 +182,7 @@ class Runtime:
             env={},
             cwd=str(self.files.host_dir),
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=self._child_setup(),
             limit=2**20,
         )
         assert process.stdin is not None and process.stdout is not None and process.stderr is not None

@@ -11,11 +11,16 @@ import importlib.abc
 import importlib.machinery
 import os
 import secrets
+import shutil
 import sys
 import time
 from typing import Any
 
 PYPLOT = "matplotlib.pyplot"
+FONT_MANAGER = "matplotlib.font_manager"
+# Pyodide's matplotlib keeps its font cache beside font_manager.py, in memory; we keep a copy
+# in MPLCONFIGDIR (a host folder) so only the very first figure on a machine pays to build it.
+FONT_CACHE = "fontlist.json"
 
 
 class FigureSaver:
@@ -84,14 +89,37 @@ class FigureSaver:
                 pyplot.close(figure)
 
 
+def _persisted_font_cache() -> str | None:
+    folder = os.environ.get("MPLCONFIGDIR")
+    return os.path.join(folder, FONT_CACHE) if folder else None
+
+
+def _restore_font_cache(origin: str | None) -> None:
+    saved = _persisted_font_cache()
+    if not origin or not saved or not os.path.exists(saved):
+        return
+    # The copy shipped inside the package does not load here, so ours always wins.
+    shutil.copyfile(saved, os.path.join(os.path.dirname(origin), FONT_CACHE))
+
+
+def _keep_font_cache(origin: str | None) -> None:
+    saved = _persisted_font_cache()
+    if not origin or not saved:
+        return
+    built = os.path.join(os.path.dirname(origin), FONT_CACHE)
+    if os.path.exists(built) and not os.path.exists(saved):
+        shutil.copyfile(built, saved + ".tmp")
+        os.replace(saved + ".tmp", saved)
+
+
 class _PyplotFinder(importlib.abc.MetaPathFinder):
-    """Finds matplotlib.pyplot through the other finders, then patches it once loaded."""
+    """Finds matplotlib modules through the other finders, and wraps their loading."""
 
     def __init__(self, saver: FigureSaver) -> None:
         self.saver = saver
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
-        if fullname != PYPLOT:
+        if fullname not in (PYPLOT, FONT_MANAGER):
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -101,11 +129,24 @@ class _PyplotFinder(importlib.abc.MetaPathFinder):
                 loader = spec.loader
                 original = loader.exec_module
                 saver = self.saver
+                origin = spec.origin
 
                 def exec_module(module: Any) -> None:
-                    original(module)
-                    saver.patch(module)
+                    if fullname == FONT_MANAGER:
+                        _quietly(_restore_font_cache, origin)
+                        original(module)
+                        _quietly(_keep_font_cache, origin)
+                    else:
+                        original(module)
+                        saver.patch(module)
 
                 loader.exec_module = exec_module  # type: ignore[method-assign]
                 return spec
         return None
+
+
+def _quietly(action: Any, origin: str | None) -> None:
+    try:
+        action(origin)
+    except OSError as exc:
+        print(f"[mcp-pyodide] matplotlib font cache: {exc}", file=sys.stderr)

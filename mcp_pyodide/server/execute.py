@@ -7,9 +7,18 @@ from typing import Any
 import mcp_types as types
 from pydantic import BaseModel, ConfigDict, Field
 
+import base64
+from collections.abc import Callable
+from pathlib import Path
+
 from ..config import RuntimeConfig
-from ..runtime import ExecutionResult, Runtime
+from ..runtime import ExecutionResult
+from ..sandbox import Result, Sandbox
 from .registry import CallContext, ToolFailure, ToolSpec, text_result
+
+MAX_INLINE_IMAGE_BYTES = 2 * 1024 * 1024
+MAX_INLINE_IMAGES = 8
+LinkMaker = Callable[[Path], "types.ResourceLink | None"]
 
 MAX_TIMEOUT_MS = 3_600_000
 
@@ -49,12 +58,26 @@ EXECUTE_OUTPUT_SCHEMA: dict[str, Any] = {
         "duration_ms": {"type": "number"},
         "stdout_truncated_chars": {"type": "integer"},
         "stderr_truncated_chars": {"type": "integer"},
+        "figures": {"type": "array", "items": {"type": "string"}, "description": "saved PNGs, host paths"},
+        "files": {"type": "array", "items": {"type": "string"}, "description": "files written to the output folder"},
+        "loaded_packages": {"type": "array", "items": {"type": "string"}},
     },
     "required": ["stdout", "stderr", "result", "error", "timed_out", "state_reset", "duration_ms"],
 }
 
 
 def execute_description(config: RuntimeConfig) -> str:
+    files = ""
+    if config.output_dir is not None:
+        files = (
+            "- matplotlib works (Agg backend): plt.show() and figures left open are saved as PNG files in "
+            f"/mnt/output (on the host: {config.output_dir}); the result lists their paths and shows them. "
+            "Files your code writes to /mnt/output are listed too.\n"
+        )
+    mounts = "".join(
+        f"- Host folder {m.host_path} is at {m.guest_path}{' (read-only)' if m.read_only else ''}.\n"
+        for m in config.mounts
+    )
     return (
         "Run Python 3.12 code in a sandboxed Pyodide (WebAssembly) interpreter and return its output.\n"
         "- State persists between calls like a notebook: variables, imports and functions stay defined "
@@ -66,8 +89,11 @@ def execute_description(config: RuntimeConfig) -> str:
         f"- Runs are stopped after `timeout` ms (default {config.timeout_ms:,}); globals set before the "
         "call are kept. Code that ignores the interrupt (long C calls) gets the interpreter restarted.\n"
         f"- Code is limited to {config.max_code_bytes:,} bytes and memory to {config.memory_limit_mb:,} MiB.\n"
-        "- No network, no host shell, no host files; stdin is not available. "
-        "Only the pure standard library is available until packages are installed."
+        "- Importing a Pyodide package (numpy, pandas, matplotlib, scipy, scikit-learn, ...) loads it "
+        "automatically.\n"
+        + files
+        + mounts
+        + "- No network, no host shell, no other host files; stdin is not available."
     )
 
 
@@ -89,6 +115,14 @@ def format_result(result: ExecutionResult) -> str:
             sections.append(f"--- {name} ---\n{text}{note}")
     if result.result is not None:
         sections.append(f"--- result ---\n{result.result}")
+    if isinstance(result, Result):
+        if result.figures:
+            sections.append("--- figures saved ---\n" + "\n".join(str(p) for p in result.figures))
+        if result.files:
+            sections.append("--- files written ---\n" + "\n".join(str(p) for p in result.files))
+        if result.loaded_packages:
+            loaded = ", ".join(f"{o.name} {o.version}" for o in result.loaded_packages)
+            sections.append(f"--- packages loaded ---\n{loaded}")
     if not sections:
         sections.append("(no output)")
     return "\n\n".join(sections)
@@ -108,11 +142,34 @@ def structured(result: ExecutionResult) -> dict[str, Any]:
         "duration_ms": round(result.duration_ms, 3),
         "stdout_truncated_chars": result.stdout_cut_chars,
         "stderr_truncated_chars": result.stderr_cut_chars,
+        "figures": [str(p) for p in result.figures] if isinstance(result, Result) else [],
+        "files": [str(p) for p in result.files] if isinstance(result, Result) else [],
+        "loaded_packages": [f"{o.name} {o.version}" for o in result.loaded_packages] if isinstance(result, Result) else [],
     }
 
 
-def build_execute_tools(runtime: Runtime) -> list[ToolSpec]:
-    config = runtime.config
+def figure_blocks(result: Result, inline: bool, link_for: LinkMaker | None) -> list[types.ContentBlock]:
+    """Each saved figure inline (bounded) and as a resource link, so no client loses it."""
+    blocks: list[types.ContentBlock] = []
+    for index, path in enumerate(result.figures):
+        if inline and index < MAX_INLINE_IMAGES:
+            try:
+                data = path.read_bytes()
+            except OSError:
+                data = b""
+            if data and len(data) <= MAX_INLINE_IMAGE_BYTES:
+                blocks.append(
+                    types.ImageContent(type="image", data=base64.b64encode(data).decode("ascii"), mime_type="image/png")
+                )
+        if link_for is not None:
+            link = link_for(path)
+            if link is not None:
+                blocks.append(link)
+    return blocks
+
+
+def build_execute_tools(sandbox: Sandbox, link_for: LinkMaker | None = None) -> list[ToolSpec]:
+    config = sandbox.config
 
     async def execute(args: ExecuteArgs, ctx: CallContext) -> types.CallToolResult:
         size = len(args.code.encode("utf-8"))
@@ -121,15 +178,17 @@ def build_execute_tools(runtime: Runtime) -> list[ToolSpec]:
                 f"Code is {size:,} bytes, over the limit of {config.max_code_bytes:,} bytes; "
                 "split it into smaller calls or load data from a mounted file."
             )
-        result = await runtime.execute(args.code, timeout_ms=args.timeout)
+        result = await sandbox.execute(args.code, timeout_ms=args.timeout)
+        content: list[types.ContentBlock] = [types.TextContent(type="text", text=format_result(result))]
+        content += figure_blocks(result, config.inline_images, link_for)
         return types.CallToolResult(
-            content=[types.TextContent(type="text", text=format_result(result))],
+            content=content,
             structured_content=structured(result),
             is_error=not result.ok,
         )
 
     async def reset(args: ResetArgs, ctx: CallContext) -> types.CallToolResult:
-        info = await runtime.reset()
+        info = await sandbox.reset()
         return text_result(
             f"Started a fresh interpreter (Pyodide {info.get('pyodideVersion', '?')}); all previous state is gone."
         )
