@@ -22,6 +22,7 @@ from .config import (
     RuntimeConfig,
 )
 from .errors import SetupError
+from .mounts import ENV_SEPARATOR, Mount, MountError, build_mounts, output_mount, split_env_mounts
 from .policy import DEFAULT_POLICY_JSON, PolicyError, explain, load_policy
 
 SUBCOMMANDS = ("serve", "policy", "fetch-packages", "install-runtime")
@@ -76,6 +77,7 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
 
 
 def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
+    mounts, output_dir = mount_config(args)
     return RuntimeConfig(
         timeout_ms=args.timeout,
         max_output_chars=args.max_output,
@@ -84,7 +86,52 @@ def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
         grace_ms=args.grace,
         node=args.node,
         package_cache_dir=args.cache_dir,
+        mounts=mounts,
+        output_dir=output_dir,
     )
+
+
+def add_mount_options(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument(
+        "--mount", action="append", default=[], metavar="NAME=PATH[:ro]",
+        help="show a host folder to Python at /mnt/NAME; ':ro' makes it read-only; repeatable "
+        f"(env MCP_PYODIDE_MOUNTS, specs separated by '{ENV_SEPARATOR}'; PYODIDE_DATA_DIR mounts as 'data')",
+    )
+    parser.add_argument(
+        "--output-dir", type=Path, default=env("MCP_PYODIDE_OUTPUT_DIR") or None, metavar="PATH",
+        help="read-write folder at /mnt/output for figures and files (env MCP_PYODIDE_OUTPUT_DIR; "
+        "default: a per-user data folder)",
+    )
+    from .server.files import MAX_IMAGE_BYTES
+
+    parser.add_argument(
+        "--max-image-bytes", type=_positive_int, default=MAX_IMAGE_BYTES, metavar="BYTES",
+        help=f"largest image pyodide_read-image returns (default {MAX_IMAGE_BYTES})",
+    )
+    parser.add_argument(
+        "--no-resources", action="store_true", help="do not offer the mounted files as MCP resources",
+    )
+
+
+def mount_config(args: argparse.Namespace) -> tuple[tuple[Mount, ...], Path | None]:
+    """Mounts from --mount, MCP_PYODIDE_MOUNTS and PYODIDE_DATA_DIR, and the output folder (created).
+
+    Errors are `MountError`s naming the option or variable to fix.
+    """
+    if not hasattr(args, "mount"):
+        return (), None
+    specs = [("--mount", spec) for spec in args.mount]
+    specs += [("MCP_PYODIDE_MOUNTS", spec) for spec in split_env_mounts(os.environ.get("MCP_PYODIDE_MOUNTS", ""))]
+    mounts: tuple[Mount, ...] = build_mounts(specs, legacy_data_dir=os.environ.get("PYODIDE_DATA_DIR") or None)
+    from ._paths import data_root
+
+    output_dir = args.output_dir if args.output_dir is not None else data_root() / "output"
+    try:
+        output = output_mount(output_dir)
+    except MountError as exc:
+        raise MountError(f"--output-dir {str(output_dir)!r}: {exc}") from None
+    return mounts, output.host_path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_serve_options(parser: argparse.ArgumentParser) -> None:
     add_runtime_options(parser)
+    add_mount_options(parser)
     parser.add_argument(
         "--policy", type=Path, default=os.environ.get("MCP_PYODIDE_POLICY") or None,
         help="policy.json to enforce on every tool call (env MCP_PYODIDE_POLICY; default: the built-in policy)",
@@ -155,6 +203,14 @@ def _policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def runtime_lock_path() -> str:
+    """The installed runtime's pyodide-lock.json (installs the runtime first if needed)."""
+    from ._node import find_node
+    from ._runtime_files import ensure_runtime
+
+    return str(ensure_runtime(find_node()).lock_file)
+
+
 def _install_runtime(args: argparse.Namespace) -> int:
     from ._node import find_node
     from ._runtime_files import ensure_runtime
@@ -191,7 +247,10 @@ def _serve(args: argparse.Namespace) -> int:
     except SetupError as exc:
         print(f"mcp-pyodide: {exc}", file=sys.stderr)
         return 1
-    state = make_state(config, policy=policy, audit_log=args.audit_log)
+    state = make_state(
+        config, policy=policy, audit_log=args.audit_log,
+        max_image_bytes=args.max_image_bytes, resources=not args.no_resources,
+    )
     state.runtime.node = node
     logging.getLogger("mcp_pyodide.server").info(
         "mcp-pyodide %s serving on stdio (Node %s at %s; policy: %s)",

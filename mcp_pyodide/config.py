@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .mounts import Mount
+from .mounts import OUTPUT_NAME, Mount
 
 DEFAULT_TIMEOUT_MS = 30_000
 DEFAULT_MAX_OUTPUT_CHARS = 100_000
@@ -28,6 +28,7 @@ class RuntimeConfig:
     package_cache_dir: Path | None = None
     package_source: str | None = None  # folder or URL; None means Pyodide's CDN
     inline_images: bool = True
+    isolation: str = "auto"  # auto | strict | standard
     mounts: tuple[Mount, ...] = ()
     output_dir: Path | None = None
 
@@ -36,5 +37,10 @@ class RuntimeConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+        if self.isolation not in ("auto", "strict", "standard"):
+            raise ValueError(f"isolation must be auto, strict or standard, got {self.isolation!r}")
         if self.memory_limit_mb < 64:
             raise ValueError(f"memory_limit_mb must be at least 64, got {self.memory_limit_mb}")
+        names = [mount.name for mount in self.mounts]
+        if len(set(names)) != len(names) or OUTPUT_NAME in names:
+            raise ValueError(f"mount names must be unique and not {OUTPUT_NAME!r} (use output_dir), got {names}")

@@ -20,11 +20,15 @@ import anyio
 import mcp_types as types
 from mcp.server import Server
 from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import NotificationOptions
+from mcp.server.models import InitializationOptions
 
 from .. import __version__
 from ..policy import AuditLog, Decision, PolicyEngine, audit_record
 from ..runtime import Runtime
+from ..sandbox import Sandbox
 from .registry import CallContext, ToolFailure, ToolSpec, text_result
+from .resources import MountResources
 
 log = logging.getLogger("mcp_pyodide.server")
 
@@ -39,14 +43,18 @@ class ServerState:
     """Everything the handlers share; built once per server."""
 
     runtime: Runtime
+    sandbox: Sandbox
     tools: dict[str, ToolSpec]
     engine: PolicyEngine
     audit: AuditLog | None = None
+    resources: MountResources | None = None  # files in the mounts as MCP resources; None: not offered
     sessions: weakref.WeakKeyDictionary[Any, str] = field(default_factory=weakref.WeakKeyDictionary)
 
     def session_id(self, session: Any) -> str:
+        # mcp 2.3 hands each request a fresh ServerSession; the connection underneath is what lasts.
+        key = getattr(session, "_connection", session)
         try:
-            return self.sessions.setdefault(session, uuid.uuid4().hex[:12])
+            return self.sessions.setdefault(key, uuid.uuid4().hex[:12])
         except TypeError:
             return "default"
 
@@ -129,6 +137,8 @@ def build_server(state: ServerState) -> Server[Any]:
         try:
             result = await spec.handler(args, CallContext(session_id=session_id, report_progress=report_progress))
             outcome = "error" if result.is_error else "ok"
+            if state.resources is not None and not (spec.annotations.read_only_hint or False):
+                await state.resources.notify_if_changed(ctx.session)  # a run may have written files
             return result
         except ToolFailure as exc:
             return text_result(str(exc), is_error=True)
@@ -138,6 +148,26 @@ def build_server(state: ServerState) -> Server[Any]:
         finally:
             _audit(state, decision, policy_args, started, outcome)
 
+    resources = state.resources
+
+    async def list_resources(
+        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        assert resources is not None
+        return await anyio.to_thread.run_sync(resources.list, params.cursor if params else None)
+
+    async def list_resource_templates(
+        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        assert resources is not None
+        return resources.templates()
+
+    async def read_resource(
+        ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        assert resources is not None
+        return await anyio.to_thread.run_sync(resources.read, params.uri)
+
     return Server(
         "mcp-pyodide",
         version=__version__,
@@ -146,7 +176,15 @@ def build_server(state: ServerState) -> Server[Any]:
         lifespan=lifespan,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
+        on_list_resources=list_resources if resources is not None else None,
+        on_list_resource_templates=list_resource_templates if resources is not None else None,
+        on_read_resource=read_resource if resources is not None else None,
     )
+
+
+def initialization_options(server: Server[Any], state: ServerState) -> InitializationOptions:
+    """Capabilities as served: resources.listChanged when resources are offered."""
+    return server.create_initialization_options(NotificationOptions(resources_changed=state.resources is not None))
 
 
 def _with_summary(decision: Decision, arguments: dict[str, Any]) -> Decision:

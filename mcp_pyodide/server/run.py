@@ -12,22 +12,44 @@ import anyio
 from mcp.server.stdio import stdio_server
 
 from ..config import RuntimeConfig
+from ..mounts import with_output
 from ..policy import AuditLog, Policy, PolicyEngine, default_policy
-from ..runtime import Runtime
-from .app import ServerState, build_server, tool_map
+from ..sandbox import Sandbox
+from .app import ServerState, build_server, initialization_options, tool_map
 from .execute import build_execute_tools
+from .files import MAX_IMAGE_BYTES, build_file_tools
+from .packages import build_package_tools
+from .resources import MountResources
 
 log = logging.getLogger("mcp_pyodide.server")
 
 
-def make_state(config: RuntimeConfig, policy: Policy | None = None, audit_log: Path | None = None) -> ServerState:
-    runtime = Runtime(config)
-    tools = tool_map(build_execute_tools(runtime))
+def make_state(
+    config: RuntimeConfig,
+    policy: Policy | None = None,
+    audit_log: Path | None = None,
+    *,
+    max_image_bytes: int = MAX_IMAGE_BYTES,
+    resources: bool = True,
+) -> ServerState:
+    sandbox = Sandbox(config=config)
+    mounts = with_output(sandbox.config.mounts, sandbox.config.output_dir)
+    shared = MountResources(mounts) if mounts else None
+    link_for = shared.link_for if shared is not None else None
+    tools = tool_map(
+        [
+            *build_execute_tools(sandbox, link_for=link_for),
+            *build_package_tools(sandbox),
+            *build_file_tools(mounts, max_image_bytes=max_image_bytes),
+        ]
+    )
     return ServerState(
-        runtime=runtime,
+        runtime=sandbox.runtime,
+        sandbox=sandbox,
         tools=tools,
         engine=PolicyEngine(policy or default_policy()),
         audit=AuditLog(audit_log) if audit_log else None,
+        resources=shared if resources else None,
     )
 
 
@@ -50,7 +72,7 @@ async def serve_stdio(state: ServerState) -> None:
         group.start_soon(watch_signals)
         try:
             async with stdio_server() as (read_stream, write_stream):
-                await server.run(read_stream, write_stream, server.create_initialization_options())
+                await server.run(read_stream, write_stream, initialization_options(server, state))
         finally:
             group.cancel_scope.cancel()
             with anyio.CancelScope(shield=True):
