@@ -71,6 +71,20 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--node", default=None, help="path to the node binary (env MCP_PYODIDE_NODE)")
     parser.add_argument(
+        "--isolation", choices=["auto", "strict", "standard"], default=env("MCP_PYODIDE_ISOLATION", "auto"),
+        help="auto: the strongest this machine offers; strict: refuse to start without it; "
+        "standard: Node's permission model only (env MCP_PYODIDE_ISOLATION)",
+    )
+    parser.add_argument(
+        "--package-source", default=env("MCP_PYODIDE_PACKAGE_SOURCE") or None, metavar="URL|FOLDER",
+        help="where Pyodide package files come from (default: the Pyodide 0.27.7 CDN; "
+        "env MCP_PYODIDE_PACKAGE_SOURCE)",
+    )
+    parser.add_argument(
+        "--no-inline-images", action="store_true",
+        help="list saved figures by path and resource link only, without the image data in the result",
+    )
+    parser.add_argument(
         "--cache-dir", type=Path, default=None,
         help="package cache folder (env PYODIDE_CACHE_DIR; default: a per-user cache folder)",
     )
@@ -86,6 +100,9 @@ def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
         grace_ms=args.grace,
         node=args.node,
         package_cache_dir=args.cache_dir,
+        package_source=args.package_source,
+        inline_images=not args.no_inline_images,
+        isolation=args.isolation,
         mounts=mounts,
         output_dir=output_dir,
     )
@@ -180,7 +197,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "fetch-packages":
         from .packages.cli import fetch_packages_main
 
-        return fetch_packages_main(argv[1:])
+        rest = argv[1:]
+        if "--lock" not in rest and not {"-h", "--help"} & set(rest):
+            try:
+                rest += ["--lock", runtime_lock_path()]
+            except SetupError as exc:
+                print(f"mcp-pyodide: {exc}", file=sys.stderr)
+                return 1
+        return fetch_packages_main(rest)
     args = build_parser().parse_args(argv)
     if args.command == "policy":
         return _policy(args)

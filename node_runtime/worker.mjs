@@ -144,6 +144,38 @@ function mountHostFolders() {
     FS.mkdirTree(mount.guestPath);
     FS.mount(FS.filesystems.NODEFS, { root: mount.hostPath }, mount.guestPath);
   }
+  guardReadOnlyMounts(mounts.filter((m) => m.readOnly).map((m) => m.guestPath));
+}
+
+/**
+ * Writes to a read-only mount fail with EROFS inside Python. Node's permission model and
+ * Landlock already stop them on the host, but Emscripten would otherwise hide that failure
+ * and Python would believe the file was written.
+ */
+function guardReadOnlyMounts(readOnlyPaths) {
+  if (!readOnlyPaths.length) return;
+  const { FS } = pyodide;
+  const NODEFS = FS.filesystems.NODEFS;
+  const EROFS = pyodide._module.ERRNO_CODES.EROFS;
+  const O_ACCMODE = 3;
+  const readOnly = (node) => readOnlyPaths.includes(node?.mount?.mountpoint);
+  const deny = () => {
+    throw new FS.ErrnoError(EROFS);
+  };
+  const guard = (ops, name, test) => {
+    const original = ops[name];
+    if (typeof original !== "function") return;
+    ops[name] = function (...args) {
+      if (test(...args)) deny();
+      return original.apply(this, args);
+    };
+  };
+  for (const name of ["mknod", "rename", "unlink", "rmdir", "symlink"]) {
+    guard(NODEFS.node_ops, name, (node) => readOnly(node));
+  }
+  guard(NODEFS.node_ops, "setattr", (node, attr) => readOnly(node) && (attr.size !== undefined || attr.mode !== undefined || attr.timestamp !== undefined));
+  guard(NODEFS.stream_ops, "open", (stream) => readOnly(stream.node) && (stream.flags & O_ACCMODE) !== 0);
+  guard(NODEFS.stream_ops, "write", (stream) => readOnly(stream.node));
 }
 
 /** The guest helpers are real .py files sent by the broker; put them where Python imports them. */

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import tempfile
 import threading
 import uuid
 from collections.abc import Coroutine
@@ -30,8 +31,14 @@ class ServerHandle:
     """A running server process plus a connected ClientSession."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None, client_kwargs: dict[str, Any] | None = None):
-        self.args = list(args)
         self.instance = uuid.uuid4().hex
+        self.args = list(args)
+        if "--output-dir" not in self.args:
+            # Never write into the user's real output folder from a test.
+            self.output_dir = Path(tempfile.mkdtemp(prefix="mcp-pyodide-test-out-"))
+            self.args += ["--output-dir", str(self.output_dir)]
+        else:
+            self.output_dir = Path(self.args[self.args.index("--output-dir") + 1])
         self.env = {**os.environ, **(env or {}), "MCP_PYODIDE_TEST_INSTANCE": self.instance}
         self.client_kwargs = client_kwargs or {}
         self.loop = asyncio.new_event_loop()
@@ -124,6 +131,17 @@ class ServerHandle:
             self.thread.join(10)
             if hasattr(self, "errlog"):
                 self.errlog.close()
+
+
+def offline_packages_dir() -> Path:
+    """The verified offline Pyodide package set; tests that need it fail (never skip) without it."""
+    folder = os.environ.get("MCP_PYODIDE_TEST_PACKAGES")
+    if not folder or not (Path(folder) / "numpy-2.0.2-cp312-cp312-pyodide_2024_0_wasm32.whl").exists():
+        raise AssertionError(
+            "MCP_PYODIDE_TEST_PACKAGES must point at the offline Pyodide packages: run "
+            "`python3 scripts/test.py` (or scripts/prepare_test_packages.py) first"
+        )
+    return Path(folder)
 
 
 def text_of(result: types.CallToolResult) -> str:
