@@ -263,22 +263,28 @@ def _serve(args: argparse.Namespace) -> int:
     except (PolicyError, ValueError) as exc:
         print(f"mcp-pyodide: {exc}", file=sys.stderr)
         return 2
-    # Fail fast on a missing Node: the client shows our stderr, and serving without a runtime helps nobody.
+    # Fail fast on a missing Node or isolation: the client shows our stderr, and a server
+    # without its runtime helps nobody.
+    from dataclasses import replace
+
+    from ._isolation import IsolationUnavailable
+    from ._isolation import choose as choose_isolation
     from ._node import find_node
 
     try:
         node = find_node(config.node)
-    except SetupError as exc:
+        isolation = choose_isolation(node, config.isolation)
+    except (SetupError, IsolationUnavailable) as exc:
         print(f"mcp-pyodide: {exc}", file=sys.stderr)
         return 1
+    config = replace(config, node=node.path)
     state = make_state(
         config, policy=policy, audit_log=args.audit_log,
         max_image_bytes=args.max_image_bytes, resources=not args.no_resources,
     )
-    state.runtime.node = node
     logging.getLogger("mcp_pyodide.server").info(
-        "mcp-pyodide %s serving on stdio (Node %s at %s; policy: %s)",
-        __version__, node.version_text, node.path, args.policy or "built-in default",
+        "mcp-pyodide %s serving on stdio; Node %s at %s; isolation %s; policy: %s",
+        __version__, node.version_text, node.path, isolation.describe(), args.policy or "built-in default",
     )
     try:
         anyio.run(serve_stdio, state)

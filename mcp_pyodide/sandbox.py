@@ -137,8 +137,8 @@ class Sandbox:
         plain = await self.runtime.execute(code, timeout_ms=timeout_ms, on_output=on_output)
         result = Result(**vars(plain))
         result.loaded_packages = [o for o in outcomes if o.installed]
-        result.figures = [self._host_path(p) for p in plain.extra.get("figures", []) if isinstance(p, str)]
-        result.figures = [p for p in result.figures if p is not None]
+        figure_paths = (self._host_path(p) for p in plain.extra.get("figures", []) if isinstance(p, str))
+        result.figures = [p for p in figure_paths if p is not None]
         figures = set(result.figures)
         result.files = [p for p in self._changed_files(before) if p not in figures]
         return result

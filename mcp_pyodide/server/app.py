@@ -25,8 +25,7 @@ from mcp.server.models import InitializationOptions
 
 from .. import __version__
 from ..policy import AuditLog, Decision, PolicyEngine, audit_record
-from ..runtime import Runtime
-from ..sandbox import Sandbox
+from .sessions import SandboxProvider
 from .registry import CallContext, ToolFailure, ToolSpec, text_result
 from .resources import MountResources
 
@@ -42,8 +41,7 @@ INSTRUCTIONS = (
 class ServerState:
     """Everything the handlers share; built once per server."""
 
-    runtime: Runtime
-    sandbox: Sandbox
+    sandboxes: SandboxProvider
     tools: dict[str, ToolSpec]
     engine: PolicyEngine
     audit: AuditLog | None = None
@@ -92,12 +90,12 @@ def build_server(state: ServerState) -> Server[Any]:
 
     @asynccontextmanager
     async def lifespan(_: Server[Any]) -> AsyncIterator[dict[str, Any]]:
-        state.runtime.start()  # boot overlaps the handshake
+        state.sandboxes.start()  # boot overlaps the handshake
         try:
             yield {}
         finally:
             with anyio.CancelScope(shield=True):
-                await state.runtime.close()
+                await state.sandboxes.close()
 
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -121,7 +119,7 @@ def build_server(state: ServerState) -> Server[Any]:
         # The policy sees arguments with defaults filled in, so `require` rules apply to what will run.
         policy_args = args.model_dump()
         if "timeout" in policy_args and policy_args["timeout"] is None:
-            policy_args["timeout"] = state.runtime.config.timeout_ms
+            policy_args["timeout"] = state.sandboxes.config.timeout_ms
         decision = await state.engine.decide(name, policy_args, session_id)
         if decision.needs_approval:
             approved, why = await _ask_approval(ctx, _with_summary(decision, policy_args))
@@ -135,7 +133,11 @@ def build_server(state: ServerState) -> Server[Any]:
 
         outcome = "error"
         try:
-            result = await spec.handler(args, CallContext(session_id=session_id, report_progress=report_progress))
+            async def get_sandbox() -> Any:
+                return await state.sandboxes.get(session_id)
+
+            call_ctx = CallContext(session_id=session_id, report_progress=report_progress, get_sandbox=get_sandbox)
+            result = await spec.handler(args, call_ctx)
             outcome = "error" if result.is_error else "ok"
             if state.resources is not None and not (spec.annotations.read_only_hint or False):
                 await state.resources.notify_if_changed(ctx.session)  # a run may have written files

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ..config import RuntimeConfig
 from ..runtime import ExecutionResult
-from ..sandbox import Result, Sandbox
-from .registry import CallContext, ToolFailure, ToolSpec, text_result
+from ..sandbox import Result
+from .registry import CallContext, ToolFailure, ToolSpec, progress_forwarder, text_result
 
 MAX_INLINE_IMAGE_BYTES = 2 * 1024 * 1024
 MAX_INLINE_IMAGES = 8
@@ -168,8 +168,7 @@ def figure_blocks(result: Result, inline: bool, link_for: LinkMaker | None) -> l
     return blocks
 
 
-def build_execute_tools(sandbox: Sandbox, link_for: LinkMaker | None = None) -> list[ToolSpec]:
-    config = sandbox.config
+def build_execute_tools(config: RuntimeConfig, link_for: LinkMaker | None = None) -> list[ToolSpec]:
 
     async def execute(args: ExecuteArgs, ctx: CallContext) -> types.CallToolResult:
         size = len(args.code.encode("utf-8"))
@@ -178,7 +177,8 @@ def build_execute_tools(sandbox: Sandbox, link_for: LinkMaker | None = None) -> 
                 f"Code is {size:,} bytes, over the limit of {config.max_code_bytes:,} bytes; "
                 "split it into smaller calls or load data from a mounted file."
             )
-        result = await sandbox.execute(args.code, timeout_ms=args.timeout)
+        sandbox = await ctx.sandbox()
+        result = await sandbox.execute(args.code, timeout_ms=args.timeout, progress=progress_forwarder(ctx))
         content: list[types.ContentBlock] = [types.TextContent(type="text", text=format_result(result))]
         content += figure_blocks(result, config.inline_images, link_for)
         return types.CallToolResult(
@@ -188,7 +188,7 @@ def build_execute_tools(sandbox: Sandbox, link_for: LinkMaker | None = None) -> 
         )
 
     async def reset(args: ResetArgs, ctx: CallContext) -> types.CallToolResult:
-        info = await sandbox.reset()
+        info = await (await ctx.sandbox()).reset()
         return text_result(
             f"Started a fresh interpreter (Pyodide {info.get('pyodideVersion', '?')}); all previous state is gone."
         )

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
 import mcp_types as types
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..sandbox import PackageOutcome, Sandbox
-from .registry import CallContext, ToolFailure, ToolSpec
+from ..sandbox import PackageOutcome
+from .registry import CallContext, ToolFailure, ToolSpec, progress_forwarder
 
 MAX_PACKAGES_PER_CALL = 50
 
@@ -60,27 +59,11 @@ def describe(outcome: PackageOutcome) -> str:
     return f"not installed {outcome.name}: {outcome.error}"
 
 
-def build_package_tools(sandbox: Sandbox) -> list[ToolSpec]:
+def build_package_tools() -> list[ToolSpec]:
     async def install(args: InstallArgs, ctx: CallContext) -> types.CallToolResult:
         names = split_names(args.package)
-        progress_events: list[tuple[int, int, str]] = []
-
-        def on_progress(done: int, total: int, message: str) -> None:
-            progress_events.append((done, total, message))
-
-        async def forward_progress() -> None:
-            sent = 0
-            while True:
-                while sent < len(progress_events):
-                    done, total, message = progress_events[sent]
-                    sent += 1
-                    await ctx.report_progress(done, total, message)
-                await anyio.sleep(0.2)
-
-        async with anyio.create_task_group() as group:
-            group.start_soon(forward_progress)
-            outcomes = await sandbox.install(names, progress=on_progress)
-            group.cancel_scope.cancel()
+        sandbox = await ctx.sandbox()
+        outcomes = await sandbox.install(names, progress=progress_forwarder(ctx))
         lines = [describe(o) for o in outcomes]
         any_failed = any(not o.installed for o in outcomes)
         return types.CallToolResult(

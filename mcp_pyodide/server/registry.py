@@ -10,6 +10,7 @@ import mcp_types as types
 from pydantic import BaseModel, ValidationError
 
 from ..errors import MCPPyodideError
+from ..sandbox import Sandbox
 
 
 class ToolFailure(MCPPyodideError):
@@ -25,6 +26,11 @@ class CallContext:
 
     session_id: str
     report_progress: Callable[[float, float | None, str | None], Awaitable[None]]
+    get_sandbox: Callable[[], Awaitable[Sandbox]]
+
+    async def sandbox(self) -> Sandbox:
+        """This session's sandbox, started on first use."""
+        return await self.get_sandbox()
 
 
 @dataclass(frozen=True)
@@ -63,3 +69,24 @@ class ToolSpec:
 
 def text_result(text: str, *, is_error: bool = False) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=is_error)
+
+
+def progress_forwarder(ctx: CallContext) -> Callable[[int, int, str], None]:
+    """A synchronous progress callback (as the package broker calls it) that reaches the client.
+
+    The MCP session sends a notification only when the client asked for progress.
+    """
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[None]] = set()
+
+    async def send(done: int, total: int, message: str) -> None:
+        await ctx.report_progress(float(done), float(total), message)
+
+    def report(done: int, total: int, message: str) -> None:
+        task: asyncio.Task[None] = loop.create_task(send(done, total, message))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    return report

@@ -20,6 +20,7 @@ from .execute import build_execute_tools
 from .files import MAX_IMAGE_BYTES, build_file_tools
 from .packages import build_package_tools
 from .resources import MountResources
+from .sessions import SandboxProvider, SingleSandbox
 
 log = logging.getLogger("mcp_pyodide.server")
 
@@ -31,21 +32,22 @@ def make_state(
     *,
     max_image_bytes: int = MAX_IMAGE_BYTES,
     resources: bool = True,
+    provider: SandboxProvider | None = None,
 ) -> ServerState:
-    sandbox = Sandbox(config=config)
-    mounts = with_output(sandbox.config.mounts, sandbox.config.output_dir)
+    sandboxes = provider or SingleSandbox(Sandbox(config=config))
+    config = sandboxes.config
+    mounts = with_output(config.mounts, config.output_dir)
     shared = MountResources(mounts) if mounts else None
     link_for = shared.link_for if shared is not None else None
     tools = tool_map(
         [
-            *build_execute_tools(sandbox, link_for=link_for),
-            *build_package_tools(sandbox),
+            *build_execute_tools(config, link_for=link_for),
+            *build_package_tools(),
             *build_file_tools(mounts, max_image_bytes=max_image_bytes),
         ]
     )
     return ServerState(
-        runtime=sandbox.runtime,
-        sandbox=sandbox,
+        sandboxes=sandboxes,
         tools=tools,
         engine=PolicyEngine(policy or default_policy()),
         audit=AuditLog(audit_log) if audit_log else None,
@@ -63,7 +65,7 @@ async def serve_stdio(state: ServerState) -> None:
                 async for signum in signals:
                     log.info("received %s; shutting down", signal.Signals(signum).name)
                     with anyio.CancelScope(shield=True):
-                        await state.runtime.close()
+                        await state.sandboxes.close()
                     # The MCP stdio reader is a thread blocked on stdin that no cancellation
                     # reaches; with the Node process gone there is nothing left to clean up.
                     sys.stderr.flush()
@@ -76,4 +78,4 @@ async def serve_stdio(state: ServerState) -> None:
         finally:
             group.cancel_scope.cancel()
             with anyio.CancelScope(shield=True):
-                await state.runtime.close()
+                await state.sandboxes.close()
