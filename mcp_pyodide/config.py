@@ -29,6 +29,7 @@ class RuntimeConfig:
     package_source: str | None = None  # folder or URL; None means Pyodide's CDN
     inline_images: bool = True
     isolation: str = "auto"  # auto | strict | standard
+    use_snapshot: bool = True  # restore a saved memory image instead of booting from scratch
     mounts: tuple[Mount, ...] = ()
     output_dir: Path | None = None
 

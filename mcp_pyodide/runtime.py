@@ -9,6 +9,7 @@ watchdog that kills the whole process if Node itself stops answering.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -26,7 +27,7 @@ from ._isolation import Isolation, child_setup
 from ._isolation import choose as choose_isolation
 from ._node import NodeBinary, find_node
 from ._paths import cache_root
-from ._runtime_files import RuntimeFiles, ensure_runtime
+from ._runtime_files import PYODIDE_VERSION, RuntimeFiles, ensure_runtime, lock_digest
 from ._transport import Transport
 from .config import RuntimeConfig
 from .mounts import GUEST_ROOT, OUTPUT_NAME
@@ -137,6 +138,15 @@ class Runtime:
     def package_cache_dir(self) -> Path:
         return self.config.package_cache_dir or default_cache_dir()
 
+    def snapshot_path(self) -> Path:
+        """A memory image of a freshly booted interpreter: restoring it is ~10x faster than booting.
+
+        Written by this (trusted) side only; the Node process may read it, never write it.
+        """
+        assert self.node is not None and self.files is not None
+        key = f"pyodide-{PYODIDE_VERSION}-{lock_digest(self.files.host_dir)}-node{self.node.major}"
+        return cache_root() / "snapshots" / f"{key}.bin"
+
     def mpl_config_dir(self) -> Path:
         """matplotlib's font cache, kept between runs so only the first figure ever pays for it."""
         return cache_root() / "matplotlib"
@@ -144,7 +154,7 @@ class Runtime:
     def grants(self) -> tuple[list[Path], list[Path]]:
         """(readable, writable) host paths: every file grant is decided here and nowhere else."""
         assert self.files is not None
-        readable = [*self.files.readable_paths(), self.package_cache_dir()]
+        readable = [*self.files.readable_paths(), self.package_cache_dir(), self.snapshot_path().parent]
         writable = [self.mpl_config_dir()]
         for mount in self.config.mounts:
             readable.append(mount.host_path)
@@ -174,6 +184,8 @@ class Runtime:
         assert self.files is not None
         self.package_cache_dir().mkdir(parents=True, exist_ok=True)
         self.mpl_config_dir().mkdir(parents=True, exist_ok=True)
+        self.snapshot_path().parent.mkdir(parents=True, exist_ok=True)
+        snapshot = self.snapshot_path() if self.config.use_snapshot and self.snapshot_path().exists() else None
         process = await asyncio.create_subprocess_exec(
             *self.node_command(),
             stdin=asyncio.subprocess.PIPE,
@@ -206,6 +218,8 @@ class Runtime:
                 "memoryLimitBytes": self.config.memory_limit_mb * 1024 * 1024,
                 "maxOutputChars": self.config.max_output_chars,
                 "graceMs": self.config.grace_ms,
+                "snapshotPath": str(snapshot) if snapshot else None,
+                "makeSnapshot": self.config.use_snapshot and snapshot is None,
             },
         )
         self._worker_generation = int(self.info.get("generation", 1))
@@ -224,10 +238,25 @@ class Runtime:
             node_log.info("%s", line.decode("utf-8", "replace").rstrip())
 
     def _on_event(self, payload: dict[str, Any]) -> None:
-        if payload.get("event") == "restarting":
+        if payload.get("event") == "snapshot":
+            self._save_snapshot(str(payload.get("data", "")))
+        elif payload.get("event") == "restarting":
             self._worker_generation = int(payload.get("generation", self._worker_generation + 1))
             self.restarts += 1
             log.warning("the interpreter is restarting (%s)", payload.get("reason"))
+
+    def _save_snapshot(self, data: str) -> None:
+        target = self.snapshot_path()
+        if target.exists():
+            return
+        try:
+            raw = base64.b64decode(data, validate=True)
+            partial = target.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_bytes(raw)
+            os.replace(partial, target)
+            log.info("saved a %.1f MiB memory snapshot for fast starts: %s", len(raw) / 2**20, target)
+        except (OSError, ValueError) as exc:
+            log.warning("could not save the memory snapshot: %s", exc)
 
     async def _kill_process(self) -> None:
         process, self._process = self._process, None

@@ -6,6 +6,7 @@
 // KeyboardInterrupt through the shared interrupt buffer, then, if the
 // interpreter does not stop within the grace period, by ending the worker.
 
+import fs from "node:fs";
 import { Worker } from "node:worker_threads";
 import { readFrames, sendFrame } from "./protocol.mjs";
 
@@ -28,6 +29,7 @@ function log(text) {
 class WorkerRuntime {
   constructor() {
     this.generation = ++generation;
+    this.created = performance.now();
     this.interruptBuffer = new SharedArrayBuffer(4);
     this.interrupt = new Int32Array(this.interruptBuffer);
     this.current = null; // {id, runId, timer, graceTimer, timedOut, timeoutMs}
@@ -53,8 +55,26 @@ class WorkerRuntime {
   }
 
   onMessage(message) {
+    if (message.type === "snapshot") {
+      // Later interpreters (after a reset, a timeout or a crash) start from this image.
+      config.snapshot = message.data;
+      config.makeSnapshot = false;
+      send({ id: null, kind: "event", payload: { event: "snapshot", data: Buffer.from(message.data).toString("base64") } });
+      return;
+    }
+    if (message.type === "snapshot-failed") {
+      log(`memory snapshot unusable (${message.reason}); booting from scratch`);
+      config.snapshot = null;
+      return;
+    }
+    if (message.type === "booted") {
+      this.bootedFrom = message.from;
+      log(`worker ${this.generation} booted from ${message.from} (${Math.round(message.ms ?? 0)} ms after start)`);
+      return;
+    }
     if (message.type === "ready") {
       this.version = message.version;
+      log(`worker ${this.generation} ready ${Math.round(message.bootMs)} ms after start; ${Math.round(performance.now() - this.created)} ms after spawn`);
       this.resolveReady(message.version);
       return;
     }
@@ -239,9 +259,22 @@ async function handle(message) {
     switch (kind) {
       case "init": {
         config = payload;
+        if (config.snapshotPath) {
+          try {
+            config.snapshot = new Uint8Array(fs.readFileSync(config.snapshotPath));
+          } catch (error) {
+            log(`could not read the memory snapshot: ${error?.message ?? error}`);
+            config.snapshot = null;
+            config.makeSnapshot = true;
+          }
+        }
         runtime = new WorkerRuntime();
         const version = await runtime.ready;
-        send({ id, kind: "result", payload: { pyodideVersion: version, nodeVersion: process.version, generation: runtime.generation } });
+        send({
+          id,
+          kind: "result",
+          payload: { pyodideVersion: version, nodeVersion: process.version, generation: runtime.generation, bootedFrom: runtime.bootedFrom },
+        });
         break;
       }
       case "execute": {

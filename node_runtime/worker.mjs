@@ -9,6 +9,7 @@ import fs from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
 
 const config = workerData;
+const bootStarted = performance.now();
 const GUEST_LIB = "/lib/mcp_guest";
 const GUEST_MPLCONFIG = "/home/pyodide/.mplconfig";
 const interrupt = new Int32Array(config.interruptBuffer);
@@ -108,7 +109,7 @@ const sandboxGlobals = {
   clearInterval: interval.clear,
 };
 
-const pyodide = await loadPyodide({
+const bootOptions = {
   indexURL: config.pyodideDir,
   packageCacheDir: config.packageCacheDir,
   stdin: () => {
@@ -124,7 +125,32 @@ const pyodide = await loadPyodide({
     ...(config.mplConfigDir ? { MPLCONFIGDIR: GUEST_MPLCONFIG } : {}),
   },
   args: [],
-});
+};
+const pyodide = await boot();
+
+/**
+ * Restore a memory snapshot of a freshly booted interpreter when one is available (about
+ * ten times faster than booting); otherwise boot normally and, if asked, take such a
+ * snapshot before anything else runs, for the interpreters that come after.
+ */
+async function boot() {
+  if (config.snapshot) {
+    try {
+      const restored = await loadPyodide({ ...bootOptions, _loadSnapshot: config.snapshot });
+      parentPort.postMessage({ type: "booted", from: "snapshot", ms: performance.now() - bootStarted });
+      return restored;
+    } catch (error) {
+      parentPort.postMessage({ type: "snapshot-failed", reason: String(error?.message ?? error) });
+    }
+  }
+  const fresh = await loadPyodide({ ...bootOptions, _makeSnapshot: Boolean(config.makeSnapshot) });
+  if (config.makeSnapshot) {
+    const snapshot = fresh.makeMemorySnapshot();
+    parentPort.postMessage({ type: "snapshot", data: snapshot }, [snapshot.buffer]);
+  }
+  parentPort.postMessage({ type: "booted", from: "scratch" });
+  return fresh;
+}
 
 // No network from the sandbox: package files arrive through the broker's cache folder.
 globalThis.fetch = () => Promise.reject(new Error("network access is disabled in the sandbox"));
@@ -262,4 +288,4 @@ parentPort.on("message", (message) => {
   }
 });
 
-parentPort.postMessage({ type: "ready", version: pyodide.version });
+parentPort.postMessage({ type: "ready", version: pyodide.version, bootMs: performance.now() - bootStarted });
