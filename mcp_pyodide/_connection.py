@@ -79,7 +79,7 @@ class Connection:
                 if message is None:
                     break
                 self._dispatch(message)
-        except Exception as exc:  # a malformed frame means the pipe can no longer be trusted
+        except (ValueError, KeyError, TypeError) as exc:  # a malformed frame: the pipe can't be trusted
             reason = f"the Node process sent an unreadable message ({exc})"
             log.error(reason)
         finally:

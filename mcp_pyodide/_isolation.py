@@ -20,7 +20,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from functools import cache
 from pathlib import Path
 
@@ -79,7 +79,7 @@ SYSTEM_READ_PATHS = (
 )
 
 
-class Level(str, Enum):
+class Level(StrEnum):
     """How strongly the sandbox is fenced in; `mcp-pyodide doctor` and the start-up log say which."""
 
     STRICT = "strict"  # Node permission model + no network (kernel or Node 25+) + Landlock where present
@@ -167,7 +167,11 @@ def choose(node: NodeBinary, requested: str = "auto") -> Isolation:
 
 
 class _RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+    _fields_ = [
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),
+        ("scoped", ctypes.c_uint64),
+    ]
 
 
 class _PathBeneathAttr(ctypes.Structure):
@@ -177,9 +181,7 @@ class _PathBeneathAttr(ctypes.Structure):
 
 def _fs_rights(abi: int) -> tuple[int, int]:
     """(all handled rights, write rights) for this ABI."""
-    handled = (
-        FS_EXECUTE | WRITE_V1 | READ | FS_MAKE_CHAR | FS_MAKE_SOCK | FS_MAKE_FIFO | FS_MAKE_BLOCK | FS_MAKE_SYM
-    )
+    handled = FS_EXECUTE | WRITE_V1 | READ | FS_MAKE_CHAR | FS_MAKE_SOCK | FS_MAKE_FIFO | FS_MAKE_BLOCK | FS_MAKE_SYM
     write = WRITE_V1
     if abi >= 2:
         handled |= FS_REFER

@@ -130,6 +130,8 @@ def _install(node: NodeBinary, source: Path, root: Path, *, quiet: bool) -> None
         if not quiet:
             print("mcp-pyodide: runtime installed.", file=sys.stderr, flush=True)
     except subprocess.TimeoutExpired as exc:
-        raise SetupError(f"installing the runtime took longer than {exc.timeout} s; check network access to npm") from exc
+        raise SetupError(
+            f"installing the runtime took longer than {exc.timeout} s; check network access to npm"
+        ) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -25,7 +26,7 @@ from .errors import SetupError
 from .mounts import ENV_SEPARATOR, Mount, MountError, build_mounts, output_mount, split_env_mounts
 from .policy import DEFAULT_POLICY_JSON, PolicyError, explain, load_policy
 
-SUBCOMMANDS = ("serve", "policy", "fetch-packages", "install-runtime")
+SUBCOMMANDS = ("serve", "policy", "fetch-packages", "install-runtime", "config", "doctor", "run")
 KNOWN_TOOLS = (
     "pyodide_execute",
     "pyodide_reset",
@@ -49,43 +50,63 @@ def _positive_int(text: str) -> int:
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     env = os.environ.get
     parser.add_argument(
-        "--timeout", type=_positive_int, default=int(env("MCP_PYODIDE_TIMEOUT", DEFAULT_TIMEOUT_MS)),
+        "--timeout",
+        type=_positive_int,
+        default=int(env("MCP_PYODIDE_TIMEOUT", DEFAULT_TIMEOUT_MS)),
         help=f"default run time limit per call, in ms (default {DEFAULT_TIMEOUT_MS}; env MCP_PYODIDE_TIMEOUT)",
     )
     parser.add_argument(
-        "--max-output", type=_positive_int, default=DEFAULT_MAX_OUTPUT_CHARS, metavar="CHARS",
+        "--max-output",
+        type=_positive_int,
+        default=DEFAULT_MAX_OUTPUT_CHARS,
+        metavar="CHARS",
         help=f"characters kept per stream per call (default {DEFAULT_MAX_OUTPUT_CHARS})",
     )
     parser.add_argument(
-        "--max-code-bytes", type=_positive_int, default=DEFAULT_MAX_CODE_BYTES, metavar="BYTES",
+        "--max-code-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_CODE_BYTES,
+        metavar="BYTES",
         help=f"largest code accepted per call (default {DEFAULT_MAX_CODE_BYTES})",
     )
     parser.add_argument(
-        "--memory-limit", type=_positive_int, default=DEFAULT_MEMORY_LIMIT_MB, metavar="MIB",
+        "--memory-limit",
+        type=_positive_int,
+        default=DEFAULT_MEMORY_LIMIT_MB,
+        metavar="MIB",
         help=f"WebAssembly memory cap for the interpreter, in MiB (default {DEFAULT_MEMORY_LIMIT_MB})",
     )
     parser.add_argument(
-        "--grace", type=_positive_int, default=DEFAULT_GRACE_MS, metavar="MS",
+        "--grace",
+        type=_positive_int,
+        default=DEFAULT_GRACE_MS,
+        metavar="MS",
         help="how long an interrupted run may take to stop before the interpreter is replaced "
         f"(default {DEFAULT_GRACE_MS})",
     )
     parser.add_argument("--node", default=None, help="path to the node binary (env MCP_PYODIDE_NODE)")
     parser.add_argument(
-        "--isolation", choices=["auto", "strict", "standard"], default=env("MCP_PYODIDE_ISOLATION", "auto"),
+        "--isolation",
+        choices=["auto", "strict", "standard"],
+        default=env("MCP_PYODIDE_ISOLATION", "auto"),
         help="auto: the strongest this machine offers; strict: refuse to start without it; "
         "standard: Node's permission model only (env MCP_PYODIDE_ISOLATION)",
     )
     parser.add_argument(
-        "--package-source", default=env("MCP_PYODIDE_PACKAGE_SOURCE") or None, metavar="URL|FOLDER",
-        help="where Pyodide package files come from (default: the Pyodide 0.27.7 CDN; "
-        "env MCP_PYODIDE_PACKAGE_SOURCE)",
+        "--package-source",
+        default=env("MCP_PYODIDE_PACKAGE_SOURCE") or None,
+        metavar="URL|FOLDER",
+        help="where Pyodide package files come from (default: the Pyodide 0.27.7 CDN; env MCP_PYODIDE_PACKAGE_SOURCE)",
     )
     parser.add_argument(
-        "--no-inline-images", action="store_true",
+        "--no-inline-images",
+        action="store_true",
         help="list saved figures by path and resource link only, without the image data in the result",
     )
     parser.add_argument(
-        "--cache-dir", type=Path, default=None,
+        "--cache-dir",
+        type=Path,
+        default=None,
         help="package cache folder (env PYODIDE_CACHE_DIR; default: a per-user cache folder)",
     )
 
@@ -111,23 +132,34 @@ def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
 def add_mount_options(parser: argparse.ArgumentParser) -> None:
     env = os.environ.get
     parser.add_argument(
-        "--mount", action="append", default=[], metavar="NAME=PATH[:ro]",
+        "--mount",
+        action="append",
+        default=[],
+        metavar="NAME=PATH[:ro]",
         help="show a host folder to Python at /mnt/NAME; ':ro' makes it read-only; repeatable "
         f"(env MCP_PYODIDE_MOUNTS, specs separated by '{ENV_SEPARATOR}'; PYODIDE_DATA_DIR mounts as 'data')",
     )
     parser.add_argument(
-        "--output-dir", type=Path, default=env("MCP_PYODIDE_OUTPUT_DIR") or None, metavar="PATH",
+        "--output-dir",
+        type=Path,
+        default=env("MCP_PYODIDE_OUTPUT_DIR") or None,
+        metavar="PATH",
         help="read-write folder at /mnt/output for figures and files (env MCP_PYODIDE_OUTPUT_DIR; "
         "default: a per-user data folder)",
     )
     from .server.files import MAX_IMAGE_BYTES
 
     parser.add_argument(
-        "--max-image-bytes", type=_positive_int, default=MAX_IMAGE_BYTES, metavar="BYTES",
+        "--max-image-bytes",
+        type=_positive_int,
+        default=MAX_IMAGE_BYTES,
+        metavar="BYTES",
         help=f"largest image pyodide_read-image returns (default {MAX_IMAGE_BYTES})",
     )
     parser.add_argument(
-        "--no-resources", action="store_true", help="do not offer the mounted files as MCP resources",
+        "--no-resources",
+        action="store_true",
+        help="do not offer the mounted files as MCP resources",
     )
 
 
@@ -159,8 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mcp-pyodide {__version__}")
     sub = parser.add_subparsers(dest="command")
 
-    serve = sub.add_parser("serve", help="serve MCP over stdio (the default)")
+    serve = sub.add_parser("serve", help="serve MCP over stdio (the default) or Streamable HTTP")
     add_serve_options(serve)
+    add_transport_options(serve)
+
+    from .commands import config as config_command
+    from .commands import doctor as doctor_command
+    from .commands import run as run_command
+
+    config_command.add_parser(sub)
+    doctor_command.add_parser(sub, add_serve_options)
+    run_command.add_parser(sub, add_run_options)
 
     policy = sub.add_parser("policy", help="inspect policy files")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
@@ -176,17 +217,79 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_transport_options(parser: argparse.ArgumentParser) -> None:
+    from .server.http import DEFAULT_HOST, DEFAULT_PORT
+
+    env = os.environ.get
+    parser.add_argument(
+        "--transport",
+        choices=["stdio", "streamable-http"],
+        default=env("MCP_PYODIDE_TRANSPORT", "stdio"),
+        help="stdio (default): one client that started us; streamable-http: serve many clients over HTTP, "
+        "each MCP session with its own interpreter (env MCP_PYODIDE_TRANSPORT)",
+    )
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"HTTP: address to listen on (default {DEFAULT_HOST})")
+    parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"HTTP: port (default {DEFAULT_PORT})")
+    parser.add_argument(
+        "--max-sessions",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="HTTP: interpreters kept at once, one per MCP session; the least recently used idle one "
+        "makes room for a new session (default 4)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=_positive_int,
+        default=900,
+        metavar="SECONDS",
+        help="HTTP: end a session and its interpreter after this long without a request (default 900)",
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="HTTP: allow a --host that is not loopback. There is no authentication: anyone who can reach "
+        "the port can run code in the sandbox.",
+    )
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 65535")
+    return value
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """What `mcp-pyodide run` shares with the server: the sandbox, its folders and the policy."""
+    add_runtime_options(parser)
+    add_mount_options(parser)
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        default=os.environ.get("MCP_PYODIDE_POLICY") or None,
+        help="policy.json the run must pass, as a pyodide_execute call (env MCP_PYODIDE_POLICY)",
+    )
+
+
 def add_serve_options(parser: argparse.ArgumentParser) -> None:
     add_runtime_options(parser)
     add_mount_options(parser)
     parser.add_argument(
-        "--policy", type=Path, default=os.environ.get("MCP_PYODIDE_POLICY") or None,
+        "--policy",
+        type=Path,
+        default=os.environ.get("MCP_PYODIDE_POLICY") or None,
         help="policy.json to enforce on every tool call (env MCP_PYODIDE_POLICY; default: the built-in policy)",
     )
     parser.add_argument("--audit-log", type=Path, default=None, help="append one JSON line per policy decision")
     parser.add_argument(
-        "--log-level", default=os.environ.get("MCP_PYODIDE_LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"], help="stderr log level (default info)",
+        "--log-level",
+        default=os.environ.get("MCP_PYODIDE_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+        help="stderr log level (default info)",
     )
 
 
@@ -194,6 +297,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help", "--version"):
         argv = ["serve", *argv]
+    if argv[0] == "config":
+        from .commands import config as config_command
+
+        ours, server_args = config_command.split_server_args(argv)
+        return config_command.run(build_parser().parse_args(ours), server_args)
     if argv and argv[0] == "fetch-packages":
         from .packages.cli import fetch_packages_main
 
@@ -210,6 +318,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _policy(args)
     if args.command == "install-runtime":
         return _install_runtime(args)
+    if args.command == "doctor":
+        from .commands import doctor
+
+        return doctor.run(args, runtime_config, mount_config)
+    if args.command == "run":
+        from .commands import run
+
+        return run.run(args, runtime_config)
     return _serve(args)
 
 
@@ -278,16 +394,63 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"mcp-pyodide: {exc}", file=sys.stderr)
         return 1
     config = replace(config, node=node.path)
+    http = args.transport == "streamable-http"
+    if http:
+        from .server.http import is_loopback
+
+        if not is_loopback(args.host):
+            if not args.allow_remote:
+                print(
+                    f"mcp-pyodide: refusing to listen on {args.host}, which is not a loopback address: the HTTP "
+                    "transport has no authentication, so anyone who can reach it can run code. Use --host 127.0.0.1, "
+                    "or add --allow-remote if a proxy in front of it authenticates clients.",
+                    file=sys.stderr,
+                )
+                return 2
+            logging.getLogger("mcp_pyodide.server").warning(
+                "listening on %s with no authentication: anyone who can reach port %d can run code in the sandbox",
+                args.host,
+                args.port,
+            )
+    provider = None
+    if http:
+        from .server.sessions import PerSessionSandboxes
+
+        provider = PerSessionSandboxes(config, max_sessions=args.max_sessions, idle_timeout_s=float(args.idle_timeout))
     state = make_state(
-        config, policy=policy, audit_log=args.audit_log,
-        max_image_bytes=args.max_image_bytes, resources=not args.no_resources,
+        config,
+        policy=policy,
+        audit_log=args.audit_log,
+        max_image_bytes=args.max_image_bytes,
+        resources=not args.no_resources,
+        provider=provider,
     )
+    where = f"Streamable HTTP at http://{args.host}:{args.port}/mcp" if http else "stdio"
     logging.getLogger("mcp_pyodide.server").info(
-        "mcp-pyodide %s serving on stdio; Node %s at %s; isolation %s; policy: %s",
-        __version__, node.version_text, node.path, isolation.describe(), args.policy or "built-in default",
+        "mcp-pyodide %s serving on %s; Node %s at %s; isolation %s; policy: %s",
+        __version__,
+        where,
+        node.version_text,
+        node.path,
+        isolation.describe(),
+        args.policy or "built-in default",
     )
     try:
-        anyio.run(serve_stdio, state)
+        if http:
+            from .server.http import serve_http
+
+            serve = partial(
+                serve_http,
+                state,
+                host=args.host,
+                port=args.port,
+                idle_timeout_s=float(args.idle_timeout),
+                max_connections=max(16, 4 * args.max_sessions),
+                log_level=args.log_level,
+            )
+            anyio.run(serve)
+        else:
+            anyio.run(serve_stdio, state)
     except KeyboardInterrupt:
         pass
     except asyncio.CancelledError:

@@ -111,9 +111,7 @@ def build_mounts(specs: Iterable[tuple[str, str]], *, legacy_data_dir: str | Non
     for source, spec in pairs:
         mount = parse_mount_spec(spec, source=source)
         if mount.name in seen:
-            raise MountError(
-                f"{source} {spec!r}: the mount name {mount.name!r} is already used by {seen[mount.name]}"
-            )
+            raise MountError(f"{source} {spec!r}: the mount name {mount.name!r} is already used by {seen[mount.name]}")
         seen[mount.name] = f"{source} {spec!r}"
         mounts.append(mount)
     return tuple(mounts)

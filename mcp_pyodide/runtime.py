@@ -13,7 +13,6 @@ import base64
 import contextlib
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -30,9 +29,9 @@ from ._paths import cache_root
 from ._runtime_files import PYODIDE_VERSION, RuntimeFiles, ensure_runtime, lock_digest
 from ._transport import Transport
 from .config import RuntimeConfig
+from .errors import MCPPyodideError, RuntimeCrashed, RuntimeUnavailable, SetupError
 from .mounts import GUEST_ROOT, OUTPUT_NAME
 from .packages.cache import default_cache_dir
-from .errors import MCPPyodideError, RuntimeCrashed, RuntimeUnavailable, SetupError
 
 log = logging.getLogger("mcp_pyodide.runtime")
 node_log = logging.getLogger("mcp_pyodide.node")

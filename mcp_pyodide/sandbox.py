@@ -259,4 +259,3 @@ class Sandbox:
     def _changed_files(self, before: dict[str, tuple[int, int]]) -> list[Path]:
         after = self._snapshot_output()
         return sorted(Path(p) for p, sig in after.items() if before.get(p) != sig)
-

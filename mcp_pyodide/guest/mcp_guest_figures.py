@@ -131,7 +131,9 @@ class _PyplotFinder(importlib.abc.MetaPathFinder):
                 saver = self.saver
                 origin = spec.origin
 
-                def exec_module(module: Any) -> None:
+                def exec_module(
+                    module: Any, original: Any = original, saver: FigureSaver = saver, origin: str | None = origin
+                ) -> None:
                     if fullname == FONT_MANAGER:
                         _quietly(_restore_font_cache, origin)
                         original(module)

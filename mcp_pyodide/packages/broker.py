@@ -86,15 +86,9 @@ class PackageBroker:
         *,
         max_concurrent_fetches: int = 4,
     ) -> None:
-        self.lock = (
-            lock_path
-            if isinstance(lock_path, PyodideLock)
-            else PyodideLock.from_path(lock_path)
-        )
+        self.lock = lock_path if isinstance(lock_path, PyodideLock) else PyodideLock.from_path(lock_path)
         self.source = open_source(source)
-        self.cache = PackageCache(
-            cache_dir if cache_dir is not None else default_cache_dir()
-        )
+        self.cache = PackageCache(cache_dir if cache_dir is not None else default_cache_dir())
         self._limiter = anyio.CapacityLimiter(max_concurrent_fetches)
 
     @property
@@ -112,9 +106,7 @@ class PackageBroker:
         """Like :meth:`ensure` for the packages providing these imports (unknown imports ignored)."""
         return await self.ensure(self.lock.packages_for_imports(import_names), progress)
 
-    async def ensure(
-        self, names: Iterable[str], progress: ProgressCallback | None = None
-    ) -> EnsureResult:
+    async def ensure(self, names: Iterable[str], progress: ProgressCallback | None = None) -> EnsureResult:
         """Make ``names`` and all their dependencies available in the cache.
 
         Raises :class:`~.lock.UnknownPackageError` before touching anything if
@@ -168,9 +160,7 @@ class PackageBroker:
             )
         )
 
-    async def _ensure_one(
-        self, entry: LockEntry, report: Callable[[str, bool], None]
-    ) -> Status:
+    async def _ensure_one(self, entry: LockEntry, report: Callable[[str, bool], None]) -> Status:
         async with self.cache.lock_for(entry.file_name):
             state = await self.cache.check(entry)
             if state == "ok":
@@ -190,9 +180,7 @@ class PackageBroker:
                 await self.source.fetch(entry.file_name, dest, on_bytes)
 
             async with self._limiter:
-                report(
-                    f"fetching {entry.file_name} from {self.source.description}", False
-                )
+                report(f"fetching {entry.file_name} from {self.source.description}", False)
                 await self.cache.store(entry, write, self.source.description)
             report(f"fetched {entry.file_name}", True)
             return "fetched"

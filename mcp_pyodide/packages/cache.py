@@ -51,17 +51,14 @@ def default_cache_dir() -> Path:
 class IntegrityError(Exception):
     """A package file's sha256 does not match the lock; the file was deleted."""
 
-    def __init__(
-        self, file_name: str, expected: str, actual: str, source: str | None = None
-    ) -> None:
+    def __init__(self, file_name: str, expected: str, actual: str, source: str | None = None) -> None:
         self.file_name = file_name
         self.expected = expected
         self.actual = actual
         self.source = source
         origin = f" from {source}" if source else ""
         super().__init__(
-            f"sha256 mismatch for {file_name}{origin}: expected {expected}, got {actual}; "
-            "the file was discarded"
+            f"sha256 mismatch for {file_name}{origin}: expected {expected}, got {actual}; the file was discarded"
         )
 
 
@@ -137,18 +134,14 @@ class PackageCache:
         """Verify a cached copy: ``"ok"``, ``"missing"``, or ``"corrupt"`` (now removed)."""
         return await anyio.to_thread.run_sync(self._check_sync, entry)
 
-    async def store(
-        self, entry: LockEntry, writer: Writer, source: str | None = None
-    ) -> Path:
+    async def store(self, entry: LockEntry, writer: Writer, source: str | None = None) -> Path:
         """Fill a temp file via ``writer``, verify it, then rename it into place.
 
         On a hash mismatch the temp file is deleted and :class:`IntegrityError`
         raised; on any other failure the temp file is deleted too.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=self.TEMP_PREFIX, suffix=".tmp", dir=self.root
-        )
+        fd, tmp_name = tempfile.mkstemp(prefix=self.TEMP_PREFIX, suffix=".tmp", dir=self.root)
         os.close(fd)
         tmp = Path(tmp_name)
         final = self.path_for(entry)

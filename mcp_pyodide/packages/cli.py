@@ -71,11 +71,7 @@ def _all_names(lock: PyodideLock) -> list[str]:
     """Everything except test bundles split off a package (rarely wanted, large)."""
     names: list[str] = []
     for key in lock.packages:
-        parent = (
-            lock.packages.get(key.removesuffix("-tests"))
-            if key.endswith("-tests")
-            else None
-        )
+        parent = lock.packages.get(key.removesuffix("-tests")) if key.endswith("-tests") else None
         if parent is not None and parent.unvendored_tests:
             continue
         names.append(key)
@@ -106,9 +102,7 @@ class _ProgressBar:
             line = f"[{bar}] {done}/{total} {message}"[: max(columns - 1, 10)]
             self.stream.write("\r\x1b[K" + line)
             self._drawn = True
-        elif not self._started or message.startswith(
-            ("fetched ", "verified ", "failed ")
-        ):
+        elif not self._started or message.startswith(("fetched ", "verified ", "failed ")):
             self.stream.write(f"[{done}/{total}] {message}\n")
         self._started = True
         self.stream.flush()
@@ -131,9 +125,7 @@ def fetch_packages_main(argv: list[str]) -> int:
     try:
         lock_path: Path = args.lock if args.lock is not None else default_lock_path()
         lock = PyodideLock.from_path(lock_path)
-        broker = PackageBroker(
-            lock, args.package_source, args.cache_dir or default_cache_dir()
-        )
+        broker = PackageBroker(lock, args.package_source, args.cache_dir or default_cache_dir())
     except (LockError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

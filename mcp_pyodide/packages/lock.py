@@ -51,17 +51,12 @@ class UnknownPackageError(LookupError):
     ) -> None:
         self.names: tuple[str, ...] = tuple(names)
         self.hints: dict[str, str] = dict(hints or {})
-        where = (
-            f"Pyodide {pyodide_version}" if pyodide_version else "the Pyodide lock file"
-        )
+        where = f"Pyodide {pyodide_version}" if pyodide_version else "the Pyodide lock file"
         message = f"unknown package(s) not in {where}: {', '.join(self.names)}"
         if self.hints:
             message += (
                 " ("
-                + "; ".join(
-                    f"{name!r} is an import name: use package {pkg!r}"
-                    for name, pkg in self.hints.items()
-                )
+                + "; ".join(f"{name!r} is an import name: use package {pkg!r}" for name, pkg in self.hints.items())
                 + ")"
             )
         super().__init__(message)
@@ -105,9 +100,7 @@ class PyodideLock:
 
     def __init__(self, info: LockInfo, packages: dict[str, LockEntry]) -> None:
         self.info = info
-        self.packages: dict[str, LockEntry] = {
-            normalize_name(k): v for k, v in packages.items()
-        }
+        self.packages: dict[str, LockEntry] = {normalize_name(k): v for k, v in packages.items()}
 
     @classmethod
     def from_path(cls, path: str | Path) -> PyodideLock:
@@ -123,9 +116,7 @@ class PyodideLock:
             raise LockError(f"{p} is not a pyodide-lock.json (no 'packages' object)")
         try:
             info = LockInfo.model_validate(raw.get("info") or {})
-            packages = {
-                k: LockEntry.model_validate(v) for k, v in raw["packages"].items()
-            }
+            packages = {k: LockEntry.model_validate(v) for k, v in raw["packages"].items()}
         except ValidationError as exc:
             raise LockError(f"invalid entry in Pyodide lock file {p}: {exc}") from exc
         return cls(info, packages)
@@ -146,13 +137,7 @@ class PyodideLock:
         if unknown:
             imports = self.import_map()
             hints = {n: imports[n] for n in unknown if n in imports}
-            hints.update(
-                {
-                    n: imports[n.lower()]
-                    for n in unknown
-                    if n not in hints and n.lower() in imports
-                }
-            )
+            hints.update({n: imports[n.lower()] for n in unknown if n not in hints and n.lower() in imports})
             raise UnknownPackageError(unknown, self.info.version, hints)
 
         order: list[LockEntry] = []
@@ -165,9 +150,7 @@ class PyodideLock:
             if start in done:
                 continue
             in_progress: set[str] = {start}
-            stack: list[tuple[str, list[str]]] = [
-                (start, list(self.packages[start].depends))
-            ]
+            stack: list[tuple[str, list[str]]] = [(start, list(self.packages[start].depends))]
             while stack:
                 key, pending = stack[-1]
                 if pending:

@@ -52,13 +52,7 @@ class PackageSourceError(Exception):
 
 def _check_file_name(file_name: str, source: str) -> None:
     """Lock file names are plain names; refuse anything that could escape a folder."""
-    if (
-        not file_name
-        or file_name in {".", ".."}
-        or "/" in file_name
-        or "\\" in file_name
-        or "\0" in file_name
-    ):
+    if not file_name or file_name in {".", ".."} or "/" in file_name or "\\" in file_name or "\0" in file_name:
         raise PackageSourceError(file_name, source, "not a plain file name")
 
 
@@ -71,9 +65,7 @@ class PackageSource(ABC):
         """Human-readable location, used in every error message."""
 
     @abstractmethod
-    async def fetch(
-        self, file_name: str, dest: Path, on_bytes: BytesCallback | None = None
-    ) -> None:
+    async def fetch(self, file_name: str, dest: Path, on_bytes: BytesCallback | None = None) -> None:
         """Write the file's bytes to ``dest`` (overwriting it) or raise PackageSourceError."""
 
     def __str__(self) -> str:
@@ -90,15 +82,11 @@ class FolderSource(PackageSource):
     def description(self) -> str:
         return f"folder {self.root}"
 
-    async def fetch(
-        self, file_name: str, dest: Path, on_bytes: BytesCallback | None = None
-    ) -> None:
+    async def fetch(self, file_name: str, dest: Path, on_bytes: BytesCallback | None = None) -> None:
         _check_file_name(file_name, self.description)
         src = self.root / file_name
         if not self.root.is_dir():
-            raise PackageSourceError(
-                file_name, self.description, "folder does not exist"
-            )
+            raise PackageSourceError(file_name, self.description, "folder does not exist")
         report = _thread_reporter(on_bytes)
 
         def copy() -> None:
@@ -111,9 +99,7 @@ class FolderSource(PackageSource):
                         done += len(chunk)
                         report(done, total)
             except FileNotFoundError as exc:
-                raise PackageSourceError(
-                    file_name, self.description, "file not found"
-                ) from exc
+                raise PackageSourceError(file_name, self.description, "file not found") from exc
             except OSError as exc:
                 raise PackageSourceError(file_name, self.description, str(exc)) from exc
 
@@ -163,9 +149,7 @@ class HttpSource(PackageSource):
             raise ValueError(f"unknown HTTP backend {backend!r}")
         self._httpx = _load_httpx() if backend != "urllib" else None
         if backend == "httpx" and self._httpx is None:
-            raise ValueError(
-                "HTTP backend 'httpx' requested but neither httpx nor httpx2 is installed"
-            )
+            raise ValueError("HTTP backend 'httpx' requested but neither httpx nor httpx2 is installed")
 
     @property
     def backend(self) -> str:
@@ -180,26 +164,20 @@ class HttpSource(PackageSource):
         """Absolute URL of one package file."""
         return self.base_url + urllib.parse.quote(file_name)
 
-    async def fetch(
-        self, file_name: str, dest: Path, on_bytes: BytesCallback | None = None
-    ) -> None:
+    async def fetch(self, file_name: str, dest: Path, on_bytes: BytesCallback | None = None) -> None:
         _check_file_name(file_name, self.description)
         if self._httpx is not None:
             await self._fetch_httpx(file_name, dest, on_bytes)
         else:
             await self._fetch_urllib(file_name, dest, on_bytes)
 
-    async def _fetch_httpx(
-        self, file_name: str, dest: Path, on_bytes: BytesCallback | None
-    ) -> None:
+    async def _fetch_httpx(self, file_name: str, dest: Path, on_bytes: BytesCallback | None) -> None:
         httpx = self._httpx
         assert httpx is not None
         url = self.url_for(file_name)
         try:
             async with (
-                httpx.AsyncClient(
-                    timeout=httpx.Timeout(self.timeout), follow_redirects=True
-                ) as client,
+                httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), follow_redirects=True) as client,
                 client.stream("GET", url) as response,
             ):
                 if response.status_code != 200:
@@ -226,13 +204,9 @@ class HttpSource(PackageSource):
                 f"timed out after {self.timeout:g}s ({url})",
             ) from exc
         except (httpx.HTTPError, OSError) as exc:
-            raise PackageSourceError(
-                file_name, self.description, f"{type(exc).__name__}: {exc} ({url})"
-            ) from exc
+            raise PackageSourceError(file_name, self.description, f"{type(exc).__name__}: {exc} ({url})") from exc
 
-    async def _fetch_urllib(
-        self, file_name: str, dest: Path, on_bytes: BytesCallback | None
-    ) -> None:
+    async def _fetch_urllib(self, file_name: str, dest: Path, on_bytes: BytesCallback | None) -> None:
         url = self.url_for(file_name)
         report = _thread_reporter(on_bytes)
 
@@ -249,9 +223,7 @@ class HttpSource(PackageSource):
                             done += len(chunk)
                             report(done, total)
             except urllib.error.HTTPError as exc:
-                raise PackageSourceError(
-                    file_name, self.description, f"HTTP {exc.code} for {url}"
-                ) from exc
+                raise PackageSourceError(file_name, self.description, f"HTTP {exc.code} for {url}") from exc
             except TimeoutError as exc:
                 raise PackageSourceError(
                     file_name,
@@ -260,9 +232,7 @@ class HttpSource(PackageSource):
                 ) from exc
             except (urllib.error.URLError, OSError) as exc:
                 reason = getattr(exc, "reason", exc)
-                raise PackageSourceError(
-                    file_name, self.description, f"{reason} ({url})"
-                ) from exc
+                raise PackageSourceError(file_name, self.description, f"{reason} ({url})") from exc
 
         await anyio.to_thread.run_sync(download)
 
@@ -284,7 +254,5 @@ def open_source(spec: str | Path | PackageSource | None = None) -> PackageSource
     if lowered.startswith(("http://", "https://")):
         return HttpSource(spec)
     if lowered.startswith("file://"):
-        return FolderSource(
-            urllib.request.url2pathname(urllib.parse.urlsplit(spec).path)
-        )
+        return FolderSource(urllib.request.url2pathname(urllib.parse.urlsplit(spec).path))
     return FolderSource(spec)

@@ -22,11 +22,7 @@ LONG_STRING = 200
 
 
 def _digest(value: object) -> dict[str, Any]:
-    text = (
-        value
-        if isinstance(value, str)
-        else json.dumps(value, sort_keys=True, default=str)
-    )
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
     return {
         "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
         "length": len(text),
@@ -36,10 +32,7 @@ def _digest(value: object) -> dict[str, Any]:
 def redact(value: Any) -> Any:
     """Copy ``value`` with every ``code`` entry and long string replaced by a digest."""
     if isinstance(value, Mapping):
-        return {
-            str(key): _digest(item) if key == "code" else redact(item)
-            for key, item in value.items()
-        }
+        return {str(key): _digest(item) if key == "code" else redact(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact(item) for item in value]
     if isinstance(value, str) and len(value) > LONG_STRING:
@@ -97,9 +90,7 @@ class AuditLog:
 
     def write(self, record: Mapping[str, Any]) -> None:
         """Append ``record`` (redacted again defensively, so code can never leak)."""
-        line = json.dumps(
-            redact(record), ensure_ascii=False, separators=(",", ":"), default=str
-        )
+        line = json.dumps(redact(record), ensure_ascii=False, separators=(",", ":"), default=str)
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as handle:

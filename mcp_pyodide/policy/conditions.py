@@ -58,13 +58,9 @@ def json_equal(left: object, right: object) -> bool:
     if is_number(left) and is_number(right):
         return left == right
     if isinstance(left, Mapping) and isinstance(right, Mapping):
-        return left.keys() == right.keys() and all(
-            json_equal(left[k], right[k]) for k in left
-        )
+        return left.keys() == right.keys() and all(json_equal(left[k], right[k]) for k in left)
     if isinstance(left, (list, tuple)) and isinstance(right, (list, tuple)):
-        return len(left) == len(right) and all(
-            json_equal(a, b) for a, b in zip(left, right)
-        )
+        return len(left) == len(right) and all(json_equal(a, b) for a, b in zip(left, right, strict=True))
     if type(left) is not type(right):
         return False
     return left == right
@@ -143,9 +139,7 @@ def violation(condition: Condition, arguments: Mapping[str, Any]) -> str | None:
         if outcome is Outcome.MISSING:
             default = f"required argument '{condition.path}' is missing"
         elif outcome is Outcome.WRONG_TYPE:
-            default = (
-                f"argument '{condition.path}' has the wrong type for {condition.op}"
-            )
+            default = f"argument '{condition.path}' has the wrong type for {condition.op}"
         else:
             default = "argument does not satisfy policy"
     reason = condition.reason or default

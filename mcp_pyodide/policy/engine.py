@@ -49,9 +49,7 @@ class Decision:
         return "allow" if self.allowed else "deny"
 
 
-def _deny(
-    tool: str, session_id: str, rule: str, reason: str, retry: int | None = None
-) -> Decision:
+def _deny(tool: str, session_id: str, rule: str, reason: str, retry: int | None = None) -> Decision:
     return Decision(
         allowed=False,
         needs_approval=False,
@@ -85,9 +83,7 @@ class PolicyEngine:
     elicitation still releases.
     """
 
-    def __init__(
-        self, policy: Policy, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, policy: Policy, clock: Callable[[], float] = time.monotonic) -> None:
         self._policy = policy
         self._limiter = SlidingWindowLimiter(policy.all_limits(), clock)
         self._lock = threading.Lock()
@@ -118,9 +114,7 @@ class PolicyEngine:
         """Filter tool names for tools/list, keeping order."""
         return [name for name in tools if self.is_visible(name)]
 
-    async def decide(
-        self, tool: str, arguments: Mapping[str, Any], session_id: str
-    ) -> Decision:
+    async def decide(self, tool: str, arguments: Mapping[str, Any], session_id: str) -> Decision:
         """Decide one call and record its quota if admitted.
 
         Async for the server's convenience, but it never awaits: check and
@@ -130,9 +124,7 @@ class PolicyEngine:
         """
         return self.decide_now(tool, arguments, session_id)
 
-    def decide_now(
-        self, tool: str, arguments: Mapping[str, Any], session_id: str
-    ) -> Decision:
+    def decide_now(self, tool: str, arguments: Mapping[str, Any], session_id: str) -> Decision:
         """Synchronous form of :meth:`decide` (same semantics)."""
         policy = self._policy
         if policy.is_hidden(tool):
@@ -140,13 +132,9 @@ class PolicyEngine:
         rule = policy.rule_for(tool)
         if rule is not None and rule.action == "deny":
             reason = rule.reason or "not allowed by policy"
-            return _deny(
-                tool, session_id, f"{rule.place}.action", f"{reason} (action deny)"
-            )
+            return _deny(tool, session_id, f"{rule.place}.action", f"{reason} (action deny)")
         if rule is None and policy.default == "deny":
-            return _deny(
-                tool, session_id, "default", "not allowed by policy (default deny)"
-            )
+            return _deny(tool, session_id, "default", "not allowed by policy (default deny)")
         if rule is not None:
             for condition in rule.deny_if:
                 problem = violation(condition, arguments)
@@ -184,9 +172,7 @@ class PolicyEngine:
                 ticket=ticket,
             )
         if rule is not None:
-            return Decision(
-                True, False, rule.place, "allowed by policy", "", tool, session_id
-            )
+            return Decision(True, False, rule.place, "allowed by policy", "", tool, session_id)
         return Decision(
             True,
             False,
@@ -219,9 +205,7 @@ class PolicyEngine:
             message="",
         )
 
-    def release(
-        self, decision: Decision, reason: str = "approval declined by user"
-    ) -> Decision:
+    def release(self, decision: Decision, reason: str = "approval declined by user") -> Decision:
         """Give back a pending reservation and return the refusal to send to the model.
 
         Safe to call more than once (later calls change no counts); for a

@@ -22,17 +22,11 @@ def _tool_lines(policy: Policy, tool: str) -> list[str]:
         if policy.default == "deny":
             return [f"  {tool}: denied (not listed, default deny)"]
         status = "allowed (not listed, default allow)"
-        return [
-            f"  {tool}: {status}" + ("" if policy.all_tools_limits else ", no limits")
-        ]
+        return [f"  {tool}: {status}" + ("" if policy.all_tools_limits else ", no limits")]
     if rule.action == "deny":
         suffix = f": {rule.reason}" if rule.reason else ""
         return [f"  {tool}: denied (action deny){suffix}"]
-    status = (
-        "allowed after user approval"
-        if rule.action == "require_approval"
-        else "allowed"
-    )
+    status = "allowed after user approval" if rule.action == "require_approval" else "allowed"
     lines = [f"  {tool}: {status}"]
     lines += [f"    limit: {limit.describe()}" for limit in rule.limits]
     lines += [_condition_line("denied if:", c) for c in rule.deny_if]
@@ -49,9 +43,7 @@ def explain(policy: Policy, tool_names: Sequence[str]) -> str:
     which are usually typos that leave the intended tool unrestricted.
     """
     verdict = "allowed" if policy.default == "allow" else "denied"
-    lines = [
-        f"Policy {policy.source} (version {policy.version}): unlisted tools are {verdict}."
-    ]
+    lines = [f"Policy {policy.source} (version {policy.version}): unlisted tools are {verdict}."]
     if policy.hide:
         lines.append(f"Hidden: {', '.join(policy.hide)}")
     for limit in policy.all_tools_limits:
@@ -64,7 +56,5 @@ def explain(policy: Policy, tool_names: Sequence[str]) -> str:
     unknown += [name for name in policy.hide if name != "*" and name not in known]
     if unknown:
         names = ", ".join(dict.fromkeys(unknown))
-        lines.append(
-            f"Warning: the policy names tools this server does not offer: {names}"
-        )
+        lines.append(f"Warning: the policy names tools this server does not offer: {names}")
     return "\n".join(lines) + "\n"

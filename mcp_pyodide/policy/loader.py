@@ -94,9 +94,7 @@ class _Validator:
     def fail(self, place: str, problem: str) -> NoReturn:
         raise PolicyError(self.source, place or "top level", problem)
 
-    def obj(
-        self, value: object, place: str, fields: tuple[str, ...]
-    ) -> Mapping[str, Any]:
+    def obj(self, value: object, place: str, fields: tuple[str, ...]) -> Mapping[str, Any]:
         if not isinstance(value, Mapping):
             self.fail(place, f"expected an object, got {_type_name(value)}")
         self._no_duplicates(value, place)
@@ -104,9 +102,7 @@ class _Validator:
             if not isinstance(key, str):
                 self.fail(place, f"object keys must be strings, got {_type_name(key)}")
             if key not in fields:
-                self.fail(
-                    _key(place, key), f"unknown field (allowed: {', '.join(fields)})"
-                )
+                self.fail(_key(place, key), f"unknown field (allowed: {', '.join(fields)})")
         return cast(Mapping[str, Any], value)
 
     def _no_duplicates(self, value: object, place: str) -> None:
@@ -142,9 +138,7 @@ class _Validator:
             self._no_duplicates(value, place)
             for key, item in value.items():
                 if not isinstance(key, str):
-                    self.fail(
-                        place, f"object keys must be strings, got {_type_name(key)}"
-                    )
+                    self.fail(place, f"object keys must be strings, got {_type_name(key)}")
                 self.json_value(item, _key(place, key))
             return
         self.fail(place, f"not a JSON value ({_type_name(value)})")
@@ -155,9 +149,7 @@ class _Validator:
             self.fail("version", 'missing required field (expected "1")')
         version = top["version"]
         if not isinstance(version, str) or version not in SUPPORTED_VERSIONS:
-            self.fail(
-                "version", f'unsupported version {json.dumps(version)} (expected "1")'
-            )
+            self.fail("version", f'unsupported version {json.dumps(version)} (expected "1")')
 
         default_value = top.get("default", "deny")
         if default_value not in ("allow", "deny"):
@@ -212,12 +204,8 @@ class _Validator:
         limits: tuple[Limit, ...] = ()
         if "limits" in fields:
             limits = self.limits(fields["limits"], _key(place, "limits"))
-        deny_if = self.conditions(
-            fields.get("deny_if", []), _key(place, "deny_if"), "deny_if"
-        )
-        require = self.conditions(
-            fields.get("require", []), _key(place, "require"), "require"
-        )
+        deny_if = self.conditions(fields.get("deny_if", []), _key(place, "deny_if"), "deny_if")
+        require = self.conditions(fields.get("require", []), _key(place, "require"), "require")
         return ToolRule(
             name=name,
             action=cast(Action, action_value),
@@ -229,10 +217,7 @@ class _Validator:
         )
 
     def limits(self, value: object, place: str) -> tuple[Limit, ...]:
-        return tuple(
-            self.limit(item, _index(place, i))
-            for i, item in enumerate(self.array(value, place))
-        )
+        return tuple(self.limit(item, _index(place, i)) for i, item in enumerate(self.array(value, place)))
 
     def limit(self, value: object, place: str) -> Limit:
         fields = self.obj(value, place, _LIMIT_FIELDS)
@@ -268,12 +253,8 @@ class _Validator:
 
         scope_raw = fields.get("scope", "grant")
         if scope_raw not in ("grant", "session"):
-            shown = (
-                json.dumps(scope_raw) if _is_plain(scope_raw) else _type_name(scope_raw)
-            )
-            self.fail(
-                _key(place, "scope"), f'expected "grant" or "session", got {shown}'
-            )
+            shown = json.dumps(scope_raw) if _is_plain(scope_raw) else _type_name(scope_raw)
+            self.fail(_key(place, "scope"), f'expected "grant" or "session", got {shown}')
         return Limit(
             counter=counter,
             window=window,
@@ -285,9 +266,7 @@ class _Validator:
 
     def conditions(self, value: object, place: str, kind: str) -> tuple[Condition, ...]:
         items = self.array(value, place)
-        return tuple(
-            self.condition(item, _index(place, i), kind) for i, item in enumerate(items)
-        )
+        return tuple(self.condition(item, _index(place, i), kind) for i, item in enumerate(items))
 
     def condition(self, value: object, place: str, kind: str) -> Condition:
         fields = self.obj(value, place, _CONDITION_FIELDS)
@@ -308,9 +287,7 @@ class _Validator:
         self.json_value(expected, value_place)
         pattern: re.Pattern[str] | None = None
         if op in ("in", "not_in") and not isinstance(expected, (list, tuple)):
-            self.fail(
-                value_place, f"operator {op} needs an array, got {_type_name(expected)}"
-            )
+            self.fail(value_place, f"operator {op} needs an array, got {_type_name(expected)}")
         if op in ("matches", "not_matches"):
             regex = self.string(expected, value_place, allow_empty=True)
             try:
@@ -318,12 +295,8 @@ class _Validator:
             except re.error as exc:
                 self.fail(value_place, f"invalid regular expression '{regex}': {exc}")
         if op in ("lt", "lte", "gt", "gte") and not is_number(expected):
-            self.fail(
-                value_place, f"operator {op} needs a number, got {_type_name(expected)}"
-            )
-        if op == "max_length" and (
-            isinstance(expected, bool) or not isinstance(expected, int) or expected < 0
-        ):
+            self.fail(value_place, f"operator {op} needs a number, got {_type_name(expected)}")
+        if op == "max_length" and (isinstance(expected, bool) or not isinstance(expected, int) or expected < 0):
             self.fail(
                 value_place,
                 f"operator max_length needs an integer >= 0, got {_type_name(expected)}",
@@ -349,10 +322,7 @@ def _is_plain(value: object) -> bool:
     return (
         value is None
         or isinstance(value, (bool, str))
-        or (
-            isinstance(value, (int, float))
-            and not (isinstance(value, float) and not math.isfinite(value))
-        )
+        or (isinstance(value, (int, float)) and not (isinstance(value, float) and not math.isfinite(value)))
     )
 
 
@@ -375,23 +345,15 @@ def load_policy(path: str | Path) -> Policy:
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
-        raise PolicyError(
-            source, "file", f"cannot read: {exc.strerror or exc}"
-        ) from exc
+        raise PolicyError(source, "file", f"cannot read: {exc.strerror or exc}") from exc
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise PolicyError(
-            source, f"byte {exc.start}", "file is not valid UTF-8"
-        ) from exc
+        raise PolicyError(source, f"byte {exc.start}", "file is not valid UTF-8") from exc
     try:
-        data = json.loads(
-            text, object_pairs_hook=_object_pairs, parse_constant=_reject_constant
-        )
+        data = json.loads(text, object_pairs_hook=_object_pairs, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise PolicyError(
-            source, f"line {exc.lineno}, column {exc.colno}", f"invalid JSON: {exc.msg}"
-        ) from exc
+        raise PolicyError(source, f"line {exc.lineno}, column {exc.colno}", f"invalid JSON: {exc.msg}") from exc
     except ValueError as exc:
         raise PolicyError(source, "JSON", f"invalid JSON: {exc}") from exc
     return parse_policy(data, source)

@@ -80,9 +80,7 @@ class Limit:
 
     def describe(self) -> str:
         """Short human description used by messages and ``explain``."""
-        return (
-            f"{self.max} {self.per_text} (counter {self.counter}, scope {self.scope})"
-        )
+        return f"{self.max} {self.per_text} (counter {self.counter}, scope {self.scope})"
 
 
 @dataclass(frozen=True)

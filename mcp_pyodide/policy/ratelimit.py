@@ -61,9 +61,7 @@ class SlidingWindowLimiter:
         # Keep timestamps as long as the longest window that reads this counter.
         self._horizon: dict[str, float] = {}
         for limit in limits:
-            self._horizon[limit.counter] = max(
-                self._horizon.get(limit.counter, 0.0), limit.window
-            )
+            self._horizon[limit.counter] = max(self._horizon.get(limit.counter, 0.0), limit.window)
 
     def _prune(self, key: CounterKey, now: float) -> deque[float]:
         calls = self._calls.get(key)
@@ -98,26 +96,20 @@ class SlidingWindowLimiter:
         must_leave = len(in_window) - limit.max
         return Blocked(limit, in_window[must_leave] + limit.window - now)
 
-    def try_acquire(
-        self, limits: Sequence[Limit], session_id: str
-    ) -> Reservation | Blocked:
+    def try_acquire(self, limits: Sequence[Limit], session_id: str) -> Reservation | Blocked:
         """Admit and record the call, or report the limit that blocks it the longest."""
         with self._lock:
             now = self._clock()
             worst: Blocked | None = None
             for limit in limits:
-                blocked = self._blocked(
-                    limit, self._prune(counter_key(limit, session_id), now), now
-                )
+                blocked = self._blocked(limit, self._prune(counter_key(limit, session_id), now), now)
                 if blocked is None:
                     continue
                 if worst is None or _later(blocked, worst):
                     worst = blocked
             if worst is not None:
                 return worst
-            keys = list(
-                dict.fromkeys(counter_key(limit, session_id) for limit in limits)
-            )
+            keys = list(dict.fromkeys(counter_key(limit, session_id) for limit in limits))
             for key in keys:
                 self._calls.setdefault(key, deque()).append(now)
             self._admitted += 1

@@ -24,10 +24,11 @@ from mcp.server.lowlevel import NotificationOptions
 from mcp.server.models import InitializationOptions
 
 from .. import __version__
+from ..errors import MCPPyodideError
 from ..policy import AuditLog, Decision, PolicyEngine, audit_record
-from .sessions import SandboxProvider
 from .registry import CallContext, ToolFailure, ToolSpec, text_result
 from .resources import MountResources
+from .sessions import SandboxProvider, SingleSandbox
 
 log = logging.getLogger("mcp_pyodide.server")
 
@@ -49,12 +50,23 @@ class ServerState:
     sessions: weakref.WeakKeyDictionary[Any, str] = field(default_factory=weakref.WeakKeyDictionary)
 
     def session_id(self, session: Any) -> str:
+        # stdio carries exactly one client, whatever protocol era it speaks.
+        if isinstance(self.sandboxes, SingleSandbox):
+            return "stdio"
         # mcp 2.3 hands each request a fresh ServerSession; the connection underneath is what lasts.
         key = getattr(session, "_connection", session)
         try:
-            return self.sessions.setdefault(key, uuid.uuid4().hex[:12])
+            known = self.sessions.get(key)
+            if known is not None:
+                return known
+            session_id = self.sessions.setdefault(key, uuid.uuid4().hex[:12])
         except TypeError:
             return "default"
+        # When the connection ends (HTTP: the client's DELETE or the idle timeout), so does its interpreter.
+        exit_stack = getattr(key, "exit_stack", None)
+        if exit_stack is not None:
+            exit_stack.push_async_callback(self.sandboxes.release, session_id)
+        return session_id
 
 
 async def _ask_approval(ctx: ServerRequestContext[Any], decision: Decision) -> tuple[bool, str]:
@@ -133,17 +145,21 @@ def build_server(state: ServerState) -> Server[Any]:
 
         outcome = "error"
         try:
+
             async def get_sandbox() -> Any:
                 return await state.sandboxes.get(session_id)
 
             call_ctx = CallContext(session_id=session_id, report_progress=report_progress, get_sandbox=get_sandbox)
-            result = await spec.handler(args, call_ctx)
+            with state.sandboxes.in_use(session_id):
+                result = await spec.handler(args, call_ctx)
             outcome = "error" if result.is_error else "ok"
             if state.resources is not None and not (spec.annotations.read_only_hint or False):
                 await state.resources.notify_if_changed(ctx.session)  # a run may have written files
             return result
         except ToolFailure as exc:
             return text_result(str(exc), is_error=True)
+        except MCPPyodideError as exc:  # the runtime could not serve (no Node, shutting down, all busy)
+            return text_result(f"{name} could not run: {exc}", is_error=True)
         except Exception as exc:
             log.exception("tool %s failed", name)
             return text_result(f"{name} failed: {type(exc).__name__}: {exc}", is_error=True)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import mcp_types as types
 from pydantic import BaseModel, ConfigDict, Field
-
-import base64
-from collections.abc import Callable
-from pathlib import Path
 
 from ..config import RuntimeConfig
 from ..runtime import ExecutionResult
@@ -144,7 +143,9 @@ def structured(result: ExecutionResult) -> dict[str, Any]:
         "stderr_truncated_chars": result.stderr_cut_chars,
         "figures": [str(p) for p in result.figures] if isinstance(result, Result) else [],
         "files": [str(p) for p in result.files] if isinstance(result, Result) else [],
-        "loaded_packages": [f"{o.name} {o.version}" for o in result.loaded_packages] if isinstance(result, Result) else [],
+        "loaded_packages": [f"{o.name} {o.version}" for o in result.loaded_packages]
+        if isinstance(result, Result)
+        else [],
     }
 
 

@@ -220,9 +220,10 @@ def format_listing(listing: dict[str, Any]) -> str:
     entries = listing["entries"]
     files = sum(1 for e in entries if e["type"] == "file")
     folders = sum(1 for e in entries if e["type"] == "directory")
-    lines = [f"{listing['pythonPath']}: {folders} folders, {files} files" + (
-        f" (showing {len(entries)} of {listing['total']} entries)" if listing["omitted"] else ""
-    )]
+    lines = [
+        f"{listing['pythonPath']}: {folders} folders, {files} files"
+        + (f" (showing {len(entries)} of {listing['total']} entries)" if listing["omitted"] else "")
+    ]
     if not entries:
         lines.append("(empty)")
     for e in entries:
@@ -255,8 +256,7 @@ def read_image(mount: Mount, image_path: str, max_bytes: int) -> tuple[bytes, st
     mime, what = sniff(data[:SNIFF_BYTES])
     if mime is None:
         raise ToolFailure(
-            f"{image_path!r} is not a supported image: it looks like {what}. "
-            "Supported: PNG, JPEG, GIF, WebP, SVG."
+            f"{image_path!r} is not a supported image: it looks like {what}. Supported: PNG, JPEG, GIF, WebP, SVG."
         )
     return data, mime, path
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..config import RuntimeConfig
@@ -24,6 +26,14 @@ class SandboxProvider:
 
     async def get(self, session_id: str) -> Sandbox:
         raise NotImplementedError
+
+    async def release(self, session_id: str) -> None:
+        """The MCP session ended: its interpreter, if it has one of its own, can go."""
+
+    @contextlib.contextmanager
+    def in_use(self, session_id: str) -> Iterator[None]:
+        """Mark a tool call in flight for this session, so its interpreter is not ended under it."""
+        yield
 
     async def close(self) -> None:
         raise NotImplementedError
@@ -64,6 +74,20 @@ class PerSessionSandboxes(SandboxProvider):
         self._lock = asyncio.Lock()
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
+        self._busy: dict[str, int] = {}  # session id -> tool calls in flight
+
+    @contextlib.contextmanager
+    def in_use(self, session_id: str) -> Iterator[None]:
+        self._busy[session_id] = self._busy.get(session_id, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._busy.pop(session_id) - 1
+            if left:
+                self._busy[session_id] = left
+            entry = self._entries.get(session_id)
+            if entry is not None:
+                entry.last_used = time.monotonic()  # idle time counts from the end of the last call
 
     def start(self) -> None:
         if self._reaper is None:
@@ -84,14 +108,26 @@ class PerSessionSandboxes(SandboxProvider):
             entry.last_used = time.monotonic()
             return entry.sandbox
 
+    async def release(self, session_id: str) -> None:
+        async with self._lock:
+            entry = self._entries.pop(session_id, None)
+        if entry is not None:
+            log.info("session %s: ended; interpreter closed (%d running)", session_id, len(self._entries))
+            await entry.sandbox.close()
+
+    def running(self) -> int:
+        """How many interpreters are up (for tests and the log)."""
+        return len(self._entries)
+
     async def _evict_one(self) -> None:
-        idle = sorted(self._entries.items(), key=lambda item: item[1].last_used)
-        session_id, entry = idle[0]
-        if time.monotonic() - entry.last_used < 1.0:
+        free = [(sid, e) for sid, e in self._entries.items() if not self._busy.get(sid)]
+        idle = sorted(free, key=lambda item: item[1].last_used)
+        if not idle or time.monotonic() - idle[0][1].last_used < 1.0:
             raise RuntimeUnavailable(
                 f"all {self.max_sessions} interpreters are in use by other sessions; try again shortly "
                 "(the server's --max-sessions sets the bound)"
             )
+        session_id, entry = idle[0]
         log.info("session %s: interpreter ended to make room", session_id)
         del self._entries[session_id]
         await entry.sandbox.close()
@@ -102,7 +138,7 @@ class PerSessionSandboxes(SandboxProvider):
             now = time.monotonic()
             async with self._lock:
                 for session_id, entry in list(self._entries.items()):
-                    if now - entry.last_used > self.idle_timeout_s:
+                    if now - entry.last_used > self.idle_timeout_s and not self._busy.get(session_id):
                         log.info("session %s: interpreter ended after %.0f s idle", session_id, self.idle_timeout_s)
                         del self._entries[session_id]
                         await entry.sandbox.close()

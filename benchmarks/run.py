@@ -1,0 +1,1046 @@
+# ruff: noqa: RUF001  (multiplication signs and en dashes in the tables are meant)
+"""Benchmark mcp-pyodide against bare Pyodide in Node, side by side, in one run.
+
+    python benchmarks/run.py [--quick] [--repeat N] [--json PATH] [--package-source PATH]
+                             [--checkout DIR]
+
+The contenders are interleaved: every repetition runs the bare-Pyodide floor,
+a trivial Python MCP server (the MCP floor) and a fresh mcp-pyodide server,
+alternating which goes first, so noise on a shared machine hits all of them.
+The server is driven through the real MCP client
+(`mcp.ClientSession` over `stdio_client`), except for the shutdown
+measurement, which speaks JSON-RPC by hand so it can close stdin itself.
+
+Prints a plain table, a targets section and a Markdown table (for the
+README); writes everything, raw samples included, to JSON. See
+docs/benchmarks.md for what each row means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+import mcp_types as types
+import psutil
+from mcp import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+BARE_SCRIPT = HERE / "bare_pyodide.mjs"
+TRIVIAL_SERVER = HERE / "trivial_server.py"
+ALLOW_ALL = REPO / "tests" / "policies" / "allow-all.json"
+DEFAULT_JSON = HERE / "results" / "latest.json"
+MARKER = "MCP_PYODIDE_BENCH_INSTANCE"
+SERVER_CWD = REPO  # --checkout changes it: the server is `python -m mcp_pyodide` run from here
+
+CALL_TIMEOUT_S = 120.0  # no single step may hang the run
+WARMUP_CALLS = 10  # untimed calls before a timed loop, on both sides
+GROWTH_CALLS = 1000
+MPL_CODE = "import matplotlib.pyplot as plt; plt.plot([1,2,3]); plt.show()"
+PRINT_CODE = "for i in range(100000): print(i)"
+RUNAWAY_CODE = "while True: pass"
+MIB = 1024 * 1024
+
+# Targets from the issue: (key, description, limit, unit)
+TARGETS = {
+    "warm_p50": ("Warm `1+1` through MCP: p50", 3.0, "ms"),
+    "cold_ratio": ("Cold start vs bare boot", 1.0, "x"),
+    "mpl_beyond_cold": ("First matplotlib figure, warm caches, beyond cold start", 1500.0, "ms"),
+    "runaway": ("Runaway loop (timeout 1000 ms) answered", 1500.0, "ms"),
+    "after_runaway": ("Next call after the runaway loop", 100.0, "ms"),
+    "rss_vs_bare": ("Whole-tree RSS minus bare Pyodide RSS", 80.0, "MiB"),
+    "rss_growth": ("RSS growth over 1,000 calls", 10.0, "%"),
+    "shutdown": ("Exit after stdin closes", 300.0, "ms"),
+    "reset": ("`pyodide_reset` answer", 1000.0, "ms"),
+}
+STRICT = {"rss_growth", "shutdown", "reset"}  # "<" in the issue; the others are "<="
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000
+
+
+# -- statistics ------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return math.nan
+    data = sorted(values)
+    pos = (len(data) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def summary(values: Sequence[float]) -> dict[str, Any]:
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "p90": percentile(values, 90),
+        "p99": percentile(values, 99),
+    }
+
+
+def med(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+# -- process bookkeeping ---------------------------------------------------------------------
+
+
+class Reaper:
+    """Remembers every process this run started (and their children) and ends the survivors."""
+
+    def __init__(self) -> None:
+        self.procs: dict[int, psutil.Process] = {}
+
+    def adopt(self, pid: int) -> None:
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            self.procs.setdefault(pid, proc)
+            for child in proc.children(recursive=True):
+                self.procs.setdefault(child.pid, child)
+
+    def sweep(self) -> None:
+        """Adopt every current descendant (catches Node before its parent could orphan it)."""
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process().children(recursive=True):
+                self.procs.setdefault(child.pid, child)
+
+    def kill_all(self) -> list[int]:
+        self.sweep()
+        killed = []
+        for pid, proc in list(self.procs.items()):
+            try:
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                    proc.kill()  # psutil refuses if the pid was reused by someone else
+                    killed.append(pid)
+            except psutil.Error:
+                pass
+        self.procs.clear()
+        return killed
+
+
+REAPER = Reaper()
+
+
+def alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def tree_rss(root: psutil.Process) -> tuple[int, dict[str, int]]:
+    """RSS of a process and all its descendants, and a per-process breakdown."""
+    parts: dict[str, int] = {}
+    total = 0
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            rss = proc.memory_info().rss
+            parts[f"{proc.name()}:{proc.pid}"] = rss
+            total += rss
+    return total, parts
+
+
+# -- machine ---------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def git_state() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.SubprocessError):
+        return {}
+
+
+def machine_info(node_path: str) -> dict[str, Any]:
+    node_version = subprocess.run([node_path, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "ram_gib": round(psutil.virtual_memory().total / 1024**3, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "node": node_version,
+        "node_path": node_path,
+        "mcp": importlib.metadata.version("mcp"),
+        "mcp_pyodide": importlib.metadata.version("mcp-pyodide"),
+        "git": git_state(),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+# -- the floor: bare Pyodide in Node ----------------------------------------------------------
+
+
+async def run_bare(node: str, pyodide_dir: Path, calls: int, errlog: IO[str]) -> dict[str, Any]:
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        str(BARE_SCRIPT),
+        str(pyodide_dir),
+        str(calls),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=errlog,
+        limit=2**24,
+    )
+    REAPER.adopt(proc.pid)
+    try:
+        assert proc.stdout is not None
+        with anyio.fail_after(CALL_TIMEOUT_S):
+            first_line = await proc.stdout.readline()
+            spawn_to_first = ms_since(started)
+            done_line = await proc.stdout.readline()
+            await proc.wait()
+        if proc.returncode != 0 or not done_line:
+            raise RuntimeError(f"bare_pyodide.mjs failed (exit {proc.returncode}); see the stderr log")
+        first, done = json.loads(first_line), json.loads(done_line)
+        return {
+            "spawn_to_first_ms": spawn_to_first,
+            "boot_ms": first["boot_ms"],
+            "first_call_ms": first["first_call_ms"],
+            "per_call_ms": done["per_call_ms"],
+            "rss_bytes": done["rss_bytes"],
+            "pyodide_version": first["pyodide_version"],
+        }
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
+# -- our server through the MCP client --------------------------------------------------------
+
+
+@dataclass
+class Server:
+    session: ClientSession
+    instance: str
+    spawned_at: float
+    initialized_ms: float
+    _proc: psutil.Process | None = field(default=None, repr=False)
+
+    def process(self) -> psutil.Process:
+        if self._proc is None:
+            for _ in range(200):
+                for child in psutil.Process().children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        if child.environ().get(MARKER) == self.instance:
+                            self._proc = child
+                            break
+                if self._proc is not None:
+                    break
+                time.sleep(0.01)
+            else:
+                raise LookupError("the server process was not found")
+        return self._proc
+
+    def rss(self) -> tuple[int, dict[str, int]]:
+        REAPER.adopt(self.process().pid)
+        return tree_rss(self.process())
+
+    async def call(self, name: str, arguments: dict[str, Any], timeout: float = CALL_TIMEOUT_S) -> tuple[float, Any]:
+        started = time.perf_counter()
+        with anyio.fail_after(timeout):
+            result = await self.session.call_tool(name, arguments)
+        return ms_since(started), result
+
+    async def execute(
+        self, code: str, timeout_ms: int | None = None, timeout: float = CALL_TIMEOUT_S
+    ) -> tuple[float, Any]:
+        args: dict[str, Any] = {"code": code}
+        if timeout_ms is not None:
+            args["timeout"] = timeout_ms
+        return await self.call("pyodide_execute", args, timeout)
+
+
+def server_args(extra: Sequence[str] = ()) -> list[str]:
+    return ["-m", "mcp_pyodide", "--policy", str(ALLOW_ALL), *extra]
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    path = os.pathsep.join(p for p in (str(SERVER_CWD), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+@contextlib.asynccontextmanager
+async def mcp_server(errlog: IO[str], extra: Sequence[str] = ()) -> AsyncIterator[Server]:
+    instance = uuid.uuid4().hex
+    params = StdioServerParameters(
+        command=sys.executable, args=server_args(extra), env=server_env(**{MARKER: instance}), cwd=str(SERVER_CWD)
+    )
+    started = time.perf_counter()
+    async with stdio_client(params, errlog=errlog) as (read, write):
+        async with ClientSession(read, write) as session:
+            with anyio.fail_after(CALL_TIMEOUT_S):
+                await session.initialize()
+            server = Server(session, instance, started, ms_since(started))
+            REAPER.sweep()
+            try:
+                yield server
+            finally:
+                REAPER.sweep()
+
+
+READY_RE = re.compile(r"runtime ready\b.*?\bin (\d+(?:\.\d+)?) ?ms")
+
+
+def log_mark(errlog: IO[str], label: str) -> int:
+    """Write a header into the shared child-stderr log and return the offset after it."""
+    errlog.write(f"\n===== {label} =====\n")
+    errlog.flush()
+    return os.lseek(errlog.fileno(), 0, os.SEEK_CUR)
+
+
+def log_since(errlog: IO[str], start: int) -> str:
+    errlog.flush()
+    end = os.lseek(errlog.fileno(), 0, os.SEEK_CUR)
+    with open(errlog.name, "rb") as f:
+        f.seek(start)
+        return f.read(max(0, end - start)).decode("utf-8", "replace")
+
+
+def ready_times(errlog: IO[str], start: int) -> list[float]:
+    """The server's own "runtime ready ... in N ms" lines written since `start` (empty if it logs none)."""
+    return [float(x) for x in READY_RE.findall(log_since(errlog, start))]
+
+
+def data_of(result: Any) -> dict[str, Any]:
+    return dict(getattr(result, "structured_content", None) or {})
+
+
+def text_of(result: Any) -> str:
+    return "\n".join(b.text for b in result.content if isinstance(b, types.TextContent))
+
+
+def is_two(result: Any) -> bool:
+    return not result.is_error and data_of(result).get("result") == "2"
+
+
+def describe_error(result: Any) -> str:
+    data = data_of(result)
+    error = data.get("error") or {}
+    if error:
+        return f"{error.get('type')}: {error.get('message')}".strip()
+    return text_of(result).strip().splitlines()[0] if text_of(result).strip() else "error with no text"
+
+
+async def timed_ones(server: Server, count: int, inner: list[float] | None = None) -> tuple[list[float], int]:
+    """`count` sequential `1+1` calls; client-side times, and the server's own duration_ms into `inner`."""
+    times, bad = [], 0
+    for _ in range(count):
+        elapsed, result = await server.execute("1+1")
+        times.append(elapsed)
+        bad += not is_two(result)
+        reported = data_of(result).get("duration_ms")
+        if inner is not None and isinstance(reported, int | float):
+            inner.append(float(reported))
+    return times, bad
+
+
+async def run_trivial(calls: int, errlog: IO[str]) -> dict[str, Any]:
+    """The MCP floor: the same client calling a do-nothing tool on a trivial Python MCP server."""
+    params = StdioServerParameters(command=sys.executable, args=[str(TRIVIAL_SERVER)], env=dict(os.environ))
+    times: list[float] = []
+    async with stdio_client(params, errlog=errlog) as (read, write):
+        async with ClientSession(read, write) as session:
+            with anyio.fail_after(CALL_TIMEOUT_S):
+                await session.initialize()
+            REAPER.sweep()
+            for i in range(WARMUP_CALLS + calls):
+                started = time.perf_counter()
+                with anyio.fail_after(CALL_TIMEOUT_S):
+                    await session.call_tool("echo", {"code": "1+1"})
+                if i >= WARMUP_CALLS:
+                    times.append(ms_since(started))
+    return {"per_call_ms": times}
+
+
+async def run_server(calls: int, errlog: IO[str], *, growth_calls: int = 0) -> dict[str, Any]:
+    """One fresh server: cold start, warm loop, memory, big output, runaway loop, reset."""
+    out: dict[str, Any] = {}
+    mark = log_mark(errlog, "server")
+    async with mcp_server(errlog) as server:
+        elapsed, first = await server.execute("1+1")
+        out["cold_start_ms"] = ms_since(server.spawned_at)
+        out["initialize_ms"] = server.initialized_ms
+        out["first_call_ms"] = elapsed
+        if not is_two(first):
+            raise RuntimeError(f"the first call did not answer 2: {describe_error(first)}")
+        REAPER.sweep()
+
+        await timed_ones(server, WARMUP_CALLS)
+        out["warm_reported_ms"] = []
+        out["warm_ms"], out["warm_bad"] = await timed_ones(server, calls, out["warm_reported_ms"])
+        rss, parts = server.rss()
+        out["rss_after_warm_bytes"], out["rss_parts"] = rss, parts
+
+        if growth_calls:
+            _, bad = await timed_ones(server, growth_calls)
+            rss_after, parts_after = server.rss()
+            out["growth"] = {
+                "calls": growth_calls,
+                "bad": bad,
+                "before_bytes": rss,
+                "after_bytes": rss_after,
+                "percent": (rss_after - rss) / rss * 100,
+                "parts_after": parts_after,
+            }
+
+        elapsed, result = await server.execute(PRINT_CODE)
+        data = data_of(result)
+        out["print100k"] = {
+            "ms": elapsed,
+            "ok": not result.is_error,
+            "stdout_chars": len(data.get("stdout", "")),
+            "stdout_truncated_chars": data.get("stdout_truncated_chars"),
+            "duration_ms_reported": data.get("duration_ms"),
+        }
+
+        elapsed, result = await server.execute(RUNAWAY_CODE, timeout_ms=1000, timeout=60)
+        data = data_of(result)
+        out["runaway"] = {
+            "ms": elapsed,
+            "timed_out": data.get("timed_out"),
+            "state_reset": data.get("state_reset"),
+            "error": describe_error(result) if result.is_error or data.get("error") else None,
+        }
+        elapsed, result = await server.execute("1+1")
+        out["after_runaway"] = {"ms": elapsed, "ok": is_two(result)}
+
+        elapsed, result = await server.call("pyodide_reset", {})
+        out["reset"] = {"ms": elapsed, "ok": not result.is_error, "text": text_of(result)[:300]}
+        elapsed, result = await server.execute("1+1")
+        out["after_reset"] = {"ms": elapsed, "ok": is_two(result)}
+    out["log_ready_ms"] = ready_times(errlog, mark)
+    return out
+
+
+async def run_matplotlib(errlog: IO[str], package_source: str | None) -> dict[str, Any]:
+    """A fresh server: cold start, then the first figure, then a second one."""
+    extra = ["--package-source", package_source] if package_source else []
+    out: dict[str, Any] = {"args": extra}
+    mark = log_mark(errlog, "matplotlib server")
+    try:
+        async with mcp_server(errlog, extra) as server:
+            _, first = await server.execute("1+1")
+            out["cold_start_ms"] = ms_since(server.spawned_at)
+            if not is_two(first):
+                return {**out, "unavailable": f"server did not answer 1+1: {describe_error(first)}"}
+            elapsed, result = await server.execute(MPL_CODE, timeout_ms=120_000, timeout=180)
+            if result.is_error or data_of(result).get("error"):
+                return {**out, "unavailable": describe_error(result), "ms": elapsed}
+            out["first_figure_ms"] = elapsed
+            out["first_figure_reported_ms"] = data_of(result).get("duration_ms")
+            out["loaded_packages"] = data_of(result).get("loaded_packages")
+            out["spawn_to_figure_ms"] = ms_since(server.spawned_at)
+            out["images"] = sum(isinstance(b, types.ImageContent) for b in result.content)
+            elapsed, result = await server.execute(MPL_CODE, timeout_ms=120_000, timeout=180)
+            out["second_figure_ms"] = elapsed
+            rss, _ = server.rss()
+            out["rss_after_figures_bytes"] = rss
+    except Exception as exc:  # noqa: BLE001 - a missing feature must not end the run
+        cause = exc
+        while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+            cause = cause.exceptions[0]
+        lines = [line for line in log_since(errlog, mark).splitlines() if line.strip()]
+        hint = f" (server stderr: {lines[-1].strip()[:200]})" if lines else ""
+        return {**out, "unavailable": f"{type(cause).__name__}: {cause}".strip() + hint}
+    return out
+
+
+# -- shutdown, by hand ------------------------------------------------------------------------
+
+
+async def run_shutdown(errlog: IO[str]) -> dict[str, Any]:
+    """Handshake and one call by hand, then close stdin and time the exit of the server and its tree."""
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *server_args(),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=errlog,
+        cwd=str(SERVER_CWD),
+        env=server_env(),
+        limit=2**24,
+    )
+    REAPER.adopt(proc.pid)
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin, stdout = proc.stdin, proc.stdout
+
+    async def send(message: dict[str, Any]) -> None:
+        stdin.write((json.dumps(message) + "\n").encode())
+        await stdin.drain()
+
+    async def answer(request_id: int) -> dict[str, Any]:
+        while True:
+            line = await stdout.readline()
+            if not line:
+                raise RuntimeError(f"the server closed stdout (exit {proc.returncode}); see the stderr log")
+            message = json.loads(line)
+            if message.get("id") == request_id and "method" not in message:
+                return message
+
+    try:
+        with anyio.fail_after(CALL_TIMEOUT_S):
+            await send(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "initialize",
+                    "params": {
+                        "protocolVersion": types.LATEST_PROTOCOL_VERSION,
+                        "capabilities": {},
+                        "clientInfo": {"name": "mcp-pyodide-bench", "version": "0"},
+                    },
+                }
+            )
+            await answer(1)
+            await send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            await send(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 2,
+                    "method": "tools/call",
+                    "params": {"name": "pyodide_execute", "arguments": {"code": "1+1"}},
+                }
+            )
+            reply = await answer(2)
+        cold = ms_since(started)
+        if (reply.get("result") or {}).get("structuredContent", {}).get("result") != "2":
+            raise RuntimeError(f"1+1 did not answer 2: {json.dumps(reply)[:300]}")
+        REAPER.adopt(proc.pid)
+        root = psutil.Process(proc.pid)
+        tree = [root, *root.children(recursive=True)]
+        node_count = sum("node" in p.name() for p in tree)
+
+        stdin.close()
+        closed = time.perf_counter()
+        exited_ms: float | None = None
+        children = [p for p in tree if p.pid != proc.pid]
+        children_gone_ms: float | None = None
+
+        async def watch_children() -> None:
+            nonlocal children_gone_ms
+            while any(alive(p) for p in children):
+                await asyncio.sleep(0.002)
+            children_gone_ms = ms_since(closed)
+
+        watcher = asyncio.ensure_future(watch_children())
+        try:
+            with anyio.fail_after(10):
+                await proc.wait()
+            exited_ms = ms_since(closed)
+        except TimeoutError:
+            pass
+
+        tree_ms: float | None = None
+        deadline = closed + 10
+        while time.perf_counter() < deadline:
+            if not any(alive(p) for p in tree):
+                tree_ms = ms_since(closed)
+                break
+            await asyncio.sleep(0.002)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watcher, 1)
+        return {
+            "cold_start_ms": cold,
+            "children_gone_ms": children_gone_ms,
+            "processes": len(tree),
+            "node_processes": node_count,
+            "exit_ms": exited_ms,
+            "tree_gone_ms": tree_ms,
+            "exit_code": proc.returncode,
+        }
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
+# -- the whole run ----------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    repeat: int
+    warm_calls: int
+    mpl_repeat: int
+    growth_calls: int
+    package_source: str | None
+    quick: bool
+
+
+async def benchmark(plan: Plan, node: str, pyodide_dir: Path, errlog: IO[str]) -> dict[str, Any]:
+    per_rep = max(1, math.ceil(plan.warm_calls / plan.repeat))
+    raw: dict[str, list[Any]] = {"bare": [], "server": [], "trivial": [], "shutdown": [], "matplotlib": []}
+
+    log("warm-up (untimed): bare Pyodide, one server, one shutdown")
+    await run_bare(node, pyodide_dir, 20, errlog)
+    async with mcp_server(errlog) as server:
+        await timed_ones(server, 20)
+    await run_shutdown(errlog)
+    mpl_unavailable: str | None = None
+    if plan.mpl_repeat:
+        log("warm-up (untimed): matplotlib in a fresh server, to fill the package and font caches")
+        warm = await run_matplotlib(errlog, plan.package_source)
+        raw["matplotlib_warmup"] = [warm]
+        mpl_unavailable = warm.get("unavailable")
+        if mpl_unavailable:
+            log(f"matplotlib unavailable: {mpl_unavailable}")
+
+    for rep in range(plan.repeat):
+        last = rep == plan.repeat - 1
+        steps: list[tuple[str, Callable[[], Any]]] = [
+            ("bare", lambda: run_bare(node, pyodide_dir, per_rep, errlog)),
+            ("server", lambda last=last: run_server(per_rep, errlog, growth_calls=plan.growth_calls if last else 0)),
+        ]
+        if rep % 2:
+            steps.reverse()
+        steps.insert(1, ("trivial", lambda: run_trivial(per_rep, errlog)))
+        steps.append(("shutdown", lambda: run_shutdown(errlog)))
+        if rep < plan.mpl_repeat and not mpl_unavailable:
+            steps.append(("matplotlib", lambda: run_matplotlib(errlog, plan.package_source)))
+        for name, step in steps:
+            log(f"repetition {rep + 1}/{plan.repeat}: {name}")
+            raw[name].append(await step())
+    return {"per_rep_calls": per_rep, "raw": raw, "mpl_unavailable": mpl_unavailable}
+
+
+def analyse(raw: dict[str, list[Any]], mpl_unavailable: str | None) -> dict[str, Any]:
+    bare, srv, down, mpl = raw["bare"], raw["server"], raw["shutdown"], raw["matplotlib"]
+    growth = next((s["growth"] for s in srv if "growth" in s), None)
+    m: dict[str, Any] = {
+        "bare_spawn_to_first_ms": summary([b["spawn_to_first_ms"] for b in bare]),
+        "bare_boot_ms": summary([b["boot_ms"] for b in bare]),
+        "bare_call_ms": summary([x for b in bare for x in b["per_call_ms"]]),
+        "mcp_floor_ms": summary([x for t in raw.get("trivial", []) for x in t["per_call_ms"]]),
+        "bare_rss_mib": summary([b["rss_bytes"] / MIB for b in bare]),
+        "cold_start_ms": summary([s["cold_start_ms"] for s in srv]),
+        "initialize_ms": summary([s["initialize_ms"] for s in srv]),
+        "log_ready_ms": summary([s["log_ready_ms"][0] for s in srv if s.get("log_ready_ms")]),
+        "warm_ms": summary([x for s in srv for x in s["warm_ms"]]),
+        "warm_bad_calls": sum(s["warm_bad"] for s in srv),
+        "warm_reported_ms": summary([x for s in srv for x in s.get("warm_reported_ms", [])]),
+        "rss_after_warm_mib": summary([s["rss_after_warm_bytes"] / MIB for s in srv]),
+        "rss_python_mib": summary([sum(v for k, v in s["rss_parts"].items() if "node" not in k) / MIB for s in srv]),
+        "rss_node_mib": summary([sum(v for k, v in s["rss_parts"].items() if "node" in k) / MIB for s in srv]),
+        "print100k_ms": summary([s["print100k"]["ms"] for s in srv]),
+        "runaway_ms": summary([s["runaway"]["ms"] for s in srv]),
+        "runaway_timed_out": all(s["runaway"]["timed_out"] for s in srv),
+        "runaway_state_reset": any(s["runaway"]["state_reset"] for s in srv),
+        "after_runaway_ms": summary([s["after_runaway"]["ms"] for s in srv]),
+        "after_runaway_ok": all(s["after_runaway"]["ok"] for s in srv),
+        "reset_ms": summary([s["reset"]["ms"] for s in srv]),
+        "reset_ok": all(s["reset"]["ok"] for s in srv),
+        "after_reset_ms": summary([s["after_reset"]["ms"] for s in srv]),
+        "growth": growth and {k: v for k, v in growth.items() if k != "parts_after"},
+        "shutdown_exit_ms": summary([d["exit_ms"] for d in down if d["exit_ms"] is not None]),
+        "shutdown_tree_ms": summary([d["tree_gone_ms"] for d in down if d["tree_gone_ms"] is not None]),
+        "shutdown_children_ms": summary([d["children_gone_ms"] for d in down if d.get("children_gone_ms") is not None]),
+        "shutdown_failures": sum(d["exit_ms"] is None or d["tree_gone_ms"] is None for d in down),
+        "raw_cold_start_ms": summary([d["cold_start_ms"] for d in down]),
+        "mpl_unavailable": mpl_unavailable,
+    }
+    ok_mpl = [x for x in mpl if "first_figure_ms" in x]
+    if not mpl_unavailable and mpl and not ok_mpl:
+        m["mpl_unavailable"] = mpl[0].get("unavailable", "no figure was produced")
+    m["mpl_first_figure_ms"] = summary([x["first_figure_ms"] for x in ok_mpl])
+    m["mpl_spawn_to_figure_ms"] = summary([x["spawn_to_figure_ms"] for x in ok_mpl])
+    m["mpl_second_figure_ms"] = summary([x["second_figure_ms"] for x in ok_mpl])
+    m["mpl_images"] = [x.get("images") for x in ok_mpl]
+    m["mpl_first_figure_reported_ms"] = summary(
+        [x["first_figure_reported_ms"] for x in ok_mpl if isinstance(x.get("first_figure_reported_ms"), int | float)]
+    )
+
+    bare_first = m["bare_spawn_to_first_ms"].get("median", math.nan)
+    bare_boot = m["bare_boot_ms"].get("median", math.nan)
+    cold = m["cold_start_ms"].get("median", math.nan)
+    warm_p50 = m["warm_ms"].get("median", math.nan)
+    floor_p50 = m["bare_call_ms"].get("median", math.nan)
+    rss = m["rss_after_warm_mib"].get("median", math.nan)
+    bare_rss = m["bare_rss_mib"].get("median", math.nan)
+    m["ratios"] = {
+        "cold_vs_bare_spawn_to_first": cold / bare_first,
+        "cold_vs_bare_loadpyodide": cold / bare_boot,
+        "warm_p50_vs_floor_p50": warm_p50 / floor_p50,
+        "warm_p50_minus_floor_ms": warm_p50 - floor_p50,
+        "rss_vs_bare": rss / bare_rss,
+        "rss_minus_bare_mib": rss - bare_rss,
+        "rss_budget_mib": bare_rss + 80,
+    }
+    values: dict[str, float | None] = {
+        "warm_p50": warm_p50,
+        "cold_ratio": m["ratios"]["cold_vs_bare_spawn_to_first"],
+        "mpl_beyond_cold": m["mpl_first_figure_ms"].get("median"),
+        "runaway": m["runaway_ms"].get("median"),
+        "after_runaway": m["after_runaway_ms"].get("median"),
+        "rss_vs_bare": m["ratios"]["rss_minus_bare_mib"],
+        "rss_growth": growth["percent"] if growth else None,
+        "shutdown": m["shutdown_tree_ms"].get("median") if not m["shutdown_failures"] else None,
+        "reset": m["reset_ms"].get("median") if m["reset_ok"] else None,
+    }
+    m["targets"] = {}
+    for key, (label, limit, unit) in TARGETS.items():
+        value = values[key]
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            reason = m["mpl_unavailable"] if key == "mpl_beyond_cold" else "not measured (failed)"
+            if key == "shutdown" and m["shutdown_failures"]:
+                reason = f"{m['shutdown_failures']} run(s) did not exit within 10 s"
+            m["targets"][key] = {
+                "label": label,
+                "limit": limit,
+                "unit": unit,
+                "value": None,
+                "met": False,
+                "note": f"unavailable: {reason}",
+            }
+            continue
+        met = value < limit if key in STRICT else value <= limit
+        if key == "runaway" and not m["runaway_timed_out"]:
+            met = False
+        if key == "after_runaway" and not m["after_runaway_ok"]:
+            met = False
+        m["targets"][key] = {
+            "label": label,
+            "limit": limit,
+            "unit": unit,
+            "value": value,
+            "met": met,
+            "margin": limit - value,
+        }
+    return m
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, unit: str = "ms", digits: int | None = None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if digits is None:
+        digits = 2 if abs(value) < 10 else 1 if abs(value) < 100 else 0
+    return f"{value:,.{digits}f} {unit}".strip()
+
+
+def spread(s: dict[str, Any], unit: str = "ms") -> str:
+    if not s.get("n"):
+        return "—"
+    if s["n"] == 1:
+        return f"{fmt(s['median'], unit)} (n=1)"
+    return f"{fmt(s['median'], unit)} ({fmt(s['min'], '')}–{fmt(s['max'], '')}, n={s['n']})"
+
+
+def rows(m: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(measure, mcp-pyodide, bare Pyodide, ratio or note)."""
+    r = m["ratios"]
+    warm, floor = m["warm_ms"], m["bare_call_ms"]
+    growth = m["growth"]
+    if m["mpl_unavailable"]:
+        mpl_rows = [("First matplotlib figure (beyond cold start)", f"unavailable: {m['mpl_unavailable']}", "", "")]
+    else:
+        mpl_rows = [
+            (
+                "First matplotlib figure (beyond cold start)",
+                spread(m["mpl_first_figure_ms"]),
+                "",
+                f"images returned: {m['mpl_images']}",
+            ),
+            ("↳ of which the run itself (server's `duration_ms`)", spread(m["mpl_first_figure_reported_ms"]), "", ""),
+            ("↳ spawn → first figure", spread(m["mpl_spawn_to_figure_ms"]), "", ""),
+            ("↳ second figure", spread(m["mpl_second_figure_ms"]), "", ""),
+        ]
+    return [
+        (
+            "Cold start: spawn → first `1+1` result",
+            spread(m["cold_start_ms"]),
+            spread(m["bare_spawn_to_first_ms"]),
+            f"{r['cold_vs_bare_spawn_to_first']:.2f}×",
+        ),
+        (
+            "↳ bare: `loadPyodide()` alone",
+            "",
+            spread(m["bare_boot_ms"]),
+            f"cold start = {r['cold_vs_bare_loadpyodide']:.2f}×",
+        ),
+        ("↳ server: spawn → MCP initialize answered", spread(m["initialize_ms"]), "", ""),
+        ('↳ server\'s log: runtime boot ("runtime ready in")', spread(m["log_ready_ms"]), "", ""),
+        ("↳ server, raw JSON-RPC client: spawn → first result", spread(m["raw_cold_start_ms"]), "", ""),
+        (
+            "Warm `1+1` p50",
+            fmt(warm.get("median")),
+            fmt(floor.get("median"), digits=3),
+            f"{r['warm_p50_vs_floor_p50']:.0f}× (+{fmt(r['warm_p50_minus_floor_ms'])})",
+        ),
+        (
+            "↳ MCP floor: trivial Python MCP server, do-nothing tool, p50",
+            "",
+            fmt(m["mcp_floor_ms"].get("median")),
+            f"mcp-pyodide adds {fmt(warm.get('median', math.nan) - m['mcp_floor_ms'].get('median', math.nan))}",
+        ),
+        (
+            "↳ p50 of the server's own `duration_ms` (run inside the worker)",
+            fmt(m["warm_reported_ms"].get("median")),
+            "",
+            "",
+        ),
+        (
+            "Warm `1+1` p90",
+            fmt(warm.get("p90")),
+            fmt(floor.get("p90"), digits=3),
+            f"n={warm.get('n')} / {floor.get('n')}",
+        ),
+        ("Warm `1+1` p99", fmt(warm.get("p99")), fmt(floor.get("p99"), digits=3), ""),
+        (
+            "RSS after warm loop (whole tree / bare node)",
+            spread(m["rss_after_warm_mib"], "MiB"),
+            spread(m["bare_rss_mib"], "MiB"),
+            f"+{fmt(r['rss_minus_bare_mib'], 'MiB')} (budget +80 MiB)",
+        ),
+        (
+            "↳ Python server process / Node process",
+            f"{fmt(m['rss_python_mib'].get('median'), 'MiB')} / {fmt(m['rss_node_mib'].get('median'), 'MiB')}",
+            "",
+            "",
+        ),
+        (
+            "RSS growth over 1,000 more calls",
+            fmt(growth["percent"], "%") if growth else "—",
+            "",
+            f"{fmt(growth['before_bytes'] / MIB, 'MiB')} → {fmt(growth['after_bytes'] / MIB, 'MiB')}" if growth else "",
+        ),
+        ("Print 100,000 lines (one call)", spread(m["print100k_ms"]), "", ""),
+        (
+            "Runaway `while True: pass`, timeout 1000 ms: answered",
+            spread(m["runaway_ms"]),
+            "",
+            f"timed_out={m['runaway_timed_out']}, state_reset={m['runaway_state_reset']}",
+        ),
+        ("↳ next `1+1` after it", spread(m["after_runaway_ms"]), "", "ok" if m["after_runaway_ok"] else "FAILED"),
+        ("`pyodide_reset` answered", spread(m["reset_ms"]), "", "ok" if m["reset_ok"] else "FAILED"),
+        ("↳ next `1+1` after reset", spread(m["after_reset_ms"]), "", ""),
+        ("Shutdown: stdin closed → server exits", spread(m["shutdown_exit_ms"]), "", ""),
+        ("↳ stdin closed → Node process gone", spread(m["shutdown_children_ms"]), "", ""),
+        (
+            "↳ stdin closed → whole tree gone",
+            spread(m["shutdown_tree_ms"]),
+            "",
+            f"{m['shutdown_failures']} failed" if m["shutdown_failures"] else "",
+        ),
+        *mpl_rows,
+    ]
+
+
+def target_lines(m: dict[str, Any]) -> list[str]:
+    out = []
+    for t in m["targets"].values():
+        op = "<" if t["label"] in {TARGETS[k][0] for k in STRICT} else "≤"
+        limit = f"{op} {fmt(t['limit'], t['unit'])}" if t["unit"] != "x" else f"{op} {t['limit']:.1f}×"
+        if t["value"] is None:
+            out.append(f"  MISSED  {t['label']}: {t['note']} (target {limit})")
+            continue
+        value = fmt(t["value"], t["unit"]) if t["unit"] != "x" else f"{t['value']:.2f}×"
+        margin = abs(t["margin"])
+        margin_text = fmt(margin, t["unit"]) if t["unit"] != "x" else f"{margin:.2f}×"
+        side = "under" if t["margin"] >= 0 else "over"
+        status = "met   " if t["met"] else "MISSED"
+        out.append(f"  {status}  {t['label']}: {value} (target {limit}; {margin_text} {side})")
+    return out
+
+
+def plain_table(table: list[tuple[str, str, str, str]]) -> str:
+    head = ("Measure", "mcp-pyodide", "floor", "ratio / note")
+    widths = [max(len(row[i]) for row in [head, *table]) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
+    return "\n".join(lines)
+
+
+def markdown(m: dict[str, Any], machine: dict[str, Any], plan: Plan) -> str:
+    t = m["targets"]
+    lines = [
+        f"Measured {machine['date'][:10]} on {machine['cpu']}, {machine['logical_cores']} cores, "
+        f"{machine['ram_gib']} GiB RAM; Node {machine['node']}, Python {machine['python']}, Pyodide "
+        f"{machine.get('pyodide', '?')}; medians of {plan.repeat} fresh-process runs, `benchmarks/run.py"
+        f"{' --quick' if plan.quick else ''}`.",
+        "",
+        "| Measure | mcp-pyodide | floor | ratio / note |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows(m)]
+    lines += ["", "| Target | Measured | Met |", "| --- | --- | --- |"]
+    for key, (label, limit, unit) in TARGETS.items():
+        op = "<" if key in STRICT else "≤"
+        value = t[key]["value"]
+        shown = "—" if value is None else (f"{value:.2f}×" if unit == "x" else fmt(value, unit))
+        goal = f"{op} {limit:.1f}×" if unit == "x" else f"{op} {fmt(limit, unit)}"
+        lines.append(f"| {label} ({goal}) | {shown} | {'yes' if t[key]['met'] else 'no'} |")
+    return "\n".join(lines)
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3 repetitions, 100 warm calls, 1 matplotlib run")
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="fresh-process repetitions (default 5, 3 with --quick)"
+    )
+    parser.add_argument(
+        "--warm-calls", type=int, default=None, help="timed warm calls in total (default 300, 100 with --quick)"
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=DEFAULT_JSON,
+        help="where to write the results (default benchmarks/results/latest.json)",
+    )
+    parser.add_argument(
+        "--checkout", type=Path, default=None, help="run the server from this source tree (default: this repository)"
+    )
+    parser.add_argument(
+        "--package-source", default=None, help="passed to the matplotlib servers as --package-source (only when given)"
+    )
+    args = parser.parse_args(argv)
+    if args.repeat is not None and args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
+
+
+async def amain(plan: Plan, node: str, pyodide_dir: Path, errlog: IO[str]) -> dict[str, Any]:
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, task.cancel)
+    return await benchmark(plan, node, pyodide_dir, errlog)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = Plan(
+        repeat=args.repeat or (3 if args.quick else 5),
+        warm_calls=args.warm_calls or (100 if args.quick else 300),
+        mpl_repeat=1 if args.quick else 3,
+        growth_calls=GROWTH_CALLS,
+        package_source=args.package_source,
+        quick=args.quick,
+    )
+    plan.mpl_repeat = min(plan.mpl_repeat, plan.repeat)
+
+    global SERVER_CWD
+    if args.checkout:
+        SERVER_CWD = args.checkout.resolve()
+    from mcp_pyodide._node import find_node
+    from mcp_pyodide._runtime_files import ensure_runtime
+
+    node = find_node(None)
+    pyodide_dir = ensure_runtime(node).pyodide_dir
+    machine = machine_info(node.path)
+    machine["server_checkout"] = str(SERVER_CWD)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    stderr_log = args.json.with_name(args.json.stem + "-stderr.log")
+    log(f"Node {machine['node']}, Pyodide in {pyodide_dir}; child stderr goes to {stderr_log}")
+    started = time.perf_counter()
+    try:
+        with stderr_log.open("w") as errlog:
+            result = asyncio.run(amain(plan, node.path, pyodide_dir, errlog))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        log("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - report the cause plainly, not as nested exception groups
+        cause: BaseException = exc
+        while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+            cause = cause.exceptions[0]
+        tail = stderr_log.read_text(errors="replace").splitlines()[-15:] if stderr_log.exists() else []
+        log(f"benchmark failed: {type(cause).__name__}: {cause}")
+        print("\n".join(["last lines of the child stderr log:", *tail]), file=sys.stderr)
+        return 1
+    finally:
+        killed = REAPER.kill_all()
+        if killed:
+            log(f"killed leftover processes {killed}")
+    machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    machine["pyodide"] = result["raw"]["bare"][0]["pyodide_version"]
+    machine["total_seconds"] = round(time.perf_counter() - started, 1)
+    metrics = analyse(result["raw"], result["mpl_unavailable"])
+    md = markdown(metrics, machine, plan)
+
+    print(f"\nmcp-pyodide benchmark — {machine['date']}")
+    print(
+        f"Machine: {machine['cpu']}, {machine['logical_cores']} logical cores, {machine['ram_gib']} GiB RAM; "
+        f"{machine['os']}"
+    )
+    print(
+        f"Node {machine['node']}, Python {machine['python']}, Pyodide {machine['pyodide']}, mcp {machine['mcp']}, "
+        f"git {machine['git'].get('commit')}{' (dirty)' if machine['git'].get('dirty') else ''}; "
+        f"load average {machine['loadavg_start']} → {machine['loadavg_end']}"
+    )
+    print(
+        f"{plan.repeat} repetitions (contenders interleaved), {result['per_rep_calls']} timed warm calls each; "
+        f"took {machine['total_seconds']} s\n"
+    )
+    print(plain_table(rows(metrics)))
+    print("\nTargets:")
+    print("\n".join(target_lines(metrics)))
+    print("\nMarkdown (for the README):\n")
+    print(md)
+
+    payload = {"machine": machine, "plan": plan.__dict__, "metrics": metrics, "raw": result["raw"]}
+    args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    args.json.with_suffix(".md").write_text(md + "\n")
+    log(f"wrote {args.json} and {args.json.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The `mcp-pyodide` helper subcommands, one module each; `cli.py` dispatches to them."""
