@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -153,8 +154,13 @@ class Runtime:
     def grants(self) -> tuple[list[Path], list[Path]]:
         """(readable, writable) host paths: every file grant is decided here and nowhere else."""
         assert self.files is not None
-        readable = [*self.files.readable_paths(), self.package_cache_dir(), self.snapshot_path().parent]
-        writable = [self.mpl_config_dir()]
+        readable = [
+            *self.files.readable_paths(),
+            self.package_cache_dir(),
+            self.snapshot_path().parent,
+            self.mpl_config_dir(),
+        ]
+        writable: list[Path] = []
         for mount in self.config.mounts:
             readable.append(mount.host_path)
             if not mount.read_only:
@@ -213,6 +219,7 @@ class Runtime:
                 "guestModules": _guest_modules(),
                 "guestOptions": {"outputDir": OUTPUT_GUEST_PATH if self.config.output_dir else None},
                 "mounts": self._mount_table(),
+                "outputGuestPath": OUTPUT_GUEST_PATH if self.config.output_dir is not None else None,
                 "mplConfigDir": str(self.mpl_config_dir()),
                 "memoryLimitBytes": self.config.memory_limit_mb * 1024 * 1024,
                 "maxOutputChars": self.config.max_output_chars,
@@ -358,12 +365,33 @@ class Runtime:
         self._fill(result, payload)
         return result
 
-    @staticmethod
-    def _fill(result: ExecutionResult, payload: dict[str, Any]) -> None:
+    def _save_font_cache(self, text: str) -> None:
+        """Keep matplotlib's font list so later interpreters skip building it (checked: it is data only)."""
+        target = self.mpl_config_dir() / "fontlist.json"
+        if target.exists() or len(text) > 2_000_000:
+            return
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return
+        if not isinstance(data, dict) or "_version" not in data:
+            return
+        partial = target.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            partial.write_text(json.dumps(data), encoding="utf-8")
+            os.replace(partial, target)
+        except OSError as exc:
+            log.warning("could not keep the matplotlib font cache: %s", exc)
+
+    def _fill(self, result: ExecutionResult, payload: dict[str, Any]) -> None:
         result.duration_ms = float(payload.get("durationMs", 0.0))
         result.stdout_cut_chars = int(payload.get("stdoutCut", 0))
         result.stderr_cut_chars = int(payload.get("stderrCut", 0))
         result.extra = dict(payload.get("extra") or {})
+        font_cache = result.extra.pop("fontCache", None)
+        if isinstance(font_cache, str):
+            self._save_font_cache(font_cache)
+        result.extra["written"] = [str(p) for p in payload.get("written") or [] if isinstance(p, str)]
         if payload.get("ok"):
             result.result = payload.get("result")
             return

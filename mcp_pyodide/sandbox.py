@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,7 +29,6 @@ from .packages.imports import find_imports
 from .runtime import ExecutionError, ExecutionResult, OutputListener, Runtime
 
 log = logging.getLogger("mcp_pyodide.sandbox")
-MAX_SNAPSHOT_ENTRIES = 20_000
 
 
 @dataclass
@@ -133,14 +131,14 @@ class Sandbox:
                     ),
                     loaded_packages=outcomes,
                 )
-        before = self._snapshot_output()
         plain = await self.runtime.execute(code, timeout_ms=timeout_ms, on_output=on_output)
         result = Result(**vars(plain))
         result.loaded_packages = [o for o in outcomes if o.installed]
         figure_paths = (self._host_path(p) for p in plain.extra.get("figures", []) if isinstance(p, str))
         result.figures = [p for p in figure_paths if p is not None]
         figures = set(result.figures)
-        result.files = [p for p in self._changed_files(before) if p not in figures]
+        written = (self._host_path(p) for p in plain.extra.get("written", []))
+        result.files = sorted({p for p in written if p is not None and p not in figures and p.is_file()})
         return result
 
     async def reset(self) -> dict[str, Any]:
@@ -238,24 +236,3 @@ class Sandbox:
                 if candidate.is_relative_to(root):
                     return candidate
         return None
-
-    def _snapshot_output(self) -> dict[str, tuple[int, int]]:
-        snapshot: dict[str, tuple[int, int]] = {}
-        root = self.output_dir
-        if root is None or not root.is_dir():
-            return snapshot
-        for folder, _dirs, files in os.walk(root):
-            for name in files:
-                path = os.path.join(folder, name)
-                try:
-                    stat = os.stat(path, follow_symlinks=False)
-                except OSError:
-                    continue
-                snapshot[path] = (stat.st_mtime_ns, stat.st_size)
-                if len(snapshot) >= MAX_SNAPSHOT_ENTRIES:
-                    return snapshot
-        return snapshot
-
-    def _changed_files(self, before: dict[str, tuple[int, int]]) -> list[Path]:
-        after = self._snapshot_output()
-        return sorted(Path(p) for p, sig in after.items() if before.get(p) != sig)

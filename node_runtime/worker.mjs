@@ -127,6 +127,7 @@ const bootOptions = {
   args: [],
 };
 const pyodide = await boot();
+config.snapshot = null; // 20 MB this worker no longer needs
 
 /**
  * Restore a memory snapshot of a freshly booted interpreter when one is available (about
@@ -165,12 +166,46 @@ pyodide.runPython(`import sys\nif ${JSON.stringify(GUEST_LIB)} in sys.path: sys.
 function mountHostFolders() {
   const { FS } = pyodide;
   const mounts = [...(config.mounts ?? [])];
-  if (config.mplConfigDir) mounts.push({ guestPath: GUEST_MPLCONFIG, hostPath: config.mplConfigDir });
+  // Shared by every session, so read-only here: the broker writes the font cache.
+  if (config.mplConfigDir) mounts.push({ guestPath: GUEST_MPLCONFIG, hostPath: config.mplConfigDir, readOnly: true });
   for (const mount of mounts) {
     FS.mkdirTree(mount.guestPath);
     FS.mount(FS.filesystems.NODEFS, { root: mount.hostPath }, mount.guestPath);
   }
   guardReadOnlyMounts(mounts.filter((m) => m.readOnly).map((m) => m.guestPath));
+  if (config.outputGuestPath) watchWrites(config.outputGuestPath);
+}
+
+/** Paths written in the output folder during the current run: reported with its result. */
+const writtenPaths = new Set();
+
+/** Notice files created, written or renamed into the output folder, without walking it. */
+function watchWrites(folder) {
+  const { FS } = pyodide;
+  const NODEFS = FS.filesystems.NODEFS;
+  const inFolder = (node) => node?.mount?.mountpoint === folder;
+  const wrap = (ops, name, record) => {
+    const original = ops[name];
+    if (typeof original !== "function") return;
+    ops[name] = function (...args) {
+      const result = original.apply(this, args);
+      try {
+        record(...args);
+      } catch {
+        // Bookkeeping must never break the file operation itself.
+      }
+      return result;
+    };
+  };
+  wrap(NODEFS.node_ops, "mknod", (parent, name, mode) => {
+    if (inFolder(parent) && FS.isFile(mode)) writtenPaths.add(`${FS.getPath(parent)}/${name}`);
+  });
+  wrap(NODEFS.node_ops, "rename", (oldNode, newDir, newName) => {
+    if (inFolder(newDir)) writtenPaths.add(`${FS.getPath(newDir)}/${newName}`);
+  });
+  wrap(NODEFS.stream_ops, "write", (stream) => {
+    if (inFolder(stream.node)) writtenPaths.add(FS.getPath(stream.node));
+  });
 }
 
 /**
@@ -228,6 +263,7 @@ function armRun(runId) {
 
 async function run(message) {
   const { out, err } = armRun(message.runId);
+  writtenPaths.clear();
   activeRun = message.runId;
   let outcome;
   try {
@@ -255,6 +291,7 @@ async function run(message) {
   out.finish();
   err.finish();
   activeRun = 0;
+  outcome.written = [...writtenPaths];
   outcome.stdoutCut = out.cutChars;
   outcome.stderrCut = err.cutChars;
   // Route later stray writes (timers left behind) nowhere rather than into the next run.

@@ -29,6 +29,7 @@ class FigureSaver:
         self.saved: list[str] = []
         self.counter = 0
         self.session = secrets.token_hex(2)
+        self.font_cache: str | None = None
 
     # -- hooks called by the executor --------------------------------------------------------
 
@@ -51,7 +52,10 @@ class FigureSaver:
             self.save_open_figures(pyplot)
 
     def report(self) -> dict[str, Any]:
-        return {"figures": list(self.saved)} if self.saved else {}
+        extra: dict[str, Any] = {"figures": list(self.saved)} if self.saved else {}
+        if self.font_cache is not None:
+            extra["fontCache"], self.font_cache = self.font_cache, None
+        return extra
 
     # -- the work ----------------------------------------------------------------------------
 
@@ -102,14 +106,16 @@ def _restore_font_cache(origin: str | None) -> None:
     shutil.copyfile(saved, os.path.join(os.path.dirname(origin), FONT_CACHE))
 
 
-def _keep_font_cache(origin: str | None) -> None:
+def _built_font_cache(origin: str | None) -> str | None:
+    """The font cache matplotlib just built, for the broker to keep (this side cannot write there)."""
     saved = _persisted_font_cache()
-    if not origin or not saved:
-        return
+    if not origin or not saved or os.path.exists(saved):
+        return None
     built = os.path.join(os.path.dirname(origin), FONT_CACHE)
-    if os.path.exists(built) and not os.path.exists(saved):
-        shutil.copyfile(built, saved + ".tmp")
-        os.replace(saved + ".tmp", saved)
+    if not os.path.exists(built):
+        return None
+    with open(built, encoding="utf-8") as handle:
+        return handle.read()
 
 
 class _PyplotFinder(importlib.abc.MetaPathFinder):
@@ -137,7 +143,10 @@ class _PyplotFinder(importlib.abc.MetaPathFinder):
                     if fullname == FONT_MANAGER:
                         _quietly(_restore_font_cache, origin)
                         original(module)
-                        _quietly(_keep_font_cache, origin)
+                        try:
+                            saver.font_cache = _built_font_cache(origin)
+                        except OSError as exc:
+                            print(f"[mcp-pyodide] matplotlib font cache: {exc}", file=sys.stderr)
                     else:
                         original(module)
                         saver.patch(module)
