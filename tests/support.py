@@ -76,7 +76,9 @@ class ServerHandle:
                 self.ready.set_exception(exc)
             raise
 
-    def call(self, name: str, arguments: dict[str, Any] | None = None, timeout: float = CALL_TIMEOUT_S) -> types.CallToolResult:
+    def call(
+        self, name: str, arguments: dict[str, Any] | None = None, timeout: float = CALL_TIMEOUT_S
+    ) -> types.CallToolResult:
         assert self.session is not None
         return self.run(self.session.call_tool(name, arguments or {}), timeout)
 
@@ -117,7 +119,14 @@ class ServerHandle:
 
     def node_processes(self, server: psutil.Process | None = None) -> list[psutil.Process]:
         server = server or self.server_process()
-        return [p for p in server.children(recursive=True) if "node" in p.name()]
+        found = []
+        for proc in server.children(recursive=True):
+            try:
+                if any(arg.endswith("host.mjs") for arg in proc.cmdline()):
+                    found.append(proc)
+            except psutil.Error:
+                continue
+        return found
 
     def stderr_text(self) -> str:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""

@@ -108,15 +108,28 @@ def test_call_in_flight_when_node_dies_returns_an_error_quickly(fresh_server: Se
 def _spawn_server() -> tuple[subprocess.Popen[bytes], psutil.Process]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "mcp_pyodide", "--policy", ALLOW_ALL],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
     )
     parent = psutil.Process(proc.pid)
+
+    def runtime_nodes() -> list[psutil.Process]:
+        # `node --version` probes come and go; the runtime is the one running host.mjs.
+        found = []
+        for child in parent.children(recursive=True):
+            try:
+                if any(arg.endswith("host.mjs") for arg in child.cmdline()):
+                    found.append(child)
+            except psutil.Error:
+                continue
+        return found
+
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if any("node" in child.name() for child in parent.children(recursive=True)):
-            break
+    while time.monotonic() < deadline and not runtime_nodes():
         time.sleep(0.1)
-    nodes = [c for c in parent.children(recursive=True) if "node" in c.name()]
+    nodes = runtime_nodes()
     assert nodes, "the server did not start Node"
     return proc, nodes[0]
 
