@@ -78,6 +78,13 @@ def _guest_modules() -> dict[str, str]:
     return {name: folder.joinpath(f"{name}.py").read_text(encoding="utf-8") for name in GUEST_MODULES}
 
 
+def _cut(text: str, limit: int) -> str:
+    """Bound error text the way output is bounded: the head, then how much was cut."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"... [{len(text) - limit:,} more characters cut]"
+
+
 class Runtime:
     """A long-lived sandbox: start it once, run code many times, close it at the end."""
 
@@ -385,6 +392,10 @@ class Runtime:
 
     def _fill(self, result: ExecutionResult, payload: dict[str, Any]) -> None:
         result.duration_ms = float(payload.get("durationMs", 0.0))
+        notice = payload.get("notice")
+        if isinstance(notice, str) and notice:
+            result.state_reset = True
+            result.stderr = f"[mcp-pyodide] {notice}\n" + result.stderr
         result.stdout_cut_chars = int(payload.get("stdoutCut", 0))
         result.stderr_cut_chars = int(payload.get("stderrCut", 0))
         result.extra = dict(payload.get("extra") or {})
@@ -397,10 +408,11 @@ class Runtime:
             return
         error = payload.get("error")
         if isinstance(error, dict):
+            limit = self.config.max_output_chars
             result.error = ExecutionError(
-                type=str(error.get("type", "Error")),
-                message=str(error.get("message", "")),
-                traceback=str(error.get("traceback", "")),
+                type=_cut(str(error.get("type", "Error")), 200),
+                message=_cut(str(error.get("message", "")), limit),
+                traceback=_cut(str(error.get("traceback", "")), limit),
             )
         if result.timed_out and result.error is not None:
             # Keep the user's traceback, but lead with what happened.

@@ -12,6 +12,11 @@ import { readFrames, sendFrame } from "./protocol.mjs";
 
 const WORKER_URL = new URL("./worker.mjs", import.meta.url);
 const SIGINT = 2;
+const STALL_MS = 250;
+const STALL_NOTICE =
+  "Code left running by an earlier call (a callback or task) was holding the interpreter and did not stop; the interpreter was restarted and all state was reset before this call ran.";
+const MEMORY_NOTICE =
+  "The interpreter ran out of memory; it was restarted after this call, so all state was reset.";
 
 let config = null; // set by the broker's "init" request
 let runtime = null; // the current WorkerRuntime
@@ -80,7 +85,9 @@ class WorkerRuntime {
     }
     const run = this.current;
     if (!run || message.runId !== run.runId) return; // stale output from an abandoned run
-    if (message.type === "output") {
+    if (message.type === "started") {
+      this.onStarted(run);
+    } else if (message.type === "output") {
       outputs.push(run.id, message.stream, message.text);
     } else if (message.type === "done") {
       this.finishRun(message.outcome);
@@ -91,12 +98,40 @@ class WorkerRuntime {
     }
   }
 
-  execute(id, code, timeoutMs) {
+  execute(id, code, timeoutMs, notice = null) {
     const runId = ++this.nextRunId;
-    const run = { id, runId, timedOut: false, timeoutMs, started: performance.now() };
+    const run = { id, runId, code, timedOut: false, timeoutMs, started: performance.now(), notice, begun: false };
     this.current = run;
-    run.timer = setTimeout(() => this.onTimeout(run), timeoutMs);
+    // The timeout starts when the worker starts the run; if it does not start promptly,
+    // something left behind by an earlier call is holding the worker.
+    run.stallTimer = setTimeout(() => this.onStall(run), STALL_MS);
     this.worker.postMessage({ type: "run", runId, code });
+  }
+
+  onStarted(run) {
+    run.begun = true;
+    clearTimeout(run.stallTimer);
+    clearTimeout(run.stallGrace);
+    run.started = performance.now();
+    run.timer = setTimeout(() => this.onTimeout(run), run.timeoutMs);
+  }
+
+  onStall(run) {
+    if (this.current !== run || run.begun) return;
+    log(`run ${run.id} has not started after ${STALL_MS} ms: interrupting what holds the interpreter`);
+    Atomics.store(this.interrupt, 0, SIGINT);
+    run.stallGrace = setTimeout(() => {
+      if (this.current !== run || run.begun) return;
+      log(`run ${run.id} still blocked; replacing the interpreter`);
+      this.current = null;
+      replaceRuntime("stalled");
+      const fresh = runtime;
+      fresh.ready.then(
+        () => fresh.execute(run.id, run.code, run.timeoutMs, STALL_NOTICE),
+        (error) =>
+          send({ id: run.id, kind: "error", payload: { code: "crashed", message: String(error?.message ?? error), stateReset: true } }),
+      );
+    }, config.graceMs);
   }
 
   loadPackages(id, names, timeoutMs) {
@@ -156,9 +191,21 @@ class WorkerRuntime {
     this.current = null;
     clearTimeout(run.timer);
     clearTimeout(run.graceTimer);
+    clearTimeout(run.stallTimer);
+    clearTimeout(run.stallGrace);
     clearInterval(run.resignal);
     outputs.flush(run.id);
     const payload = { ...outcome, durationMs: performance.now() - run.started, generation: this.generation };
+    if (run.notice) {
+      payload.notice = run.notice;
+      payload.stateReset = true;
+    }
+    // The wasm heap never shrinks: after a MemoryError start clean rather than limp on.
+    const exhausted = outcome?.error?.type === "MemoryError";
+    if (exhausted) {
+      payload.stateReset = true;
+      payload.notice = MEMORY_NOTICE;
+    }
     if (run.timedOut) {
       send({
         id: run.id,
@@ -173,6 +220,7 @@ class WorkerRuntime {
     } else {
       send({ id: run.id, kind: "result", payload });
     }
+    if (exhausted) replaceRuntime("memory exhausted");
   }
 
   onDeath(reason) {

@@ -88,15 +88,28 @@ class StreamCapture {
  * that scheduled them, so a callback left behind cannot take over the worker between runs.
  */
 let activeRun = 0;
+let reportCallbackError = () => {};
+function scoped(callback, args = []) {
+  if (typeof callback !== "function") {
+    throw new TypeError("the callback must be a function (strings are not run in the sandbox)");
+  }
+  const owner = activeRun;
+  return () => {
+    if (owner === 0 || owner !== activeRun) {
+      if (typeof callback.destroy === "function") callback.destroy();
+      return;
+    }
+    try {
+      callback(...args);
+    } catch (error) {
+      // An exception in a callback belongs to the run's stderr, not to the worker.
+      reportCallbackError(error);
+    }
+  };
+}
 function runScoped(schedule, cancel) {
   return {
-    set(callback, delay, ...args) {
-      const owner = activeRun;
-      return schedule(() => {
-        if (owner !== 0 && owner === activeRun) callback(...args);
-        else if (typeof callback?.destroy === "function") callback.destroy();
-      }, delay);
-    },
+    set: (callback, delay, ...args) => schedule(scoped(callback, args), delay),
     clear: cancel,
   };
 }
@@ -120,6 +133,7 @@ const bootOptions = {
   jsglobals: sandboxGlobals,
   env: {
     HOME: "/home/pyodide",
+    _: "/usr/bin/python",
     PYTHONUNBUFFERED: "1",
     MPLBACKEND: "Agg",
     ...(config.mplConfigDir ? { MPLCONFIGDIR: GUEST_MPLCONFIG } : {}),
@@ -157,10 +171,30 @@ async function boot() {
 globalThis.fetch = () => Promise.reject(new Error("network access is disabled in the sandbox"));
 
 mountHostFolders();
+capInMemoryFiles(config.memoryLimitBytes);
+lockDownRuntime();
 installGuestModules();
 const guest = pyodide.runPython("import mcp_guest_executor\nmcp_guest_executor.GUEST");
 guest.configure(pyodide.toPy(config.guestOptions ?? {}));
-pyodide.runPython(`import sys\nif ${JSON.stringify(GUEST_LIB)} in sys.path: sys.path.remove(${JSON.stringify(GUEST_LIB)})`);
+// Keep our own handles and take the helpers out of user code's easy reach.
+const guestExecute = guest.execute;
+const guestFlush = guest.flush_streams;
+const guestModule = pyodide.runPython("import mcp_guest_executor\nmcp_guest_executor");
+const integrityTable = guestModule.INTEGRITY;
+const restoreIntegrity = guestModule._restore_integrity;
+const restoreCode = restoreIntegrity.__code__;
+const [settrace, setprofile] = pyodide.runPython("import sys\n(sys.settrace, sys.setprofile)").toJs();
+/** Undo tampering with the executor before each run (see _restore_integrity); cheap enough per run. */
+function protectExecutor() {
+  settrace(null); // a tracer left behind would run inside our own code first
+  setprofile(null);
+  restoreIntegrity.__code__ = restoreCode;
+  restoreIntegrity(integrityTable);
+}
+pyodide.runPython(
+  `import sys\nif ${JSON.stringify(GUEST_LIB)} in sys.path: sys.path.remove(${JSON.stringify(GUEST_LIB)})\n` +
+    "for _name in ('mcp_guest_executor', 'mcp_guest_figures'): sys.modules.pop(_name, None)\ndel _name",
+);
 
 /** Show each granted host folder at its guest path; the permission flags are the real fence. */
 function mountHostFolders() {
@@ -239,6 +273,90 @@ function guardReadOnlyMounts(readOnlyPaths) {
   guard(NODEFS.stream_ops, "write", (stream) => readOnly(stream.node));
 }
 
+/**
+ * Files in the in-memory file system (/tmp, /home, ...) live in JavaScript buffers outside
+ * the capped WebAssembly heap; count them against the same limit so they cannot fill the host.
+ */
+function capInMemoryFiles(limitBytes) {
+  if (!limitBytes) return;
+  const { FS } = pyodide;
+  const MEMFS = FS.filesystems.MEMFS;
+  const ENOSPC = pyodide._module.ERRNO_CODES.ENOSPC;
+  let used = 0;
+  const sizeOf = (node) => (node && FS.isFile(node.mode) ? node.usedBytes ?? 0 : 0);
+  // MEMFS copies its operations into per-type tables when it makes nodes: patch those tables.
+  const tables = MEMFS.ops_table ?? {};
+  const fileStream = tables.file?.stream ?? MEMFS.stream_ops;
+  const fileNode = tables.file?.node ?? MEMFS.node_ops;
+  const dirNode = tables.dir?.node ?? MEMFS.node_ops;
+  const write = fileStream.write;
+  fileStream.write = function (stream, buffer, offset, length, position, canOwn) {
+    const before = sizeOf(stream.node);
+    const after = Math.max(before, position + length);
+    if (after > before && used + (after - before) > limitBytes) throw new FS.ErrnoError(ENOSPC);
+    const written = write.call(this, stream, buffer, offset, length, position, canOwn);
+    used += sizeOf(stream.node) - before;
+    return written;
+  };
+  const setattr = fileNode.setattr;
+  fileNode.setattr = function (node, attr) {
+    const before = sizeOf(node);
+    if (attr.size !== undefined && attr.size > before && used + (attr.size - before) > limitBytes) {
+      throw new FS.ErrnoError(ENOSPC);
+    }
+    const result = setattr.call(this, node, attr);
+    used += sizeOf(node) - before;
+    return result;
+  };
+  const unlink = dirNode.unlink;
+  dirNode.unlink = function (parent, name) {
+    let node = null;
+    try {
+      node = FS.lookupNode(parent, name);
+    } catch {
+      // unlink reports the missing name itself
+    }
+    const result = unlink.call(this, parent, name);
+    if (node) used -= sizeOf(node);
+    return result;
+  };
+}
+
+/**
+ * Close what user code could otherwise reach through `pyodide_js`: new host mounts, the
+ * unscoped scheduler asyncio uses, and child processes (which would abort the interpreter).
+ */
+function lockDownRuntime() {
+  const { FS } = pyodide;
+  const EPERM = pyodide._module.ERRNO_CODES.EPERM;
+  const refuseMount = () => {
+    throw new FS.ErrnoError(EPERM);
+  };
+  FS.filesystems.NODEFS.mount = refuseMount;
+  pyodide.mountNodeFS = () => {
+    throw new Error("mounting host folders is not allowed in the sandbox");
+  };
+  const api = pyodide._api;
+  if (typeof api?.scheduleCallback === "function") {
+    const schedule = api.scheduleCallback.bind(api);
+    api.scheduleCallback = (callback, delay = 0) => schedule(scoped(callback), delay);
+    // asyncio's event loop took its own reference at boot: point it at the scoped one.
+    pyodide.runPython(
+      "import pyodide.webloop as _webloop, pyodide_js\n_webloop.scheduleCallback = pyodide_js._api.scheduleCallback\ndel _webloop",
+    );
+  }
+  const realRequire = globalThis.require;
+  if (typeof realRequire === "function") {
+    const noProcesses = () => {
+      throw new Error("starting host processes is not allowed in the sandbox");
+    };
+    globalThis.require = (name) =>
+      name === "child_process" || name === "node:child_process"
+        ? { spawnSync: () => ({ status: 127, signal: null, stdout: null, stderr: null }), execSync: noProcesses, spawn: noProcesses }
+        : realRequire(name);
+  }
+}
+
 /** The guest helpers are real .py files sent by the broker; put them where Python imports them. */
 function installGuestModules() {
   const { FS } = pyodide;
@@ -262,12 +380,18 @@ function armRun(runId) {
 }
 
 async function run(message) {
+  parentPort.postMessage({ type: "started", runId: message.runId });
   const { out, err } = armRun(message.runId);
+  reportCallbackError = (error) => {
+    const text = `Exception in a callback: ${error?.message ?? error}\n`;
+    err.write(new TextEncoder().encode(text));
+  };
   writtenPaths.clear();
   activeRun = message.runId;
   let outcome;
   try {
-    let reply = guest.execute(message.code);
+    protectExecutor();
+    let reply = guestExecute(message.code);
     if (typeof reply !== "string") {
       const awaitable = reply;
       try {
@@ -284,13 +408,14 @@ async function run(message) {
     };
   }
   try {
-    guest.flush_streams();
+    guestFlush();
   } catch {
     // A broken sys.stdout is the user's own; the run result still stands.
   }
   out.finish();
   err.finish();
   activeRun = 0;
+  reportCallbackError = () => {};
   outcome.written = [...writtenPaths];
   outcome.stdoutCut = out.cutChars;
   outcome.stderrCut = err.cutChars;

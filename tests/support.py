@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Coroutine
 from concurrent.futures import Future
@@ -117,16 +118,21 @@ class ServerHandle:
                 continue
         raise LookupError("the server process was not found")
 
-    def node_processes(self, server: psutil.Process | None = None) -> list[psutil.Process]:
+    def node_processes(self, server: psutil.Process | None = None, wait_s: float = 30.0) -> list[psutil.Process]:
+        """The runtime's Node process(es), waiting briefly for one to be started."""
         server = server or self.server_process()
-        found = []
-        for proc in server.children(recursive=True):
-            try:
-                if any(arg.endswith("host.mjs") for arg in proc.cmdline()):
-                    found.append(proc)
-            except psutil.Error:
-                continue
-        return found
+        deadline = time.monotonic() + wait_s
+        while True:
+            found = []
+            for proc in server.children(recursive=True):
+                try:
+                    if any(arg.endswith("host.mjs") for arg in proc.cmdline()):
+                        found.append(proc)
+                except psutil.Error:
+                    continue
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
 
     def stderr_text(self) -> str:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""

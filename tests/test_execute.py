@@ -40,7 +40,7 @@ def test_exception_gives_is_error_and_trimmed_traceback(server: ServerHandle) ->
     assert sc is not None and sc["error"]["type"] == "ZeroDivisionError"
     tb = sc["error"]["traceback"]
     assert tb.startswith("Traceback (most recent call last):")
-    assert 'line 4, in <module>' in tb and "return 1 / 0" in tb
+    assert "line 4, in <module>" in tb and "return 1 / 0" in tb
     assert "_pyodide" not in tb and "executor.py" not in tb and "mcp_pyodide" not in tb
 
 

@@ -58,11 +58,16 @@ def server(folders: dict[str, Path]) -> Iterator[ServerHandle]:
             notifications.append(message)
 
     handle = ServerHandle(
-        "--policy", ALLOW_ALL,
-        "--mount", f"data={folders['data']}",
-        "--mount", f"ro={folders['outside']}:ro",
-        "--output-dir", str(folders["output"]),
-        "--max-image-bytes", str(MAX_IMAGE),
+        "--policy",
+        ALLOW_ALL,
+        "--mount",
+        f"data={folders['data']}",
+        "--mount",
+        f"ro={folders['outside']}:ro",
+        "--output-dir",
+        str(folders["output"]),
+        "--max-image-bytes",
+        str(MAX_IMAGE),
         env={"MCP_PYODIDE_MOUNTS": "", "PYODIDE_DATA_DIR": ""},
         client_kwargs={"message_handler": on_message},
     )
@@ -109,7 +114,10 @@ def test_mount_points_list_data_and_output(server: ServerHandle, folders: dict[s
     mounts = {m["name"]: m for m in result.structured_content["mounts"]}
     assert set(mounts) == {"output", "data", "ro"}
     assert mounts["data"] == {
-        "name": "data", "hostPath": str(folders["data"].resolve()), "pythonPath": "/mnt/data", "readOnly": False
+        "name": "data",
+        "hostPath": str(folders["data"].resolve()),
+        "pythonPath": "/mnt/data",
+        "readOnly": False,
     }
     assert mounts["output"]["pythonPath"] == "/mnt/output" and not mounts["output"]["readOnly"]
     assert mounts["ro"]["readOnly"] is True

@@ -54,9 +54,7 @@ def packages_dir() -> Path:
         pytest.fail(f"MCP_PYODIDE_TEST_PACKAGES is not set: {SETUP_HINT}")
     path = Path(value)
     if not path.is_dir() or not any(path.glob("*.whl")):
-        pytest.fail(
-            f"MCP_PYODIDE_TEST_PACKAGES={value} holds no package files: {SETUP_HINT}"
-        )
+        pytest.fail(f"MCP_PYODIDE_TEST_PACKAGES={value} holds no package files: {SETUP_HINT}")
     return path
 
 
@@ -70,9 +68,7 @@ def lock_path() -> Path:
         return path
     path = packages_dir() / "pyodide-lock.json"
     if not path.is_file():
-        pytest.fail(
-            f"no pyodide-lock.json in the test package folder and MCP_PYODIDE_TEST_LOCK unset: {SETUP_HINT}"
-        )
+        pytest.fail(f"no pyodide-lock.json in the test package folder and MCP_PYODIDE_TEST_LOCK unset: {SETUP_HINT}")
     return path
 
 
@@ -114,10 +110,7 @@ def test_resolve_matplotlib_pulls_dependencies_first(lock: PyodideLock) -> None:
     position = {k: i for i, k in enumerate(keys)}
     for entry in entries:
         for dep in entry.depends:
-            assert (
-                position[lock.packages[dep.lower().replace("_", "-")].key]
-                < position[entry.key]
-            )
+            assert position[lock.packages[dep.lower().replace("_", "-")].key] < position[entry.key]
     assert keys.index("six") < keys.index("python-dateutil")
 
 
@@ -141,9 +134,7 @@ def test_import_map(lock: PyodideLock) -> None:
     assert imports["sklearn"] == "scikit-learn"
     assert imports["PIL"] == "pillow"
     assert imports["dateutil"] == "python-dateutil"
-    assert lock.packages_for_imports(
-        ["sklearn", "PIL.Image", "os", "numpy", "PIL"]
-    ) == [
+    assert lock.packages_for_imports(["sklearn", "PIL.Image", "os", "numpy", "PIL"]) == [
         "scikit-learn",
         "pillow",
         "numpy",
@@ -169,11 +160,7 @@ def test_ensure_from_folder_into_empty_cache(lock: PyodideLock, tmp_path: Path) 
     broker = PackageBroker(lock_path(), packages_dir(), cache)
     events: list[tuple[int, int, str]] = []
 
-    result = anyio.run(
-        lambda: broker.ensure(
-            ["matplotlib"], progress=lambda d, t, m: events.append((d, t, m))
-        )
-    )
+    result = anyio.run(lambda: broker.ensure(["matplotlib"], progress=lambda d, t, m: events.append((d, t, m))))
 
     expected = lock.resolve(["matplotlib"])
     assert result.names == [e.key for e in expected]
@@ -182,15 +169,11 @@ def test_ensure_from_folder_into_empty_cache(lock: PyodideLock, tmp_path: Path) 
     for entry, pkg in zip(expected, result.packages, strict=True):
         assert pkg.path == cache / entry.file_name
         assert sha256_file(pkg.path) == entry.sha256
-    assert cache_files(cache) == sorted(
-        e.file_name for e in expected
-    )  # no temp files left
+    assert cache_files(cache) == sorted(e.file_name for e in expected)  # no temp files left
     assert events[-1][0] == events[-1][1] == len(expected)
 
 
-def test_corrupted_file_raises_and_is_not_cached(
-    lock: PyodideLock, tmp_path: Path
-) -> None:
+def test_corrupted_file_raises_and_is_not_cached(lock: PyodideLock, tmp_path: Path) -> None:
     source = copy_source(lock, ["six"], tmp_path / "src")
     wheel = source / lock.packages["six"].file_name
     data = bytearray(wheel.read_bytes())
@@ -246,9 +229,7 @@ def test_corrupt_cached_file_is_replaced(lock: PyodideLock, tmp_path: Path) -> N
     assert not cached.exists()  # a bad copy is never left for the sandbox to load
 
 
-def test_missing_file_in_folder_source_names_file_and_folder(
-    lock: PyodideLock, tmp_path: Path
-) -> None:
+def test_missing_file_in_folder_source_names_file_and_folder(lock: PyodideLock, tmp_path: Path) -> None:
     source = tmp_path / "empty"
     source.mkdir()
     with pytest.raises(PackageSourceError) as info:
@@ -282,20 +263,14 @@ HTTP_BACKENDS = ["urllib"] + (["httpx"] if _load_httpx() is not None else [])
 
 
 @pytest.mark.parametrize("backend", HTTP_BACKENDS)
-def test_http_source(
-    lock: PyodideLock, tmp_path: Path, http_base: str, backend: str
-) -> None:
+def test_http_source(lock: PyodideLock, tmp_path: Path, http_base: str, backend: str) -> None:
     source = HttpSource(http_base, timeout=10, backend=backend)
     assert source.backend == backend
     cache = tmp_path / "cache"
     broker = PackageBroker(lock, source, cache)
     events: list[str] = []
 
-    result = anyio.run(
-        lambda: broker.ensure(
-            ["python-dateutil"], progress=lambda d, t, m: events.append(m)
-        )
-    )
+    result = anyio.run(lambda: broker.ensure(["python-dateutil"], progress=lambda d, t, m: events.append(m)))
 
     assert [(p.name, p.status) for p in result.packages] == [
         ("six", "fetched"),
@@ -306,11 +281,7 @@ def test_http_source(
     assert any("MB" in m for m in events)  # byte-level progress while downloading
 
     # A file the server does not have: the error names the file and the URL.
-    absent = next(
-        e
-        for e in lock.packages.values()
-        if not (packages_dir() / e.file_name).exists() and not e.depends
-    )
+    absent = next(e for e in lock.packages.values() if not (packages_dir() / e.file_name).exists() and not e.depends)
     with pytest.raises(PackageSourceError) as info:
         anyio.run(broker.ensure, [absent.key])
     assert absent.file_name in str(info.value) and http_base in str(info.value)
@@ -334,9 +305,7 @@ class _CountingSource(PackageSource):
         await self.inner.fetch(file_name, dest)
 
 
-def test_concurrent_ensure_fetches_each_file_once(
-    lock: PyodideLock, tmp_path: Path
-) -> None:
+def test_concurrent_ensure_fetches_each_file_once(lock: PyodideLock, tmp_path: Path) -> None:
     source = _CountingSource(packages_dir())
     broker = PackageBroker(lock, source, tmp_path / "cache")
     results: list[list[tuple[str, str]]] = []

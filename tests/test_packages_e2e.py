@@ -33,22 +33,23 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(workspace: Path) -> Iterator[ServerHandle]:
     handle = ServerHandle(
-        "--policy", ALLOW_ALL,
-        "--package-source", str(offline_packages_dir()),
-        "--cache-dir", str(workspace / "cache"),
-        "--mount", f"data={workspace / 'data'}:ro",
-        "--output-dir", str(workspace / "output"),
+        "--policy",
+        ALLOW_ALL,
+        "--package-source",
+        str(offline_packages_dir()),
+        "--cache-dir",
+        str(workspace / "cache"),
+        "--mount",
+        f"data={workspace / 'data'}:ro",
+        "--output-dir",
+        str(workspace / "output"),
     ).start()
     yield handle
     handle.close()
 
 
 def test_csv_to_chart_workflow(server: ServerHandle, workspace: Path) -> None:
-    result = server.execute(
-        "import pandas as pd\n"
-        "df = pd.read_csv('/mnt/data/sales.csv')\n"
-        "int(df.total.sum())"
-    )
+    result = server.execute("import pandas as pd\ndf = pd.read_csv('/mnt/data/sales.csv')\nint(df.total.sum())")
     assert not result.is_error, text_of(result)
     sc = result.structured_content
     assert sc is not None and sc["result"] == "63"
@@ -56,10 +57,7 @@ def test_csv_to_chart_workflow(server: ServerHandle, workspace: Path) -> None:
     assert "packages loaded" in text_of(result)
 
     chart = server.execute(
-        "import matplotlib.pyplot as plt\n"
-        "df.plot(x='month', y='total', kind='bar')\n"
-        "plt.title('Sales')\n"
-        "plt.show()"
+        "import matplotlib.pyplot as plt\ndf.plot(x='month', y='total', kind='bar')\nplt.title('Sales')\nplt.show()"
     )
     assert not chart.is_error, text_of(chart)
     figures = chart.structured_content["figures"]  # type: ignore[index]
@@ -135,9 +133,7 @@ def test_corrupted_package_file_is_refused_and_not_kept(tmp_path: Path) -> None:
     data[len(data) // 2] ^= 0xFF
     (source / six).write_bytes(bytes(data))
     cache = tmp_path / "cache"
-    handle = ServerHandle(
-        "--policy", ALLOW_ALL, "--package-source", str(source), "--cache-dir", str(cache)
-    ).start()
+    handle = ServerHandle("--policy", ALLOW_ALL, "--package-source", str(source), "--cache-dir", str(cache)).start()
     try:
         result = handle.call("pyodide_install-packages", {"package": "six"})
         assert result.is_error
@@ -153,9 +149,21 @@ def test_corrupted_package_file_is_refused_and_not_kept(tmp_path: Path) -> None:
 def test_fetch_packages_fills_the_cache_for_offline_use(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     proc = subprocess.run(
-        [sys.executable, "-m", "mcp_pyodide", "fetch-packages", "matplotlib",
-         "--package-source", str(offline_packages_dir()), "--cache-dir", str(cache)],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "mcp_pyodide",
+            "fetch-packages",
+            "matplotlib",
+            "--package-source",
+            str(offline_packages_dir()),
+            "--cache-dir",
+            str(cache),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr
     assert "matplotlib" in proc.stdout and (cache / "numpy-2.0.2-cp312-cp312-pyodide_2024_0_wasm32.whl").exists()

@@ -24,9 +24,7 @@ EXAMPLE: dict[str, Any] = {
     "version": "1",
     "default": "deny",
     "hide": ["pyodide_read-image"],
-    "all_tools": {
-        "limits": [{"counter": "all", "window": "hour", "max": 500, "scope": "grant"}]
-    },
+    "all_tools": {"limits": [{"counter": "all", "window": "hour", "max": 500, "scope": "grant"}]},
     "tools": {
         "pyodide_execute": {
             "limits": [
@@ -103,9 +101,7 @@ def test_example_loads_from_file(tmp_path: Path) -> None:
 def test_hidden_tool_invisible_and_denied(example: PolicyEngine) -> None:
     assert not example.is_visible("pyodide_read-image")
     assert example.is_visible("pyodide_execute")
-    assert example.visible_tools(["pyodide_execute", "pyodide_read-image"]) == [
-        "pyodide_execute"
-    ]
+    assert example.visible_tools(["pyodide_execute", "pyodide_read-image"]) == ["pyodide_execute"]
     d = run(example, "pyodide_read-image", {"path": "/x.png"})
     assert not d.allowed and not d.needs_approval
     assert d.rule == "hide"
@@ -115,10 +111,7 @@ def test_hidden_tool_invisible_and_denied(example: PolicyEngine) -> None:
 def test_hide_star_hides_everything(clock: FakeClock) -> None:
     engine = engine_for({"version": "1", "default": "allow", "hide": ["*"]}, clock)
     assert not engine.is_visible("anything")
-    assert (
-        run(engine, "anything").message
-        == "[POLICY DENIED] anything: tool is hidden by policy"
-    )
+    assert run(engine, "anything").message == "[POLICY DENIED] anything: tool is hidden by policy"
 
 
 def test_unlisted_tool_denied_by_default(example: PolicyEngine) -> None:
@@ -143,9 +136,7 @@ def test_deny_if_fires_with_reason(example: PolicyEngine) -> None:
     )
     assert not d.allowed
     assert d.rule == "tools.pyodide_execute.deny_if[0]"
-    assert d.message == (
-        "[POLICY DENIED] pyodide_execute: no shell (deny_if code matches '(?i)\\bos\\.system\\b')"
-    )
+    assert d.message == ("[POLICY DENIED] pyodide_execute: no shell (deny_if code matches '(?i)\\bos\\.system\\b')")
 
 
 def test_require_timeout(example: PolicyEngine) -> None:
@@ -161,19 +152,14 @@ def test_require_timeout(example: PolicyEngine) -> None:
 def test_require_on_missing_argument_fails(example: PolicyEngine) -> None:
     d = run(example, "pyodide_execute", {"code": "1"})
     assert not d.allowed
-    assert (
-        "required argument 'timeout' is missing (require timeout lte 60000)"
-        in d.message
-    )
+    assert "required argument 'timeout' is missing (require timeout lte 60000)" in d.message
 
 
 def test_deny_if_on_missing_argument_does_not_fire(example: PolicyEngine) -> None:
     assert run(example, "pyodide_execute", {"timeout": 5}).allowed
 
 
-def test_eleventh_call_denied_with_retry_then_window_slides(
-    example: PolicyEngine, clock: FakeClock
-) -> None:
+def test_eleventh_call_denied_with_retry_then_window_slides(example: PolicyEngine, clock: FakeClock) -> None:
     start = clock.now
     for _ in range(10):
         assert run(example, "pyodide_execute", OK_ARGS).allowed
@@ -198,9 +184,7 @@ def test_eleventh_call_denied_with_retry_then_window_slides(
     assert denied.retry_after == 1  # the call at start+1 leaves at start+61
 
 
-def test_sliding_window_does_not_admit_double_at_boundary(
-    example: PolicyEngine, clock: FakeClock
-) -> None:
+def test_sliding_window_does_not_admit_double_at_boundary(example: PolicyEngine, clock: FakeClock) -> None:
     # Fixed minute buckets would admit 10 at :59 and 10 more at 1:01.
     clock.now = 59.0
     for _ in range(10):
@@ -216,16 +200,10 @@ def test_sliding_window_does_not_admit_double_at_boundary(
     assert admitted == 10
 
 
-def test_refused_calls_do_not_consume_quota(
-    example: PolicyEngine, clock: FakeClock
-) -> None:
+def test_refused_calls_do_not_consume_quota(example: PolicyEngine, clock: FakeClock) -> None:
     for _ in range(100):
-        assert not run(
-            example, "pyodide_execute", {"code": "os.system('x')", "timeout": 1}
-        ).allowed
-        assert not run(
-            example, "pyodide_execute", {"code": "1", "timeout": 10**6}
-        ).allowed
+        assert not run(example, "pyodide_execute", {"code": "os.system('x')", "timeout": 1}).allowed
+        assert not run(example, "pyodide_execute", {"code": "1", "timeout": 10**6}).allowed
     admitted = sum(run(example, "pyodide_execute", OK_ARGS).allowed for _ in range(15))
     assert admitted == 10
     # Rate-limited refusals don't count either: the window still frees after 60 s.
@@ -248,9 +226,7 @@ def test_rate_limited_refusal_does_not_consume_other_counters(clock: FakeClock) 
 
 
 def test_all_tools_limit_applies_across_tools(clock: FakeClock) -> None:
-    data = dict(
-        EXAMPLE, all_tools={"limits": [{"counter": "all", "window": "hour", "max": 3}]}
-    )
+    data = dict(EXAMPLE, all_tools={"limits": [{"counter": "all", "window": "hour", "max": 3}]})
     engine = engine_for(data, clock)
     assert run(engine, "pyodide_execute", OK_ARGS).allowed
     assert run(engine, "pyodide_get-mount-points").allowed
@@ -258,26 +234,16 @@ def test_all_tools_limit_applies_across_tools(clock: FakeClock) -> None:
     d = run(engine, "pyodide_get-mount-points")
     assert d.rule == "all_tools.limits[0]"
     assert d.message == (
-        "[POLICY DENIED] pyodide_get-mount-points: rate limit 3 per hour reached (counter all); "
-        "retry in 3600 s"
+        "[POLICY DENIED] pyodide_get-mount-points: rate limit 3 per hour reached (counter all); retry in 3600 s"
     )
 
 
 def test_default_policy(clock: FakeClock) -> None:
     engine = PolicyEngine(default_policy(), clock=clock)
-    assert (
-        json.loads(DEFAULT_POLICY_JSON)["tools"]["pyodide_execute"]["limits"][0]["max"]
-        == 10
-    )
-    results = [
-        run(engine, "pyodide_execute", {"code": "1"}, session=f"s{i}").allowed
-        for i in range(11)
-    ]
+    assert json.loads(DEFAULT_POLICY_JSON)["tools"]["pyodide_execute"]["limits"][0]["max"] == 10
+    results = [run(engine, "pyodide_execute", {"code": "1"}, session=f"s{i}").allowed for i in range(11)]
     assert results == [True] * 10 + [False]  # grant scope: all sessions share the 10
-    assert all(
-        run(engine, "pyodide_install-packages", {"packages": ["numpy"]}).allowed
-        for _ in range(100)
-    )
+    assert all(run(engine, "pyodide_install-packages", {"packages": ["numpy"]}).allowed for _ in range(100))
     assert all(engine.is_visible(t) for t in ("pyodide_execute", "pyodide_read-image"))
     clock.advance(60)
     assert run(engine, "pyodide_execute", {"code": "1"}).allowed
@@ -289,9 +255,7 @@ def test_deny_everything(clock: FakeClock) -> None:
         assert engine.is_visible(tool)
         d = run(engine, tool, OK_ARGS)
         assert not d.allowed
-        assert (
-            d.message == f"[POLICY DENIED] {tool}: not allowed by policy (default deny)"
-        )
+        assert d.message == f"[POLICY DENIED] {tool}: not allowed by policy (default deny)"
 
 
 def test_action_deny_and_allow(clock: FakeClock) -> None:
@@ -307,10 +271,7 @@ def test_action_deny_and_allow(clock: FakeClock) -> None:
     engine = engine_for(data, clock)
     assert run(engine, "a").message == "[POLICY DENIED] a: use b instead (action deny)"
     assert run(engine, "a").rule == "tools.a.action"
-    assert (
-        run(engine, "b").message
-        == "[POLICY DENIED] b: not allowed by policy (action deny)"
-    )
+    assert run(engine, "b").message == "[POLICY DENIED] b: not allowed by policy (action deny)"
     assert run(engine, "c").allowed
     assert run(engine, "unlisted").allowed
     assert run(engine, "unlisted").rule == "default"
@@ -347,10 +308,7 @@ def test_shared_counter_with_different_maxima(clock: FakeClock) -> None:
         clock.advance(1)
     d = run(engine, "small")  # 3 counted, needs 2 to leave: the second leaves at t0+11
     assert not d.allowed
-    assert (
-        d.message
-        == "[POLICY DENIED] small: rate limit 2 per 10 s reached (counter c); retry in 8 s"
-    )
+    assert d.message == "[POLICY DENIED] small: rate limit 2 per 10 s reached (counter c); retry in 8 s"
     assert run(engine, "big").allowed
     assert not run(engine, "big").allowed
 
@@ -360,16 +318,8 @@ def test_session_scope_vs_grant_scope(clock: FakeClock) -> None:
         "version": "1",
         "default": "allow",
         "tools": {
-            "per_session": {
-                "limits": [
-                    {"counter": "ps", "window": "minute", "max": 2, "scope": "session"}
-                ]
-            },
-            "per_server": {
-                "limits": [
-                    {"counter": "pg", "window": "minute", "max": 2, "scope": "grant"}
-                ]
-            },
+            "per_session": {"limits": [{"counter": "ps", "window": "minute", "max": 2, "scope": "session"}]},
+            "per_server": {"limits": [{"counter": "pg", "window": "minute", "max": 2, "scope": "grant"}]},
         },
     }
     engine = engine_for(data, clock)
@@ -402,18 +352,11 @@ def test_numeric_window_and_second_window_messages(clock: FakeClock) -> None:
     }
     engine = engine_for(data, clock)
     assert run(engine, "a").allowed
-    assert run(engine, "a").message.endswith(
-        "rate limit 1 per 2.5 s reached (counter a); retry in 3 s"
-    )
+    assert run(engine, "a").message.endswith("rate limit 1 per 2.5 s reached (counter a); retry in 3 s")
     assert run(engine, "b").allowed
-    assert run(engine, "b").message.endswith(
-        "rate limit 1 per second reached (counter b); retry in 1 s"
-    )
+    assert run(engine, "b").message.endswith("rate limit 1 per second reached (counter b); retry in 1 s")
     d = run(engine, "z")
-    assert (
-        d.message
-        == "[POLICY DENIED] z: rate limit 0 per day reached (counter z); calls are not allowed"
-    )
+    assert d.message == "[POLICY DENIED] z: rate limit 0 per day reached (counter z); calls are not allowed"
     assert d.retry_after is None
 
 
@@ -436,10 +379,7 @@ def test_concurrent_decides_admit_exactly_the_limit(clock: FakeClock) -> None:
 
     async def main() -> list[Decision]:
         return await asyncio.gather(
-            *(
-                engine.decide("pyodide_execute", {"code": str(i)}, f"s{i % 3}")
-                for i in range(50)
-            )
+            *(engine.decide("pyodide_execute", {"code": str(i)}, f"s{i % 3}") for i in range(50))
         )
 
     decisions = asyncio.run(main())
@@ -482,10 +422,7 @@ def test_require_approval_reserve_commit(clock: FakeClock) -> None:
     d = run(engine, "pyodide_execute", {"timeout": 1})
     assert d.needs_approval and not d.allowed
     assert d.rule == "tools.pyodide_execute.action"
-    assert (
-        d.message
-        == "[POLICY APPROVAL REQUIRED] pyodide_execute: code runs on your machine"
-    )
+    assert d.message == "[POLICY APPROVAL REQUIRED] pyodide_execute: code runs on your machine"
     assert engine.pending_approvals == 1
     approved = engine.commit(d)
     assert approved.allowed and not approved.needs_approval
@@ -493,10 +430,7 @@ def test_require_approval_reserve_commit(clock: FakeClock) -> None:
     assert engine.pending_approvals == 0
     with pytest.raises(ValueError):
         engine.commit(d)
-    assert (
-        engine.release(d).message
-        == "[POLICY DENIED] pyodide_execute: approval declined by user"
-    )
+    assert engine.release(d).message == "[POLICY DENIED] pyodide_execute: approval declined by user"
     # The committed call still counts.
     assert run(engine, "pyodide_execute", {"timeout": 1}).needs_approval
     assert not run(engine, "pyodide_execute", {"timeout": 1}).needs_approval
@@ -509,24 +443,16 @@ def test_require_approval_release_returns_quota(clock: FakeClock) -> None:
     assert first.needs_approval and second.needs_approval
     # Both slots are reserved while the user is being asked.
     blocked = run(engine, "pyodide_execute", {"timeout": 1})
-    assert (
-        not blocked.allowed
-        and not blocked.needs_approval
-        and "rate limit 2" in blocked.message
-    )
+    assert not blocked.allowed and not blocked.needs_approval and "rate limit 2" in blocked.message
     declined = engine.release(first)
-    assert (
-        declined.message == "[POLICY DENIED] pyodide_execute: approval declined by user"
-    )
+    assert declined.message == "[POLICY DENIED] pyodide_execute: approval declined by user"
     assert not declined.allowed
     engine.release(first)  # idempotent
     assert engine.pending_approvals == 1
     with pytest.raises(ValueError):
         engine.commit(first)
     assert run(engine, "pyodide_execute", {"timeout": 1}).needs_approval
-    assert engine.release(second, "approval timed out").message.endswith(
-        ": approval timed out"
-    )
+    assert engine.release(second, "approval timed out").message.endswith(": approval timed out")
 
 
 def test_require_approval_checks_conditions_first(clock: FakeClock) -> None:
@@ -571,11 +497,7 @@ def test_idle_session_counters_are_swept(clock: FakeClock) -> None:
     data = {
         "version": "1",
         "default": "allow",
-        "tools": {
-            "t": {
-                "limits": [{"counter": "t", "window": 1, "max": 5, "scope": "session"}]
-            }
-        },
+        "tools": {"t": {"limits": [{"counter": "t", "window": 1, "max": 5, "scope": "session"}]}},
     }
     engine = engine_for(data, clock)
     for i in range(999):

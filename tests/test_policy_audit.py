@@ -61,9 +61,7 @@ def test_audit_write_redacts_code_passed_directly(tmp_path: Path) -> None:
     log.write({"tool": "t", "arguments": {"code": SECRET_CODE}})
     text = (tmp_path / "a.jsonl").read_text(encoding="utf-8")
     assert "secret" not in text
-    assert [
-        json.loads(line)["arguments"]["code"]["length"] for line in text.splitlines()
-    ] == [len(SECRET_CODE)] * 2
+    assert [json.loads(line)["arguments"]["code"]["length"] for line in text.splitlines()] == [len(SECRET_CODE)] * 2
 
 
 def test_audit_record_for_denial_and_approval(tmp_path: Path) -> None:
@@ -85,16 +83,10 @@ def test_explain_example() -> None:
         "version": "1",
         "default": "deny",
         "hide": ["pyodide_read-image"],
-        "all_tools": {
-            "limits": [
-                {"counter": "all", "window": "hour", "max": 500, "scope": "grant"}
-            ]
-        },
+        "all_tools": {"limits": [{"counter": "all", "window": "hour", "max": 500, "scope": "grant"}]},
         "tools": {
             "pyodide_execute": {
-                "limits": [
-                    {"counter": "pyodide_execute_rate", "window": "minute", "max": 10}
-                ],
+                "limits": [{"counter": "pyodide_execute_rate", "window": "minute", "max": 10}],
                 "deny_if": [
                     {
                         "path": "code",

@@ -157,12 +157,8 @@ def test_conditions_checked_in_order_deny_if_before_require() -> None:
         "version": "1",
         "tools": {
             "t": {
-                "require": [
-                    {"path": "a", "op": "equals", "value": 1, "reason": "need a"}
-                ],
-                "deny_if": [
-                    {"path": "b", "op": "equals", "value": 1, "reason": "no b"}
-                ],
+                "require": [{"path": "a", "op": "equals", "value": 1, "reason": "need a"}],
+                "deny_if": [{"path": "b", "op": "equals", "value": 1, "reason": "no b"}],
             }
         },
     }

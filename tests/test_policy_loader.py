@@ -15,17 +15,11 @@ VALID: dict[str, Any] = {
     "version": "1",
     "default": "deny",
     "hide": ["pyodide_read-image"],
-    "all_tools": {
-        "limits": [{"counter": "all", "window": "hour", "max": 500, "scope": "grant"}]
-    },
+    "all_tools": {"limits": [{"counter": "all", "window": "hour", "max": 500, "scope": "grant"}]},
     "tools": {
         "pyodide_execute": {
-            "limits": [
-                {"counter": "r", "window": "minute", "max": 10, "scope": "grant"}
-            ],
-            "deny_if": [
-                {"path": "code", "op": "matches", "value": "os", "reason": "no"}
-            ],
+            "limits": [{"counter": "r", "window": "minute", "max": 10, "scope": "grant"}],
+            "deny_if": [{"path": "code", "op": "matches", "value": "os", "reason": "no"}],
             "require": [{"path": "timeout", "op": "lte", "value": 60000}],
         },
         "pyodide_get-mount-points": {},
@@ -249,9 +243,7 @@ def test_valid_file_loads(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_invalid_policy(
-    tmp_path: Path, path: str, value: Any, place: str, problem: str
-) -> None:
+def test_invalid_policy(tmp_path: Path, path: str, value: Any, place: str, problem: str) -> None:
     error = load_data(tmp_path, mutate(path, value))
     assert error.place == place
     assert problem in error.problem
@@ -308,27 +300,17 @@ def test_parse_policy_uses_source_and_rejects_non_json() -> None:
         parse_policy(
             {
                 "version": "1",
-                "tools": {
-                    "t": {"require": [{"path": "a", "op": "equals", "value": {1, 2}}]}
-                },
+                "tools": {"t": {"require": [{"path": "a", "op": "equals", "value": {1, 2}}]}},
             },
             "inline",
         )
-    assert str(info.value).startswith(
-        "inline: tools.t.require[0].value: not a JSON value"
-    )
+    assert str(info.value).startswith("inline: tools.t.require[0].value: not a JSON value")
     with pytest.raises(PolicyError) as info:
         parse_policy(
             {
                 "version": "1",
                 "default": "allow",
-                "tools": {
-                    "t": {
-                        "require": [
-                            {"path": "a", "op": "equals", "value": float("inf")}
-                        ]
-                    }
-                },
+                "tools": {"t": {"require": [{"path": "a", "op": "equals", "value": float("inf")}]}},
             },
             "inline",
         )

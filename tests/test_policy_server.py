@@ -145,10 +145,20 @@ def test_require_approval_without_elicitation_support_is_denied_with_the_reason(
 
 def test_invalid_policy_file_stops_start_up_naming_file_place_and_problem(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"version": "1", "tools": {"pyodide_execute": {"deny_if": [{"path": "code", "op": "resembles", "value": "x"}]}}}))
+    bad.write_text(
+        json.dumps(
+            {
+                "version": "1",
+                "tools": {"pyodide_execute": {"deny_if": [{"path": "code", "op": "resembles", "value": "x"}]}},
+            }
+        )
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "mcp_pyodide", "--policy", str(bad)],
-        input=b"", capture_output=True, timeout=60, cwd=REPO,
+        input=b"",
+        capture_output=True,
+        timeout=60,
+        cwd=REPO,
     )
     assert proc.returncode != 0
     err = proc.stderr.decode()
@@ -156,11 +166,14 @@ def test_invalid_policy_file_stops_start_up_naming_file_place_and_problem(tmp_pa
 
 
 def test_policy_cli_show_default_and_check() -> None:
-    shown = subprocess.run([sys.executable, "-m", "mcp_pyodide", "policy", "show-default"], capture_output=True, text=True, check=True)
+    shown = subprocess.run(
+        [sys.executable, "-m", "mcp_pyodide", "policy", "show-default"], capture_output=True, text=True, check=True
+    )
     assert json.loads(shown.stdout)["tools"]["pyodide_execute"]["limits"][0]["max"] == 10
     checked = subprocess.run(
         [sys.executable, "-m", "mcp_pyodide", "policy", "check", str(POLICIES / "example.json")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert checked.returncode == 0, checked.stderr
     assert "pyodide_execute" in checked.stdout and "hidden" in checked.stdout.lower()

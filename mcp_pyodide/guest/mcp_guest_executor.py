@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import io as _io
 import json
 import linecache
 import signal
@@ -20,6 +21,53 @@ from typing import Any
 
 CO_COROUTINE = 0x0080
 MAX_REPR_CHARS = 100_000
+MAX_ERROR_CHARS = 100_000
+
+# Bound once, at import: user code shares this interpreter and may replace the builtins and
+# modules it can reach, but not these references. (A determined user can still patch this
+# executor through `gc`; `pyodide_reset` always gives a clean one.)
+_eval = builtins.eval
+_compile = builtins.compile
+_repr = builtins.repr
+_isinstance = builtins.isinstance
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+_ONLY_AST = ast.PyCF_ONLY_AST
+_set_signal = signal.signal
+_default_int_handler = signal.default_int_handler
+_SIGINT = signal.SIGINT
+_settrace = sys.settrace
+_setprofile = sys.setprofile
+_STDIO = (sys.stdin, sys.stdout, sys.stderr)
+
+
+def _restore_runtime_state() -> list[str]:
+    """Undo what an earlier call may have done to the interpreter's plumbing; say what was fixed."""
+    fixed: list[str] = []
+    _settrace(None)
+    _setprofile(None)
+    _set_signal(_SIGINT, _default_int_handler)
+    global _STDIO
+    streams = list(_STDIO)
+    for index, name in enumerate(("stdin", "stdout", "stderr")):
+        original = streams[index]
+        if getattr(original, "closed", False) and index > 0:
+            # Closing sys.stdout closes the Python object, not fd 1: open a new one on it.
+            streams[index] = original = _io.TextIOWrapper(
+                _io.FileIO(index, "w", closefd=False),
+                encoding="utf-8",
+                errors="backslashreplace",
+                line_buffering=True,
+                write_through=True,
+            )
+        if getattr(sys, name, None) is not original:
+            setattr(sys, name, original)
+            fixed.append(f"sys.{name}")
+    _STDIO = (streams[0], streams[1], streams[2])
+    return fixed
+
+
+def _no_host_processes(*args: object, **kwargs: object) -> int:
+    raise PermissionError("starting host processes is not allowed in the sandbox")
 
 
 class Guest:
@@ -43,15 +91,21 @@ class Guest:
     def execute(self, source: str) -> str | Coroutine[Any, Any, str]:
         """Run `source`; return JSON now, or a coroutine when the code awaits at top level."""
         self.cell += 1
-        # A handler left by an earlier call must not make this one unstoppable.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # Tracers, signal handlers and stream replacements left by an earlier call must not
+        # make this one unstoppable or silent.
+        _restore_runtime_state()
+        if not _isinstance(self.namespace, dict):
+            self.namespace = {"__name__": "__main__", "__builtins__": builtins}
         for hook in self.hooks:
             try:
                 hook.before_run()
             except BaseException as exc:  # noqa: BLE001
                 print(f"[mcp-pyodide] pre-run hook failed: {exc!r}", file=sys.stderr)
         filename = f"<cell-{self.cell}>"
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        try:
+            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        except BaseException:  # noqa: BLE001 - only makes tracebacks prettier
+            pass
         try:
             body, last = compile_cell(source, filename)
         except SyntaxError as exc:
@@ -59,23 +113,29 @@ class Guest:
         if is_async(body) or (last is not None and is_async(last)):
             return self.finish_async(body, last, filename)
         try:
-            eval(body, self.namespace)
-            value = eval(last, self.namespace) if last is not None else None
+            _eval(body, self.namespace)
+            value = _eval(last, self.namespace) if last is not None else None
         except BaseException as exc:  # noqa: BLE001 - user code may raise anything, SystemExit included
+            _settrace(None)
             return self.report_error(exc, filename)
+        _settrace(None)  # a tracer set by this cell traces this cell, not our reporting
+        _setprofile(None)
         return self.report_value(value)
 
     async def finish_async(self, body: types.CodeType, last: types.CodeType | None, filename: str) -> str:
         """Run a cell that uses top-level `await`."""
         try:
-            outcome = eval(body, self.namespace)
+            outcome = _eval(body, self.namespace)
             if is_async(body):
                 await outcome
-            value = eval(last, self.namespace) if last is not None else None
+            value = _eval(last, self.namespace) if last is not None else None
             if last is not None and is_async(last):
                 value = await value
         except BaseException as exc:  # noqa: BLE001
+            _settrace(None)
             return self.report_error(exc, filename)
+        _settrace(None)
+        _setprofile(None)
         return self.report_value(value)
 
     def report_value(self, value: object) -> str:
@@ -84,23 +144,23 @@ class Guest:
         if value is not None:
             self.namespace["_"] = value
             try:
-                result = repr(value)
+                result = _repr(value)
             except BaseException as exc:  # noqa: BLE001
                 result = f"<repr failed: {type(exc).__name__}: {exc}>"
             if len(result) > MAX_REPR_CHARS:
                 cut = len(result) - MAX_REPR_CHARS
                 result = result[:MAX_REPR_CHARS] + f"... [{cut} characters cut]"
-        return json.dumps({"ok": True, "result": result, "extra": self.collect_extra()})
+        return _encode({"ok": True, "result": result, "extra": self.collect_extra()})
 
     def report_error(self, exc: BaseException, filename: str) -> str:
         self.run_hooks()
-        return json.dumps(
+        return _encode(
             {
                 "ok": False,
                 "error": {
                     "type": type(exc).__name__,
-                    "message": safe_str(exc),
-                    "traceback": format_user_traceback(exc, filename),
+                    "message": _bounded(safe_str(exc)),
+                    "traceback": _bounded(format_user_traceback(exc, filename)),
                 },
                 "extra": self.collect_extra(),
             }
@@ -131,6 +191,13 @@ class Guest:
                 pass
 
 
+def _bounded(text: str) -> str:
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    half = MAX_ERROR_CHARS // 2
+    return f"{text[:half]}\n... [{len(text) - MAX_ERROR_CHARS:,} characters cut] ...\n{text[-half:]}"
+
+
 def is_async(code: types.CodeType) -> bool:
     return bool(code.co_flags & CO_COROUTINE)
 
@@ -142,12 +209,12 @@ def compile_cell(source: str, filename: str) -> tuple[types.CodeType, types.Code
     semicolon hides it, as in IPython.
     """
     flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
-    tree = ast.parse(source, filename, "exec")
+    tree = _compile(source, filename, "exec", flags=_ONLY_AST | flags, dont_inherit=True)
     last: types.CodeType | None = None
     if tree.body and isinstance(tree.body[-1], ast.Expr) and not ends_with_semicolon(source):
         expr = ast.Expression(tree.body.pop().value)
-        last = compile(expr, filename, "eval", flags=flags, dont_inherit=True)
-    body = compile(tree, filename, "exec", flags=flags, dont_inherit=True)
+        last = _compile(expr, filename, "eval", flags=flags, dont_inherit=True)
+    body = _compile(tree, filename, "exec", flags=flags, dont_inherit=True)
     return body, last
 
 
@@ -180,3 +247,47 @@ def format_user_traceback(exc: BaseException, filename: str) -> str:
 
 
 GUEST = Guest()
+
+
+def _integrity_table() -> tuple[tuple[Any, str, Any], ...]:
+    """What this module's behaviour rests on, as (owner, name, original) triples.
+
+    The worker restores these before every run, so ordinary monkeypatching by user code
+    (class methods, module globals, a function's __code__) cannot forge or break later
+    results. Code that pokes memory (ctypes) can still do anything inside the interpreter;
+    `pyodide_reset` is the cure for that.
+    """
+    entries: list[tuple[Any, str, Any]] = []
+    module_globals = globals()
+    for name, value in list(module_globals.items()):
+        if isinstance(value, types.FunctionType) and value.__module__ == __name__:
+            entries.append((module_globals, name, value))
+            entries.append((value, "__code__", value.__code__))
+    for name, value in list(vars(Guest).items()):
+        if isinstance(value, types.FunctionType):
+            entries.append((Guest, name, value))
+            entries.append((value, "__code__", value.__code__))
+    for name in ("_eval", "_compile", "_repr", "_isinstance", "_encode", "_set_signal", "_settrace", "_setprofile"):
+        entries.append((module_globals, name, module_globals[name]))
+    entries.append((GUEST, "__class__", Guest))
+    return tuple(entries)
+
+
+def _restore_integrity(table: tuple[tuple[Any, str, Any], ...]) -> None:
+    for owner, name, original in table:
+        if type(owner) is dict:
+            if owner.get(name) is not original:
+                owner[name] = original
+        elif getattr(owner, name, None) is not original:
+            setattr(owner, name, original)
+    for name in [n for n in vars(GUEST) if n not in ("namespace", "cell", "hooks")]:
+        delattr(GUEST, name)  # instance attributes shadowing the methods
+
+
+INTEGRITY = _integrity_table()
+
+# Host processes cannot start (the runtime refuses), but say so plainly instead of failing oddly.
+import os as _os  # noqa: E402
+
+_os.system = _no_host_processes  # type: ignore[assignment]
+_os.popen = _no_host_processes  # type: ignore[assignment]
