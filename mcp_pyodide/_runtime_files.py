@@ -106,8 +106,11 @@ def _install(node: NodeBinary, source: Path, root: Path, *, quiet: bool) -> None
     try:
         for name in ("package.json", "package-lock.json"):
             shutil.copy2(source / name, staging / name)
-        env = {k: v for k, v in os.environ.items() if k.startswith(("npm_config_", "NPM_CONFIG_"))}
-        env.update(PATH=os.environ.get("PATH", ""), HOME=os.environ.get("HOME", str(staging)))
+        # npm runs as the trusted installer, not in the sandbox: it needs the user's proxy and
+        # certificate settings (NODE_EXTRA_CA_CERTS, HTTPS_PROXY, npm_config_*), so it gets the
+        # whole environment.
+        env = dict(os.environ)
+        env.setdefault("HOME", str(staging))
         cmd = [*_npm_for(node), "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--omit=dev", "--loglevel=error"]
         proc = subprocess.run(cmd, cwd=staging, env=env, capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:

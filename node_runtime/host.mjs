@@ -15,6 +15,8 @@ const SIGINT = 2;
 const STALL_MS = 250;
 const STALL_NOTICE =
   "Code left running by an earlier call (a callback or task) was holding the interpreter and did not stop; the interpreter was restarted and all state was reset before this call ran.";
+const FATAL_NOTICE =
+  "The interpreter failed fatally during this call; it was restarted, so all state was reset.";
 const MEMORY_NOTICE =
   "The interpreter ran out of memory; it was restarted after this call, so all state was reset.";
 
@@ -206,6 +208,10 @@ class WorkerRuntime {
       payload.stateReset = true;
       payload.notice = MEMORY_NOTICE;
     }
+    if (outcome?.fatal) {
+      payload.stateReset = true;
+      payload.notice = FATAL_NOTICE;
+    }
     if (run.timedOut) {
       send({
         id: run.id,
@@ -220,7 +226,7 @@ class WorkerRuntime {
     } else {
       send({ id: run.id, kind: "result", payload });
     }
-    if (exhausted) replaceRuntime("memory exhausted");
+    if (exhausted || outcome?.fatal) replaceRuntime(exhausted ? "memory exhausted" : "fatal error");
   }
 
   onDeath(reason) {

@@ -16,6 +16,9 @@ const interrupt = new Int32Array(config.interruptBuffer);
 
 capWasmMemory(config.memoryLimitBytes);
 shimProcessBinding();
+// A promise user code left rejected (a failed load, a failed fetch) is the user's error, not
+// a reason to end the interpreter: report it to the run in progress, if any.
+process.on("unhandledRejection", (reason) => reportCallbackError(reason));
 
 const { loadPyodide } = await import(config.pyodideModule);
 
@@ -379,17 +382,22 @@ function armRun(runId) {
   return { out, err };
 }
 
+const FATAL = /fatally failed|fatal error|Aborted\(|RuntimeError: unreachable/i;
+
 async function run(message) {
   parentPort.postMessage({ type: "started", runId: message.runId });
-  const { out, err } = armRun(message.runId);
-  reportCallbackError = (error) => {
-    const text = `Exception in a callback: ${error?.message ?? error}\n`;
-    err.write(new TextEncoder().encode(text));
-  };
-  writtenPaths.clear();
-  activeRun = message.runId;
-  let outcome;
+  let outcome = null;
+  let fatal = false;
+  let out = null;
+  let err = null;
   try {
+    ({ out, err } = armRun(message.runId));
+    const stderr = err;
+    reportCallbackError = (error) => {
+      stderr.write(new TextEncoder().encode(`Exception in a callback: ${error?.message ?? error}\n`));
+    };
+    writtenPaths.clear();
+    activeRun = message.runId;
     protectExecutor();
     let reply = guestExecute(message.code);
     if (typeof reply !== "string") {
@@ -402,26 +410,31 @@ async function run(message) {
     }
     outcome = JSON.parse(reply);
   } catch (error) {
-    outcome = {
-      ok: false,
-      error: { type: error?.type ?? error?.name ?? "Error", message: String(error?.message ?? error), traceback: String(error?.message ?? error) },
-    };
+    const text = String(error?.message ?? error);
+    fatal = FATAL.test(text);
+    outcome = { ok: false, error: { type: error?.type ?? error?.name ?? "Error", message: text, traceback: text } };
   }
+  // Everything below touches the interpreter again; if that fails, it is beyond use.
   try {
     guestFlush();
-  } catch {
-    // A broken sys.stdout is the user's own; the run result still stands.
+  } catch (error) {
+    if (FATAL.test(String(error?.message ?? error))) fatal = true;
   }
-  out.finish();
-  err.finish();
   activeRun = 0;
   reportCallbackError = () => {};
+  try {
+    out?.finish();
+    err?.finish();
+    // Route later stray writes (timers left behind) nowhere rather than into the next run.
+    pyodide.setStdout({ write: (bytes) => bytes.length });
+    pyodide.setStderr({ write: (bytes) => bytes.length });
+  } catch {
+    fatal = true;
+  }
   outcome.written = [...writtenPaths];
-  outcome.stdoutCut = out.cutChars;
-  outcome.stderrCut = err.cutChars;
-  // Route later stray writes (timers left behind) nowhere rather than into the next run.
-  pyodide.setStdout({ write: (bytes) => bytes.length });
-  pyodide.setStderr({ write: (bytes) => bytes.length });
+  outcome.stdoutCut = out?.cutChars ?? 0;
+  outcome.stderrCut = err?.cutChars ?? 0;
+  outcome.fatal = fatal;
   parentPort.postMessage({ type: "done", runId: message.runId, outcome });
 }
 

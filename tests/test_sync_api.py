@@ -17,7 +17,14 @@ from mcp_pyodide import Mount, Result, RuntimeConfig, SyncSandbox
 
 
 def node_children() -> list[psutil.Process]:
-    return [p for p in psutil.Process(os.getpid()).children(recursive=True) if "node" in p.name()]
+    found = []
+    for proc in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            if any(arg.endswith("host.mjs") for arg in proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
 
 
 def test_public_names_are_exported() -> None:
