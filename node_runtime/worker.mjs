@@ -353,10 +353,15 @@ function lockDownRuntime() {
     const noProcesses = () => {
       throw new Error("starting host processes is not allowed in the sandbox");
     };
-    globalThis.require = (name) =>
-      name === "child_process" || name === "node:child_process"
-        ? { spawnSync: () => ({ status: 127, signal: null, stdout: null, stderr: null }), execSync: noProcesses, spawn: noProcesses }
-        : realRequire(name);
+    // Emscripten's system() asks for child_process: answer "no shell" instead of aborting.
+    const childProcess = { spawnSync: () => ({ status: 127, signal: null, stdout: null, stderr: null }), execSync: noProcesses, spawn: noProcesses };
+    const refused = new Set(["net", "tls", "http", "https", "http2", "dgram", "dns", "ws", "worker_threads", "inspector", "vm", "module", "cluster"]);
+    globalThis.require = (name) => {
+      const bare = String(name).replace(/^node:/, "");
+      if (bare === "child_process") return childProcess;
+      if (refused.has(bare)) throw new Error(`the ${bare} module is not available in the sandbox`);
+      return realRequire(name);
+    };
   }
 }
 
