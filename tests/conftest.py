@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from support import ServerHandle
-
-POLICIES = Path(__file__).resolve().parent / "policies"
-ALLOW_ALL = str(POLICIES / "allow-all.json")
+from support import ALLOW_ALL, ServerHandle
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,8 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
+POLICIES = Path(__file__).resolve().parent / "policies"
+ALLOW_ALL = str(POLICIES / "allow-all.json")
 CALL_TIMEOUT_S = 180.0
 
 

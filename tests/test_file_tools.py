@@ -11,9 +11,8 @@ from typing import Any
 
 import mcp_types as types
 import pytest
-from conftest import ALLOW_ALL
 from mcp.shared.exceptions import MCPError
-from support import ServerHandle, text_of
+from support import ALLOW_ALL, ServerHandle, text_of
 
 MAX_IMAGE = 4096
 

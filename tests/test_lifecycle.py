@@ -10,8 +10,7 @@ import time
 
 import psutil
 import pytest
-from conftest import ALLOW_ALL
-from support import REPO, ServerHandle, text_of
+from support import ALLOW_ALL, REPO, ServerHandle, text_of
 
 
 def test_runaway_loop_is_stopped_and_state_is_kept(server: ServerHandle) -> None:

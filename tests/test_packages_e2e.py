@@ -15,8 +15,7 @@ from pathlib import Path
 
 import mcp_types as types
 import pytest
-from conftest import ALLOW_ALL
-from support import REPO, ServerHandle, offline_packages_dir, text_of
+from support import ALLOW_ALL, REPO, ServerHandle, offline_packages_dir, text_of
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

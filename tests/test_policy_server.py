@@ -10,8 +10,7 @@ from typing import Any
 
 import mcp_types as types
 import pytest
-from conftest import POLICIES
-from support import REPO, ServerHandle, text_of
+from support import POLICIES, REPO, ServerHandle, text_of
 
 
 @pytest.fixture(scope="module")

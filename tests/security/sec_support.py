@@ -177,5 +177,5 @@ def assert_error_or_reset(result: types.CallToolResult) -> None:
         assert "reset" in text_of(result).lower(), text_of(result)
 
 
-def REPO_ROOT() -> Path:  # noqa: N802 - read late: MCP_SEC_REPO may redirect it
+def REPO_ROOT() -> Path:
     return support.REPO
