@@ -403,6 +403,7 @@ class Runtime:
         if isinstance(font_cache, str):
             self._save_font_cache(font_cache)
         result.extra["written"] = [str(p) for p in payload.get("written") or [] if isinstance(p, str)]
+        result.extra["removed"] = [str(p) for p in payload.get("removed") or [] if isinstance(p, str)]
         if payload.get("ok"):
             result.result = payload.get("result")
             return

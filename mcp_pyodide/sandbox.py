@@ -48,6 +48,8 @@ class Result(ExecutionResult):
 
     figures: list[Path] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    # Whether the run created, changed or removed anything in a writable mount.
+    mounts_changed: bool = False
     loaded_packages: list[PackageOutcome] = field(default_factory=list)
 
     @property
@@ -137,8 +139,20 @@ class Sandbox:
         figure_paths = (self._host_path(p) for p in plain.extra.get("figures", []) if isinstance(p, str))
         result.figures = [p for p in figure_paths if p is not None]
         figures = set(result.figures)
-        written = (self._host_path(p) for p in plain.extra.get("written", []))
-        result.files = sorted({p for p in written if p is not None and p not in figures and p.is_file()})
+        written = [self._host_path(p) for p in plain.extra.get("written", [])]
+        output = self.output_dir
+        result.files = sorted(
+            {
+                p
+                for p in written
+                if p is not None
+                and p not in figures
+                and output is not None
+                and p.is_relative_to(output)
+                and p.is_file()
+            }
+        )
+        result.mounts_changed = bool(written or plain.extra.get("removed") or result.state_reset)
         return result
 
     async def reset(self) -> dict[str, Any]:

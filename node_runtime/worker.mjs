@@ -210,17 +210,19 @@ function mountHostFolders() {
     FS.mount(FS.filesystems.NODEFS, { root: mount.hostPath }, mount.guestPath);
   }
   guardReadOnlyMounts(mounts.filter((m) => m.readOnly).map((m) => m.guestPath));
-  if (config.outputGuestPath) watchWrites(config.outputGuestPath);
+  watchWrites(new Set(mounts.filter((m) => !m.readOnly).map((m) => m.guestPath)));
 }
 
 /** Paths written in the output folder during the current run: reported with its result. */
 const writtenPaths = new Set();
+const removedPaths = new Set();
 
-/** Notice files created, written or renamed into the output folder, without walking it. */
-function watchWrites(folder) {
+/** Notice files created, written, renamed or removed in writable mounts, without walking them. */
+function watchWrites(folders) {
+  if (!folders.size) return;
   const { FS } = pyodide;
   const NODEFS = FS.filesystems.NODEFS;
-  const inFolder = (node) => node?.mount?.mountpoint === folder;
+  const watched = (node) => folders.has(node?.mount?.mountpoint);
   const wrap = (ops, name, record) => {
     const original = ops[name];
     if (typeof original !== "function") return;
@@ -235,13 +237,17 @@ function watchWrites(folder) {
     };
   };
   wrap(NODEFS.node_ops, "mknod", (parent, name, mode) => {
-    if (inFolder(parent) && FS.isFile(mode)) writtenPaths.add(`${FS.getPath(parent)}/${name}`);
+    if (watched(parent) && FS.isFile(mode)) writtenPaths.add(`${FS.getPath(parent)}/${name}`);
   });
   wrap(NODEFS.node_ops, "rename", (oldNode, newDir, newName) => {
-    if (inFolder(newDir)) writtenPaths.add(`${FS.getPath(newDir)}/${newName}`);
+    if (watched(newDir)) writtenPaths.add(`${FS.getPath(newDir)}/${newName}`);
+    if (watched(oldNode)) removedPaths.add(FS.getPath(oldNode));
+  });
+  wrap(NODEFS.node_ops, "unlink", (parent, name) => {
+    if (watched(parent)) removedPaths.add(`${FS.getPath(parent)}/${name}`);
   });
   wrap(NODEFS.stream_ops, "write", (stream) => {
-    if (inFolder(stream.node)) writtenPaths.add(FS.getPath(stream.node));
+    if (watched(stream.node)) writtenPaths.add(FS.getPath(stream.node));
   });
 }
 
@@ -402,6 +408,7 @@ async function run(message) {
       stderr.write(new TextEncoder().encode(`Exception in a callback: ${error?.message ?? error}\n`));
     };
     writtenPaths.clear();
+    removedPaths.clear();
     activeRun = message.runId;
     protectExecutor();
     let reply = guestExecute(message.code);
@@ -437,6 +444,7 @@ async function run(message) {
     fatal = true;
   }
   outcome.written = [...writtenPaths];
+  outcome.removed = [...removedPaths];
   outcome.stdoutCut = out?.cutChars ?? 0;
   outcome.stderrCut = err?.cutChars ?? 0;
   outcome.fatal = fatal;

@@ -250,3 +250,22 @@ def test_new_files_send_list_changed_after_a_writing_tool(server: ServerHandle, 
     assert not server.call("pyodide_reset").is_error  # nothing new: no second notification
     server.run(session.send_ping())
     assert len(server.notifications) == before + 1  # type: ignore[attr-defined]
+
+
+def test_code_writing_a_file_sends_list_changed_and_code_that_does_not_stays_quiet(
+    server: ServerHandle, folders: dict[str, Path]
+) -> None:
+    session = server.session
+    assert session is not None
+    server.call("pyodide_reset")
+    server.run(session.send_ping())
+    before = len(server.notifications)  # type: ignore[attr-defined]
+    quiet = server.call("pyodide_execute", {"code": "1 + 1"})
+    assert not quiet.is_error, text_of(quiet)
+    server.run(session.send_ping())
+    assert len(server.notifications) == before  # type: ignore[attr-defined]
+    wrote = server.call("pyodide_execute", {"code": "open('/mnt/output/from-code.txt', 'w').write('hi')"})
+    assert not wrote.is_error, text_of(wrote)
+    server.run(session.send_ping())
+    assert len(server.notifications) == before + 1  # type: ignore[attr-defined]
+    assert (folders["output"] / "from-code.txt").read_text() == "hi"

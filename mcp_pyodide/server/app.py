@@ -154,7 +154,8 @@ def build_server(state: ServerState) -> Server[Any]:
                 result = await spec.handler(args, call_ctx)
             outcome = "error" if result.is_error else "ok"
             if state.resources is not None and not (spec.annotations.read_only_hint or False):
-                await state.resources.notify_if_changed(ctx.session)  # a run may have written files
+                if call_ctx.files_changed is not False:  # only look when files may have changed
+                    await state.resources.notify_if_changed(ctx.session)
             return result
         except ToolFailure as exc:
             return text_result(str(exc), is_error=True)

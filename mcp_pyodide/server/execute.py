@@ -180,6 +180,7 @@ def build_execute_tools(config: RuntimeConfig, link_for: LinkMaker | None = None
             )
         sandbox = await ctx.sandbox()
         result = await sandbox.execute(args.code, timeout_ms=args.timeout, progress=progress_forwarder(ctx))
+        ctx.files_changed = result.mounts_changed
         content: list[types.ContentBlock] = [types.TextContent(type="text", text=format_result(result))]
         content += figure_blocks(result, config.inline_images, link_for)
         return types.CallToolResult(

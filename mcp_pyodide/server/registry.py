@@ -27,6 +27,8 @@ class CallContext:
     session_id: str
     report_progress: Callable[[float, float | None, str | None], Awaitable[None]]
     get_sandbox: Callable[[], Awaitable[Sandbox]]
+    # Set by a handler that knows whether files in the mounts changed; None means "maybe".
+    files_changed: bool | None = None
 
     async def sandbox(self) -> Sandbox:
         """This session's sandbox, started on first use."""
