@@ -52,7 +52,8 @@ class WorkerRuntime {
       stdin: false,
       stdout: true,
       stderr: true,
-      workerData: { ...config, interruptBuffer: this.interruptBuffer },
+      // The 20 MB snapshot is read per interpreter and not kept: memory matters more than 10 ms.
+      workerData: { ...config, snapshot: readSnapshot(), interruptBuffer: this.interruptBuffer },
     });
     this.worker.stdout.on("data", (chunk) => log(`worker stdout: ${chunk.toString().trimEnd()}`));
     this.worker.stderr.on("data", (chunk) => log(`worker stderr: ${chunk.toString().trimEnd()}`));
@@ -63,15 +64,14 @@ class WorkerRuntime {
 
   onMessage(message) {
     if (message.type === "snapshot") {
-      // Later interpreters (after a reset, a timeout or a crash) start from this image.
-      config.snapshot = message.data;
+      // The broker saves it where later interpreters (after a reset, a timeout or a crash) read it.
       config.makeSnapshot = false;
       send({ id: null, kind: "event", payload: { event: "snapshot", data: Buffer.from(message.data).toString("base64") } });
       return;
     }
     if (message.type === "snapshot-failed") {
       log(`memory snapshot unusable (${message.reason}); booting from scratch`);
-      config.snapshot = null;
+      config.snapshotPath = null;
       return;
     }
     if (message.type === "booted") {
@@ -284,6 +284,16 @@ const outputs = {
   },
 };
 
+function readSnapshot() {
+  if (!config.snapshotPath || config.makeSnapshot) return null;
+  try {
+    return new Uint8Array(fs.readFileSync(config.snapshotPath));
+  } catch (error) {
+    if (error?.code !== "ENOENT") log(`could not read the memory snapshot: ${error?.message ?? error}`);
+    return null;
+  }
+}
+
 function replaceRuntime(why) {
   if (runtime && !runtime.dead) runtime.terminate();
   runtime = new WorkerRuntime();
@@ -313,15 +323,6 @@ async function handle(message) {
     switch (kind) {
       case "init": {
         config = payload;
-        if (config.snapshotPath) {
-          try {
-            config.snapshot = new Uint8Array(fs.readFileSync(config.snapshotPath));
-          } catch (error) {
-            log(`could not read the memory snapshot: ${error?.message ?? error}`);
-            config.snapshot = null;
-            config.makeSnapshot = true;
-          }
-        }
         runtime = new WorkerRuntime();
         const version = await runtime.ready;
         send({
