@@ -161,6 +161,15 @@ def alive(p: psutil.Process) -> bool:
         return False
 
 
+def process_label(proc: psutil.Process) -> str:
+    """'node' for a Node process whatever its thread name (Node 24 names itself MainThread)."""
+    with contextlib.suppress(psutil.Error):
+        cmdline = proc.cmdline()
+        if cmdline and Path(cmdline[0]).name.startswith("node"):
+            return "node"
+    return proc.name()
+
+
 def tree_rss(root: psutil.Process) -> tuple[int, dict[str, int]]:
     """RSS of a process and all its descendants, and a per-process breakdown."""
     parts: dict[str, int] = {}
@@ -168,7 +177,7 @@ def tree_rss(root: psutil.Process) -> tuple[int, dict[str, int]]:
     for proc in [root, *root.children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
             rss = proc.memory_info().rss
-            parts[f"{proc.name()}:{proc.pid}"] = rss
+            parts[f"{process_label(proc)}:{proc.pid}"] = rss
             total += rss
     return total, parts
 
@@ -558,7 +567,7 @@ async def run_shutdown(errlog: IO[str]) -> dict[str, Any]:
         REAPER.adopt(proc.pid)
         root = psutil.Process(proc.pid)
         tree = [root, *root.children(recursive=True)]
-        node_count = sum("node" in p.name() for p in tree)
+        node_count = sum(process_label(p) == "node" for p in tree)
 
         stdin.close()
         closed = time.perf_counter()
