@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,8 @@ log = logging.getLogger("mcp_pyodide.runtime")
 
 OutputListener = Callable[[str, str], None]
 EventListener = Callable[[dict[str, Any]], None]
+# Requests the Node side makes of the broker (e.g. "fetch"): kind, payload -> reply payload.
+RequestHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class RemoteError(Exception):
@@ -37,9 +39,16 @@ class _Pending:
 class Connection:
     """One request/reply session over a Transport; fails every open call when the pipe closes."""
 
-    def __init__(self, transport: Transport, on_event: EventListener | None = None) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        on_event: EventListener | None = None,
+        on_request: RequestHandler | None = None,
+    ) -> None:
         self._transport = transport
         self._on_event = on_event
+        self._on_request = on_request
+        self._serving: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._closed_reason: str | None = None
@@ -93,6 +102,11 @@ class Connection:
             if self._on_event is not None:
                 self._on_event(payload)
             return
+        if isinstance(request_id, str):  # a request from the Node side
+            task = asyncio.get_running_loop().create_task(self._serve(request_id, str(kind), payload))
+            self._serving.add(task)
+            task.add_done_callback(self._serving.discard)
+            return
         pending = self._pending.get(request_id) if isinstance(request_id, int) else None
         if pending is None:
             return
@@ -104,6 +118,18 @@ class Connection:
             pending.future.set_result(payload)
         elif kind == "error" and not pending.future.done():
             pending.future.set_exception(RemoteError(payload))
+
+    async def _serve(self, request_id: str, kind: str, payload: dict[str, Any]) -> None:
+        try:
+            if self._on_request is None:
+                raise LookupError(f"the broker does not serve {kind!r} requests")
+            reply = {"id": request_id, "kind": "result", "payload": await self._on_request(kind, payload)}
+        except Exception as exc:  # noqa: BLE001 - any failure is an answer for the sandbox, not a crash here
+            reply = {"id": request_id, "kind": "error", "payload": {"message": str(exc) or type(exc).__name__}}
+        try:
+            await self._transport.send(reply)
+        except ConnectionError:
+            pass
 
     def fail_all(self, reason: str) -> None:
         if self._closed_reason is None:

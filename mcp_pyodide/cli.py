@@ -24,6 +24,7 @@ from .config import (
 )
 from .errors import SetupError
 from .mounts import ENV_SEPARATOR, Mount, MountError, build_mounts, output_mount, split_env_mounts
+from .netbroker import NetworkPolicy
 from .policy import DEFAULT_POLICY_JSON, PolicyError, explain, load_policy
 
 SUBCOMMANDS = ("serve", "policy", "fetch-packages", "install-runtime", "config", "doctor", "run")
@@ -99,6 +100,14 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
         help="where Pyodide package files come from (default: the Pyodide 0.27.7 CDN; env MCP_PYODIDE_PACKAGE_SOURCE)",
     )
     parser.add_argument(
+        "--allow-network",
+        default=env("MCP_PYODIDE_ALLOW_NETWORK") or None,
+        metavar="HOST,...",
+        help="hosts code may fetch from (pyfetch, micropip), e.g. 'pypi.org,files.pythonhosted.org' or "
+        "'*.example.com'; requests are made by the server, each URL checked; default: none "
+        "(env MCP_PYODIDE_ALLOW_NETWORK)",
+    )
+    parser.add_argument(
         "--no-inline-images",
         action="store_true",
         help="list saved figures by path and resource link only, without the image data in the result",
@@ -124,6 +133,7 @@ def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
         package_source=args.package_source,
         inline_images=not args.no_inline_images,
         isolation=args.isolation,
+        network=NetworkPolicy.parse(args.allow_network),
         mounts=mounts,
         output_dir=output_dir,
     )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .mounts import OUTPUT_NAME, Mount
+from .netbroker import NetworkPolicy
 
 DEFAULT_TIMEOUT_MS = 30_000
 DEFAULT_MAX_OUTPUT_CHARS = 100_000
@@ -29,6 +30,7 @@ class RuntimeConfig:
     package_source: str | None = None  # folder or URL; None means Pyodide's CDN
     inline_images: bool = True
     isolation: str = "auto"  # auto | strict | standard
+    network: NetworkPolicy = field(default_factory=NetworkPolicy)  # hosts code may reach; none by default
     use_snapshot: bool = True  # restore a saved memory image instead of booting from scratch
     mounts: tuple[Mount, ...] = ()
     output_dir: Path | None = None

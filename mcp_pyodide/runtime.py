@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from . import netbroker
 from ._connection import Connection, RemoteError
 from ._isolation import Isolation, child_setup
 from ._isolation import choose as choose_isolation
@@ -32,6 +33,7 @@ from ._transport import Transport
 from .config import RuntimeConfig
 from .errors import MCPPyodideError, RuntimeCrashed, RuntimeUnavailable, SetupError
 from .mounts import GUEST_ROOT, OUTPUT_NAME
+from .netbroker import NetworkDenied
 from .packages.cache import default_cache_dir
 
 log = logging.getLogger("mcp_pyodide.runtime")
@@ -213,7 +215,9 @@ class Runtime:
         self._process = process
         self._spawns += 1
         self._stderr_task = asyncio.get_running_loop().create_task(self._pump_stderr(process.stderr))
-        connection = Connection(Transport(process.stdout, process.stdin), on_event=self._on_event)
+        connection = Connection(
+            Transport(process.stdout, process.stdin), on_event=self._on_event, on_request=self._serve_request
+        )
         connection.start()
         self._connection = connection
         pyodide_dir = self.files.pyodide_dir
@@ -257,6 +261,17 @@ class Runtime:
             self._worker_generation = int(payload.get("generation", self._worker_generation + 1))
             self.restarts += 1
             log.warning("the interpreter is restarting (%s)", payload.get("reason"))
+
+    async def _serve_request(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Requests from the sandbox side; only `fetch`, and only to allowed hosts."""
+        if kind != "fetch":
+            raise LookupError(f"unknown request {kind!r}")
+        policy = self.config.network
+        if not policy.enabled:
+            raise NetworkDenied(
+                "network access is disabled in the sandbox (the server can allow hosts with --allow-network)"
+            )
+        return await netbroker.fetch(policy, payload)
 
     def _save_snapshot(self, data: str) -> None:
         target = self.snapshot_path()

@@ -193,6 +193,7 @@ class Sandbox:
         broker = await self.broker()
         outcomes: dict[str, PackageOutcome] = {}
         known: list[str] = []
+        from_pypi: list[str] = []
         for name in requested:
             entry = broker.lock.get(name)
             if entry is None:
@@ -202,14 +203,21 @@ class Sandbox:
                 except UnknownPackageError as exc:
                     if exc.hints:
                         hint = f" (did you mean {', '.join(sorted(set(exc.hints.values())))}?)"
+                if not hint and self.config.network.allows("https://pypi.org/simple/"):
+                    from_pypi.append(name)
+                    outcomes[name] = PackageOutcome(name=name)
+                    continue
                 outcomes[name] = PackageOutcome(
                     name=name,
                     error=f"not in Pyodide {broker.lock.info.version}'s package set{hint}; "
-                    "installing from PyPI is not enabled on this server",
+                    "installing from PyPI needs network access to it (--allow-network "
+                    "pypi.org,files.pythonhosted.org)",
                 )
             else:
                 known.append(entry.name)
                 outcomes[name] = PackageOutcome(name=entry.name, version=entry.version)
+        if from_pypi:
+            known.append("micropip")  # installs pure-Python wheels; its fetches go through the broker
         if not known:
             return list(outcomes.values())
         async with self._install_lock:
@@ -225,9 +233,11 @@ class Sandbox:
             self._forget_if_replaced()
             loaded = {normalize_name(str(k)): str(v) for k, v in dict(reply.get("loaded") or {}).items()}
             self._loaded.update(loaded)
+        if from_pypi:
+            await self._install_from_pypi(from_pypi, outcomes)
         for name in requested:
             outcome = outcomes[name]
-            if outcome.error is not None:
+            if outcome.error is not None or name in from_pypi:
                 continue
             key = normalize_name(outcome.name)
             if key in self._loaded:
@@ -237,6 +247,42 @@ class Sandbox:
             else:
                 outcome.error = str(reply.get("error") or "the sandbox did not load it")
         return list(outcomes.values())
+
+    async def _install_from_pypi(self, names: list[str], outcomes: dict[str, PackageOutcome]) -> None:
+        """Pure-Python wheels from PyPI via micropip, inside the sandbox; the broker makes each request."""
+        code = (
+            "import micropip, json\n"
+            f"_names = {names!r}\n"
+            "_errors = {}\n"
+            "for _name in _names:\n"
+            "    try:\n"
+            "        await micropip.install(_name)\n"
+            "    except Exception as _exc:\n"
+            "        _errors[_name] = str(_exc).strip().splitlines()[0] if str(_exc).strip() else type(_exc).__name__\n"
+            "_have = {p.name.lower().replace('_', '-'): p.version for p in micropip.list().values()}\n"
+            "json.dumps({'errors': _errors, 'have': _have})"
+        )
+        result = await self.runtime.execute(code, timeout_ms=max(self.config.timeout_ms, 120_000))
+        if result.error is not None or not result.result:
+            for name in names:
+                outcomes[
+                    name
+                ].error = f"installing from PyPI failed: {result.error.message if result.error else 'no answer'}"
+            return
+        import ast
+        import json
+
+        report = json.loads(ast.literal_eval(result.result))
+        for name in names:
+            outcome = outcomes[name]
+            if name in report["errors"]:
+                outcome.error = f"PyPI: {report['errors'][name]}"
+                continue
+            version = report["have"].get(normalize_name(name))
+            outcome.installed = version is not None
+            outcome.version = version
+            if version is None:
+                outcome.error = "micropip reported no error, but the package is not installed"
 
     # -- files -----------------------------------------------------------------------------
 

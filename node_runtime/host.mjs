@@ -74,6 +74,13 @@ class WorkerRuntime {
       config.snapshotPath = null;
       return;
     }
+    if (message.type === "fetch") {
+      askBroker("fetch", message.request).then(
+        (response) => this.worker.postMessage({ type: "fetched", fetchId: message.fetchId, response }),
+        (error) => this.worker.postMessage({ type: "fetched", fetchId: message.fetchId, error: String(error?.message ?? error) }),
+      );
+      return;
+    }
     if (message.type === "booted") {
       this.bootedFrom = message.from;
       log(`worker ${this.generation} booted from ${message.from} (${Math.round(message.ms ?? 0)} ms after start)`);
@@ -304,6 +311,17 @@ function replaceRuntime(why) {
   );
 }
 
+/** Requests this side makes of the broker (network fetches); replies carry the same string id. */
+const brokerRequests = new Map();
+let nextBrokerRequest = 0;
+function askBroker(kind, payload) {
+  const id = `n${++nextBrokerRequest}`;
+  return new Promise((resolve, reject) => {
+    brokerRequests.set(id, { resolve, reject });
+    send({ id, kind, payload });
+  });
+}
+
 /** The live worker once it has booted; one retry if it died while booting. */
 async function readyRuntime() {
   let current = runtime;
@@ -319,6 +337,13 @@ async function readyRuntime() {
 
 async function handle(message) {
   const { id, kind, payload } = message;
+  if (typeof id === "string" && brokerRequests.has(id)) {
+    const pending = brokerRequests.get(id);
+    brokerRequests.delete(id);
+    if (kind === "result") pending.resolve(payload);
+    else pending.reject(new Error(payload?.message ?? "the broker refused the request"));
+    return;
+  }
   try {
     switch (kind) {
       case "init": {

@@ -123,6 +123,11 @@ const sandboxGlobals = {
   clearTimeout: timeout.clear,
   setInterval: interval.set,
   clearInterval: interval.clear,
+  // What pyodide.http.pyfetch needs; fetch itself goes to the broker (see brokerFetch).
+  fetch: (...args) => brokerFetch(...args),
+  AbortController,
+  AbortSignal,
+  Object,
 };
 
 const bootOptions = {
@@ -170,8 +175,33 @@ async function boot() {
   return fresh;
 }
 
-// No network from the sandbox: package files arrive through the broker's cache folder.
-globalThis.fetch = () => Promise.reject(new Error("network access is disabled in the sandbox"));
+// No network from the sandbox. fetch (and so pyfetch, micropip, loadPackage of a URL) asks the
+// broker, which refuses unless the server allows the host (--allow-network).
+const pendingFetches = new Map();
+let nextFetch = 0;
+globalThis.fetch = brokerFetch;
+
+async function brokerFetch(input, init = {}) {
+  const request = typeof input === "string" || input instanceof URL ? null : input;
+  const url = String(request ? request.url : input);
+  const method = String(init.method ?? request?.method ?? "GET");
+  const headers = [...new Headers(init.headers ?? request?.headers ?? {}).entries()];
+  let body = init.body ?? null;
+  if (body !== null && body !== undefined) {
+    const bytes = typeof body === "string" ? new TextEncoder().encode(body) : new Uint8Array(await new Response(body).arrayBuffer());
+    body = Buffer.from(bytes).toString("base64");
+  }
+  const fetchId = ++nextFetch;
+  const reply = await new Promise((resolve) => {
+    pendingFetches.set(fetchId, resolve);
+    parentPort.postMessage({ type: "fetch", fetchId, request: { url, method, headers, body } });
+  });
+  if (reply.error) throw new TypeError(`fetch ${url} failed: ${reply.error}`);
+  const { response } = reply;
+  const status = response.status;
+  const payload = [101, 204, 205, 304].includes(status) ? null : Buffer.from(response.body, "base64");
+  return new Response(payload, { status, statusText: response.statusText ?? "", headers: response.headers });
+}
 
 mountHostFolders();
 capInMemoryFiles(config.memoryLimitBytes);
@@ -471,6 +501,11 @@ let queue = Promise.resolve();
 parentPort.on("message", (message) => {
   if (message.type === "run") {
     queue = queue.then(() => run(message));
+  } else if (message.type === "fetched") {
+    // Not queued: a run awaiting this answer is what holds the queue.
+    const resolve = pendingFetches.get(message.fetchId);
+    pendingFetches.delete(message.fetchId);
+    resolve?.(message);
   } else if (message.type === "load") {
     queue = queue.then(() => loadPackages(message));
   }
