@@ -13,7 +13,7 @@ from support import ALLOW_ALL, ServerHandle, offline_packages_dir, text_of
 class Recorder(http.server.BaseHTTPRequestHandler):
     hits: list[str] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         type(self).hits.append(self.path)
         if self.path.startswith("/redirect-to/"):
             self.send_response(302)
