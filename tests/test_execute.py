@@ -114,3 +114,22 @@ def test_stdin_is_not_available(server: ServerHandle) -> None:
     result = server.execute("import sys\nsys.stdin.readline()")
     assert result.is_error
     assert not server.execute("1").is_error
+
+
+def test_output_streams_to_the_client_while_the_code_runs(server: ServerHandle) -> None:
+    import time
+
+    seen: list[tuple[float, str]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((time.monotonic(), message or ""))
+
+    assert server.session is not None
+    code = "import time\nfor i in range(3):\n    print(f'step {i}', flush=True)\n    time.sleep(0.4)\n'done'"
+    result = server.run(server.session.call_tool("pyodide_execute", {"code": code}, progress_callback=on_progress))
+    finished = time.monotonic()
+    assert result.structured_content["stdout"] == "step 0\nstep 1\nstep 2\n"  # type: ignore[index]
+    streamed = "".join(message for _, message in seen)
+    assert "step 0" in streamed and "step 2" in streamed
+    first_at = next(at for at, message in seen if "step 0" in message)
+    assert finished - first_at > 0.5, "the first line arrived only with the result"

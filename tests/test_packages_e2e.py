@@ -176,3 +176,24 @@ def test_fetch_packages_fills_the_cache_for_offline_use(tmp_path: Path) -> None:
     finally:
         handle.close()
     shutil.rmtree(cache)
+
+
+def test_package_installs_report_progress_to_clients_that_ask(tmp_path: Path) -> None:
+    handle = ServerHandle(
+        "--policy", ALLOW_ALL, "--package-source", str(offline_packages_dir()), "--cache-dir", str(tmp_path / "c")
+    ).start()
+    try:
+        events: list[tuple[float, float | None, str | None]] = []
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            events.append((progress, total, message))
+
+        assert handle.session is not None
+        result = handle.run(
+            handle.session.call_tool("pyodide_install-packages", {"package": "pandas"}, progress_callback=on_progress)
+        )
+        assert not result.is_error, text_of(result)
+        assert events, "no progress notification arrived"
+        assert any(total for _, total, _ in events)
+    finally:
+        handle.close()

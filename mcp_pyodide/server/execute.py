@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..config import RuntimeConfig
 from ..runtime import ExecutionResult
 from ..sandbox import Result
-from .registry import CallContext, ToolFailure, ToolSpec, progress_forwarder, text_result
+from .registry import CallContext, OutputStreamer, ToolFailure, ToolSpec, progress_forwarder, text_result
 
 MAX_INLINE_IMAGE_BYTES = 2 * 1024 * 1024
 MAX_INLINE_IMAGES = 8
@@ -179,7 +179,13 @@ def build_execute_tools(config: RuntimeConfig, link_for: LinkMaker | None = None
                 "split it into smaller calls or load data from a mounted file."
             )
         sandbox = await ctx.sandbox()
-        result = await sandbox.execute(args.code, timeout_ms=args.timeout, progress=progress_forwarder(ctx))
+        streamer = OutputStreamer(ctx)
+        try:
+            result = await sandbox.execute(
+                args.code, timeout_ms=args.timeout, on_output=streamer, progress=progress_forwarder(ctx)
+            )
+        finally:
+            await streamer.close()
         ctx.files_changed = result.mounts_changed
         content: list[types.ContentBlock] = [types.TextContent(type="text", text=format_result(result))]
         content += figure_blocks(result, config.inline_images, link_for)

@@ -92,3 +92,52 @@ def progress_forwarder(ctx: CallContext) -> Callable[[int, int, str], None]:
         task.add_done_callback(pending.discard)
 
     return report
+
+
+class OutputStreamer:
+    """Forwards a run's output to the client while it runs, as progress notifications.
+
+    Chunks are coalesced (at most one notification per `interval` seconds) and each message is
+    bounded; the full output still arrives in the result. The MCP session sends nothing unless
+    the client asked for progress on this call.
+    """
+
+    def __init__(self, ctx: CallContext, interval: float = 0.1, max_chars: int = 4000) -> None:
+        import asyncio
+
+        self.ctx = ctx
+        self.interval = interval
+        self.max_chars = max_chars
+        self.buffer: list[str] = []
+        self.sent = 0
+        self.flusher: asyncio.Task[None] | None = None
+        self.loop = asyncio.get_running_loop()
+
+    def __call__(self, stream: str, text: str) -> None:
+        prefix = "[stderr] " if stream == "stderr" else ""
+        self.buffer.append(prefix + text)
+        if self.flusher is None or self.flusher.done():
+            self.flusher = self.loop.create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        import asyncio
+
+        await asyncio.sleep(self.interval)
+        await self.flush()
+
+    async def flush(self) -> None:
+        if not self.buffer:
+            return
+        text, self.buffer = "".join(self.buffer), []
+        if len(text) > self.max_chars:
+            text = text[: self.max_chars] + f"... [{len(text) - self.max_chars:,} more characters in the result]"
+        self.sent += 1
+        try:
+            await self.ctx.report_progress(float(self.sent), None, text)
+        except Exception:  # noqa: BLE001 - streaming is a courtesy; the result carries everything
+            pass
+
+    async def close(self) -> None:
+        if self.flusher is not None and not self.flusher.done():
+            self.flusher.cancel()
+        await self.flush()
