@@ -125,13 +125,7 @@ class ServerHandle:
         server = server or self.server_process()
         deadline = time.monotonic() + wait_s
         while True:
-            found = []
-            for proc in server.children(recursive=True):
-                try:
-                    if any(arg.endswith("host.mjs") for arg in proc.cmdline()):
-                        found.append(proc)
-                except psutil.Error:
-                    continue
+            found = runtime_nodes(server)
             if found or time.monotonic() > deadline:
                 return found
             time.sleep(0.05)
@@ -148,6 +142,18 @@ class ServerHandle:
             self.thread.join(10)
             if hasattr(self, "errlog"):
                 self.errlog.close()
+
+
+def runtime_nodes(parent: psutil.Process) -> list[psutil.Process]:
+    """Node processes running the runtime under `parent` (not short-lived `node --version` probes)."""
+    found = []
+    for proc in parent.children(recursive=True):
+        try:
+            if any(arg.endswith("host.mjs") for arg in proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
 
 
 def offline_packages_dir() -> Path:

@@ -21,6 +21,7 @@ import psutil
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from support import runtime_nodes
 
 REPO = Path(__file__).resolve().parent.parent
 SESSION_LIMIT = 4
@@ -81,14 +82,7 @@ class HttpServer:
         raise AssertionError("the HTTP server did not start listening")
 
     def node_processes(self) -> list[psutil.Process]:
-        found = []
-        for proc in psutil.Process(self.proc.pid).children(recursive=True):
-            try:
-                if any(arg.endswith("host.mjs") for arg in proc.cmdline()):
-                    found.append(proc)
-            except psutil.Error:
-                continue
-        return found
+        return runtime_nodes(psutil.Process(self.proc.pid))
 
     def stop(self) -> int:
         if self.proc.poll() is None:

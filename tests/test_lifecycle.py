@@ -10,7 +10,7 @@ import time
 
 import psutil
 import pytest
-from support import ALLOW_ALL, REPO, ServerHandle, text_of
+from support import ALLOW_ALL, REPO, ServerHandle, runtime_nodes, text_of
 
 
 def test_runaway_loop_is_stopped_and_state_is_kept(server: ServerHandle) -> None:
@@ -114,21 +114,10 @@ def _spawn_server() -> tuple[subprocess.Popen[bytes], psutil.Process]:
     )
     parent = psutil.Process(proc.pid)
 
-    def runtime_nodes() -> list[psutil.Process]:
-        # `node --version` probes come and go; the runtime is the one running host.mjs.
-        found = []
-        for child in parent.children(recursive=True):
-            try:
-                if any(arg.endswith("host.mjs") for arg in child.cmdline()):
-                    found.append(child)
-            except psutil.Error:
-                continue
-        return found
-
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not runtime_nodes():
+    while time.monotonic() < deadline and not runtime_nodes(parent):
         time.sleep(0.1)
-    nodes = runtime_nodes()
+    nodes = runtime_nodes(parent)
     assert nodes, "the server did not start Node"
     return proc, nodes[0]
 

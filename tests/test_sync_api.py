@@ -11,20 +11,14 @@ from pathlib import Path
 
 import psutil
 import pytest
+from support import runtime_nodes
 
 import mcp_pyodide
 from mcp_pyodide import Mount, Result, RuntimeConfig, SyncSandbox
 
 
 def node_children() -> list[psutil.Process]:
-    found = []
-    for proc in psutil.Process(os.getpid()).children(recursive=True):
-        try:
-            if any(arg.endswith("host.mjs") for arg in proc.cmdline()):
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
+    return runtime_nodes(psutil.Process(os.getpid()))
 
 
 def test_public_names_are_exported() -> None:
