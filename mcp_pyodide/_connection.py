@@ -73,9 +73,7 @@ class Connection:
         try:
             await self._transport.send({"id": request_id, "kind": kind, "payload": payload or {}})
             return await pending.future
-        except (ConnectionError, RuntimeError) as exc:
-            if isinstance(exc, RemoteError):
-                raise
+        except (ConnectionError, RuntimeError) as exc:  # the pipe broke while sending
             raise RuntimeCrashed(self._closed_reason or f"the Node process is gone ({exc})") from exc
         finally:
             self._pending.pop(request_id, None)

@@ -8,16 +8,22 @@ from pathlib import Path
 
 
 def cache_root() -> Path:
-    """Where downloaded runtime files and packages live (safe to delete)."""
+    """Where downloaded runtime files and packages live (safe to delete).
+
+    Order: `$MCP_PYODIDE_CACHE_ROOT`; on Windows `%LOCALAPPDATA%`; else `$XDG_CACHE_HOME` if
+    it is an absolute path; on macOS `~/Library/Caches`; else `~/.cache`; then `mcp-pyodide`.
+    """
     override = os.environ.get("MCP_PYODIDE_CACHE_ROOT")
     if override:
         return Path(override).expanduser()
-    if sys.platform == "darwin":
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif os.path.isabs(os.environ.get("XDG_CACHE_HOME", "")):
+        base = Path(os.environ["XDG_CACHE_HOME"])
+    elif sys.platform == "darwin":
         base = Path.home() / "Library" / "Caches"
-    elif sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
     else:
-        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        base = Path.home() / ".cache"
     return base / "mcp-pyodide"
 
 

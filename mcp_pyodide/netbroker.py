@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from .packages.source import load_httpx
+
 MAX_RESPONSE_BYTES = 50 * 1024 * 1024
 MAX_REDIRECTS = 5
 TIMEOUT_S = 30.0
@@ -77,15 +79,10 @@ def _is_ip(host: str) -> bool:
 
 
 def _client_module() -> Any:
-    """httpx, under the name the installed mcp brings it (httpx2) or its classic one."""
-    import importlib
-
-    for name in ("httpx2", "httpx"):
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    raise NetworkDenied("no HTTP client is installed (httpx)")
+    httpx = load_httpx()
+    if httpx is None:
+        raise NetworkDenied("no HTTP client is installed (httpx)")
+    return httpx
 
 
 async def fetch(policy: NetworkPolicy, request: dict[str, Any]) -> dict[str, Any]:

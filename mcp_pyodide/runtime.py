@@ -101,8 +101,8 @@ class Runtime:
         self._lock = asyncio.Lock()
         self._closing = False
         self._stderr_task: asyncio.Task[None] | None = None
-        self.restarts = 0
         self._spawns = 0
+        self._snapshot_file: Path | None = None
         self.isolation: Isolation | None = None
         self._worker_generation = 0
 
@@ -153,8 +153,10 @@ class Runtime:
         Written by this (trusted) side only; the Node process may read it, never write it.
         """
         assert self.node is not None and self.files is not None
-        key = f"pyodide-{PYODIDE_VERSION}-{lock_digest(self.files.host_dir)}-node{self.node.major}"
-        return cache_root() / "snapshots" / f"{key}.bin"
+        if self._snapshot_file is None:
+            key = f"pyodide-{PYODIDE_VERSION}-{lock_digest(self.files.host_dir)}-node{self.node.major}"
+            self._snapshot_file = cache_root() / "snapshots" / f"{key}.bin"
+        return self._snapshot_file
 
     def mpl_config_dir(self) -> Path:
         """matplotlib's font cache, kept between runs so only the first figure ever pays for it."""
@@ -200,8 +202,9 @@ class Runtime:
         assert self.files is not None
         self.package_cache_dir().mkdir(parents=True, exist_ok=True)
         self.mpl_config_dir().mkdir(parents=True, exist_ok=True)
-        self.snapshot_path().parent.mkdir(parents=True, exist_ok=True)
-        snapshot = self.snapshot_path() if self.config.use_snapshot and self.snapshot_path().exists() else None
+        snapshot_file = self.snapshot_path()
+        snapshot_file.parent.mkdir(parents=True, exist_ok=True)
+        snapshot = snapshot_file if self.config.use_snapshot and snapshot_file.exists() else None
         process = await asyncio.create_subprocess_exec(
             *self.node_command(),
             stdin=asyncio.subprocess.PIPE,
@@ -237,7 +240,7 @@ class Runtime:
                 "memoryLimitBytes": self.config.memory_limit_mb * 1024 * 1024,
                 "maxOutputChars": self.config.max_output_chars,
                 "graceMs": self.config.grace_ms,
-                "snapshotPath": str(self.snapshot_path()) if self.config.use_snapshot else None,
+                "snapshotPath": str(snapshot_file) if self.config.use_snapshot else None,
                 "makeSnapshot": self.config.use_snapshot and snapshot is None,
             },
         )
@@ -261,7 +264,6 @@ class Runtime:
             self._save_snapshot(str(payload.get("data", "")))
         elif payload.get("event") == "restarting":
             self._worker_generation = int(payload.get("generation", self._worker_generation + 1))
-            self.restarts += 1
             log.warning("the interpreter is restarting (%s)", payload.get("reason"))
 
     async def _serve_request(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -301,6 +303,11 @@ class Runtime:
         if self._stderr_task is not None:
             self._stderr_task.cancel()
 
+    async def _replace_process(self) -> None:
+        """End the current Node process (if any) and start booting a fresh one in the background."""
+        await self._kill_process()
+        self._boot_task = asyncio.get_running_loop().create_task(self._boot())
+
     async def _ensure_process(self) -> Connection:
         """The live connection, restarting the Node process first if it died."""
         if self._closing:
@@ -321,10 +328,8 @@ class Runtime:
                 self._boot_task = None
                 raise
         if self._connection is None or self._connection.closed or self._process is None:
-            self.restarts += 1
             log.warning("the Node process is gone; starting a fresh one")
-            await self._kill_process()
-            self._boot_task = asyncio.get_running_loop().create_task(self._boot())
+            await self._replace_process()
             await self.wait_ready()
         assert self._connection is not None
         return self._connection
@@ -376,8 +381,7 @@ class Runtime:
                     )
             except (RuntimeCrashed, TimeoutError) as exc:
                 reason = str(exc) if isinstance(exc, RuntimeCrashed) else "the Node process stopped answering"
-                await self._kill_process()
-                self._boot_task = asyncio.get_running_loop().create_task(self._boot())
+                await self._replace_process()
                 result.state_reset = True
                 result.error = ExecutionError(
                     type="RuntimeCrashed",
@@ -453,8 +457,7 @@ class Runtime:
                     timeout_ms / 1000 + WATCHDOG_SLACK_S,
                 )
             except (RuntimeCrashed, TimeoutError) as exc:
-                await self._kill_process()
-                self._boot_task = asyncio.get_running_loop().create_task(self._boot())
+                await self._replace_process()
                 raise RuntimeCrashed(f"the runtime died while loading packages ({exc}); state was reset") from exc
 
     @property
@@ -471,7 +474,6 @@ class Runtime:
                 self._worker_generation = int(info.get("generation", self._worker_generation + 1))
                 return info
             except RuntimeCrashed:
-                await self._kill_process()
-                self._boot_task = asyncio.get_running_loop().create_task(self._boot())
+                await self._replace_process()
                 await self.wait_ready()
                 return self.info

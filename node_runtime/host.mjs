@@ -102,7 +102,7 @@ class WorkerRuntime {
       this.finishRun(message.outcome);
     } else if (message.type === "loaded") {
       this.current = null;
-      clearTimeout(run.timer);
+      stopTimers(run);
       send({ id: run.id, kind: "result", payload: { ...message.outcome, generation: this.generation } });
     }
   }
@@ -198,11 +198,7 @@ class WorkerRuntime {
   finishRun(outcome) {
     const run = this.current;
     this.current = null;
-    clearTimeout(run.timer);
-    clearTimeout(run.graceTimer);
-    clearTimeout(run.stallTimer);
-    clearTimeout(run.stallGrace);
-    clearInterval(run.resignal);
+    stopTimers(run);
     outputs.flush(run.id);
     const payload = { ...outcome, durationMs: performance.now() - run.started, generation: this.generation };
     if (run.notice) {
@@ -243,9 +239,7 @@ class WorkerRuntime {
     const run = this.current;
     this.current = null;
     if (run) {
-      clearTimeout(run.timer);
-      clearTimeout(run.graceTimer);
-      clearInterval(run.resignal);
+      stopTimers(run);
       outputs.flush(run.id);
       send({
         id: run.id,
@@ -265,6 +259,15 @@ class WorkerRuntime {
     this.dead = true;
     this.worker.terminate();
   }
+}
+
+/** Every timer a run may hold (timeout, grace, re-interrupt, stall): one place to stop them all. */
+function stopTimers(run) {
+  clearTimeout(run.timer);
+  clearTimeout(run.graceTimer);
+  clearTimeout(run.stallTimer);
+  clearTimeout(run.stallGrace);
+  clearInterval(run.resignal);
 }
 
 /** Coalesces streamed output so a flood of small writes becomes a few frames. */

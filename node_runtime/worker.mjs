@@ -253,19 +253,16 @@ function watchWrites(folders) {
   const { FS } = pyodide;
   const NODEFS = FS.filesystems.NODEFS;
   const watched = (node) => folders.has(node?.mount?.mountpoint);
-  const wrap = (ops, name, record) => {
-    const original = ops[name];
-    if (typeof original !== "function") return;
-    ops[name] = function (...args) {
-      const result = original.apply(this, args);
+  const wrap = (ops, name, record) =>
+    intercept(ops, name, (call, ...args) => {
+      const result = call();
       try {
         record(...args);
       } catch {
         // Bookkeeping must never break the file operation itself.
       }
       return result;
-    };
-  };
+    });
   wrap(NODEFS.node_ops, "mknod", (parent, name, mode) => {
     if (watched(parent) && FS.isFile(mode)) writtenPaths.add(`${FS.getPath(parent)}/${name}`);
   });
@@ -296,14 +293,11 @@ function guardReadOnlyMounts(readOnlyPaths) {
   const deny = () => {
     throw new FS.ErrnoError(EROFS);
   };
-  const guard = (ops, name, test) => {
-    const original = ops[name];
-    if (typeof original !== "function") return;
-    ops[name] = function (...args) {
+  const guard = (ops, name, test) =>
+    intercept(ops, name, (call, ...args) => {
       if (test(...args)) deny();
-      return original.apply(this, args);
-    };
-  };
+      return call();
+    });
   for (const name of ["mknod", "rename", "unlink", "rmdir", "symlink"]) {
     guard(NODEFS.node_ops, name, (node) => readOnly(node));
   }
@@ -328,36 +322,45 @@ function capInMemoryFiles(limitBytes) {
   const fileStream = tables.file?.stream ?? MEMFS.stream_ops;
   const fileNode = tables.file?.node ?? MEMFS.node_ops;
   const dirNode = tables.dir?.node ?? MEMFS.node_ops;
-  const write = fileStream.write;
-  fileStream.write = function (stream, buffer, offset, length, position, canOwn) {
+  intercept(fileStream, "write", (call, stream, buffer, offset, length, position) => {
     const before = sizeOf(stream.node);
     const after = Math.max(before, position + length);
     if (after > before && used + (after - before) > limitBytes) throw new FS.ErrnoError(ENOSPC);
-    const written = write.call(this, stream, buffer, offset, length, position, canOwn);
+    const written = call();
     used += sizeOf(stream.node) - before;
     return written;
-  };
-  const setattr = fileNode.setattr;
-  fileNode.setattr = function (node, attr) {
+  });
+  intercept(fileNode, "setattr", (call, node, attr) => {
     const before = sizeOf(node);
     if (attr.size !== undefined && attr.size > before && used + (attr.size - before) > limitBytes) {
       throw new FS.ErrnoError(ENOSPC);
     }
-    const result = setattr.call(this, node, attr);
+    const result = call();
     used += sizeOf(node) - before;
     return result;
-  };
-  const unlink = dirNode.unlink;
-  dirNode.unlink = function (parent, name) {
+  });
+  intercept(dirNode, "unlink", (call, parent, name) => {
     let node = null;
     try {
       node = FS.lookupNode(parent, name);
     } catch {
       // unlink reports the missing name itself
     }
-    const result = unlink.call(this, parent, name);
+    const result = call();
     if (node) used -= sizeOf(node);
     return result;
+  });
+}
+
+/**
+ * Replace `ops[name]` (an Emscripten file-system operation) with `around(call, ...args)`,
+ * where `call()` runs the original with the same `this` and arguments.
+ */
+function intercept(ops, name, around) {
+  const original = ops[name];
+  if (typeof original !== "function") return;
+  ops[name] = function (...args) {
+    return around(() => original.apply(this, args), ...args);
   };
 }
 

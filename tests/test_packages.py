@@ -38,7 +38,7 @@ from mcp_pyodide.packages.source import (
     FolderSource,
     HttpSource,
     PackageSource,
-    _load_httpx,
+    load_httpx,
 )
 
 SETUP_HINT = (
@@ -259,7 +259,7 @@ def http_base() -> Iterator[str]:
         thread.join()
 
 
-HTTP_BACKENDS = ["urllib"] + (["httpx"] if _load_httpx() is not None else [])
+HTTP_BACKENDS = ["urllib"] + (["httpx"] if load_httpx() is not None else [])
 
 
 @pytest.mark.parametrize("backend", HTTP_BACKENDS)

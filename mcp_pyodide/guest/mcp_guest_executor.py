@@ -40,9 +40,8 @@ _setprofile = sys.setprofile
 _STDIO = (sys.stdin, sys.stdout, sys.stderr)
 
 
-def _restore_runtime_state() -> list[str]:
-    """Undo what an earlier call may have done to the interpreter's plumbing; say what was fixed."""
-    fixed: list[str] = []
+def _restore_runtime_state() -> None:
+    """Undo what an earlier call may have done to the interpreter's plumbing."""
     _settrace(None)
     _setprofile(None)
     _set_signal(_SIGINT, _default_int_handler)
@@ -61,9 +60,7 @@ def _restore_runtime_state() -> list[str]:
             )
         if getattr(sys, name, None) is not original:
             setattr(sys, name, original)
-            fixed.append(f"sys.{name}")
     _STDIO = (streams[0], streams[1], streams[2])
-    return fixed
 
 
 def _no_host_processes(*args: object, **kwargs: object) -> int:

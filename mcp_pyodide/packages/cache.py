@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,33 +18,18 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
+from .._paths import cache_root
 from .lock import LockEntry
 
 __all__ = ["IntegrityError", "PackageCache", "default_cache_dir", "sha256_file"]
 
-_APP = "mcp-pyodide"
-
 
 def default_cache_dir() -> Path:
-    """Per-user cache location, overridable with ``$PYODIDE_CACHE_DIR``.
-
-    Order: ``$PYODIDE_CACHE_DIR``; on Windows ``%LOCALAPPDATA%``; else
-    ``$XDG_CACHE_HOME`` if set; on macOS ``~/Library/Caches``; else
-    ``~/.cache`` — each followed by ``mcp-pyodide/packages``.
-    """
+    """Per-user package cache: ``$PYODIDE_CACHE_DIR``, else ``packages`` in the server's cache root."""
     override = os.environ.get("PYODIDE_CACHE_DIR")
     if override:
         return Path(override).expanduser()
-    if sys.platform == "win32":
-        local = os.environ.get("LOCALAPPDATA")
-        base = Path(local) if local else Path.home() / "AppData" / "Local"
-        return base / _APP / "packages"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg and os.path.isabs(xdg):
-        return Path(xdg) / _APP / "packages"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / _APP / "packages"
-    return Path.home() / ".cache" / _APP / "packages"
+    return cache_root() / "packages"
 
 
 class IntegrityError(Exception):

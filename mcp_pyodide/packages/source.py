@@ -116,7 +116,7 @@ def _thread_reporter(on_bytes: BytesCallback | None) -> BytesCallback:
     return report
 
 
-def _load_httpx() -> Any | None:
+def load_httpx() -> Any | None:
     """The httpx module (or its ``httpx2`` successor that mcp installs), if importable."""
     for name in ("httpx", "httpx2"):
         try:
@@ -147,7 +147,7 @@ class HttpSource(PackageSource):
         self.timeout = timeout
         if backend not in {None, "httpx", "urllib"}:
             raise ValueError(f"unknown HTTP backend {backend!r}")
-        self._httpx = _load_httpx() if backend != "urllib" else None
+        self._httpx = load_httpx() if backend != "urllib" else None
         if backend == "httpx" and self._httpx is None:
             raise ValueError("HTTP backend 'httpx' requested but neither httpx nor httpx2 is installed")
 

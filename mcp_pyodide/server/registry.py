@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -78,8 +79,6 @@ def progress_forwarder(ctx: CallContext) -> Callable[[int, int, str], None]:
 
     The MCP session sends a notification only when the client asked for progress.
     """
-    import asyncio
-
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[None]] = set()
 
@@ -103,8 +102,6 @@ class OutputStreamer:
     """
 
     def __init__(self, ctx: CallContext, interval: float = 0.1, max_chars: int = 4000) -> None:
-        import asyncio
-
         self.ctx = ctx
         self.interval = interval
         self.max_chars = max_chars
@@ -120,8 +117,6 @@ class OutputStreamer:
             self.flusher = self.loop.create_task(self._flush_later())
 
     async def _flush_later(self) -> None:
-        import asyncio
-
         await asyncio.sleep(self.interval)
         await self.flush()
 
