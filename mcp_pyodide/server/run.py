@@ -20,7 +20,7 @@ from .execute import build_execute_tools
 from .files import MAX_IMAGE_BYTES, build_file_tools
 from .packages import build_package_tools
 from .resources import MountResources
-from .sessions import SandboxProvider, SingleSandbox
+from .sessions import SandboxProvider, SessionSandboxes
 
 log = logging.getLogger("mcp_pyodide.server")
 
@@ -34,7 +34,10 @@ def make_state(
     resources: bool = True,
     provider: SandboxProvider | None = None,
 ) -> ServerState:
-    sandboxes = provider or SingleSandbox(Sandbox(config=config))
+    if provider is None:
+        default = Sandbox(config=config)
+        provider = SessionSandboxes(default.config, default=default)
+    sandboxes = provider
     config = sandboxes.config
     mounts = with_output(config.mounts, config.output_dir)
     shared = MountResources(mounts) if mounts else None
