@@ -57,8 +57,10 @@ class HttpServer:
         self.log_path = tmp / "server.log"
         self.log = self.log_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mcp_pyodide", "--transport", "streamable-http", "--host", host]
-            + ["--port", str(self.port), "--output-dir", str(tmp / "out"), *extra],
+            [
+                *(sys.executable, "-m", "mcp_pyodide", "--transport", "streamable-http", "--host", host),
+                *("--port", str(self.port), "--output-dir", str(tmp / "out"), *extra),
+            ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
@@ -107,7 +109,9 @@ def http_server(folder: Path) -> Iterator[HttpServer]:
 
 
 @contextlib.asynccontextmanager
-async def client_for(transport: str, mode: str, folder: Path, http: HttpServer | None, **kwargs: Any) -> AsyncIterator[Client]:
+async def client_for(
+    transport: str, mode: str, folder: Path, http: HttpServer | None, **kwargs: Any
+) -> AsyncIterator[Client]:
     target: Any
     if transport == "http":
         assert http is not None
@@ -171,15 +175,18 @@ def test_execute_with_state_approval_and_handles(transport: str, mode: str, fold
             assert structured(theirs)["result"] == "'second'"
 
             # A guessed handle runs nothing.
-            guessed = await client.call_tool("pyodide_execute", {"code": "x = 'guessed'", "session": second[:-2] + "zz"})
+            guessed = await client.call_tool(
+                "pyodide_execute", {"code": "x = 'guessed'", "session": second[:-2] + "zz"}
+            )
             assert guessed.is_error and "nothing was run" in text(guessed)
             reset = await client.call_tool("pyodide_reset", {"session": second})
             assert not reset.is_error and structured(reset)["session"] == second
             gone = await client.call_tool("pyodide_execute", {"code": "'x' in globals()", "session": second})
             assert structured(gone)["result"] == "False"
-            assert structured(await client.call_tool("pyodide_execute", {"code": "x", **session_args(handle)}))[
-                "result"
-            ] == "21"
+            assert (
+                structured(await client.call_tool("pyodide_execute", {"code": "x", **session_args(handle)}))["result"]
+                == "21"
+            )
 
     asyncio.run(asyncio.wait_for(scenario(), SCENARIO_TIMEOUT_S))
 
@@ -273,7 +280,11 @@ def _post(url: str, body: dict[str, Any], headers: dict[str, str] | None = None)
         url,
         data=json.dumps(body).encode(),
         method="POST",
-        headers={"content-type": "application/json", "accept": "application/json, text/event-stream", **(headers or {})},
+        headers={
+            "content-type": "application/json",
+            "accept": "application/json, text/event-stream",
+            **(headers or {}),
+        },
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
