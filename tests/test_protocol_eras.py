@@ -328,3 +328,43 @@ def test_dns_rebinding_is_refused_on_every_loopback_bind(host: str, tmp_path: Pa
         asyncio.run(asyncio.wait_for(scenario(), SCENARIO_TIMEOUT_S))
     finally:
         server.stop()
+
+
+def test_a_client_that_gives_up_while_the_user_is_asked_gets_its_quota_back(tmp_path: Path) -> None:
+    """One approved run a minute: a call abandoned during its approval must not use it up."""
+    policy = tmp_path / "policy.json"
+    rule = {
+        "action": "require_approval",
+        "reason": "runs only with your OK",
+        "limits": [{"counter": "runs", "window": "minute", "max": 1}],
+    }
+    policy.write_text(json.dumps({"version": "1", "default": "allow", "tools": {"pyodide_execute": rule}}))
+    asked = asyncio.Event()
+
+    async def slow_user(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        if "HANG" in params.message:
+            asked.set()
+            await asyncio.sleep(3600)  # the user never answers; the client gives up first
+        return types.ElicitResult(action="accept")
+
+    args = ["-m", "mcp_pyodide", "--policy", str(policy), "--output-dir", str(tmp_path / "out")]
+    target = StdioServerParameters(command=sys.executable, args=args, cwd=str(REPO), env=dict(os.environ))
+
+    async def scenario() -> None:
+        async with Client(target, mode="legacy", elicitation_callback=slow_user) as client:
+            abandoned = asyncio.ensure_future(client.call_tool("pyodide_execute", {"code": "'HANG'"}))
+            await asyncio.wait_for(asked.wait(), 60)
+            abandoned.cancel()  # the client cancels the request (notifications/cancelled)
+            with contextlib.suppress(asyncio.CancelledError):
+                await abandoned
+            deadline = time.monotonic() + 30
+            while True:  # the server settles the cancelled approval at once; allow it a moment to arrive
+                result = await client.call_tool("pyodide_execute", {"code": "6 * 7"})
+                if not result.is_error or time.monotonic() > deadline:
+                    break
+                assert "rate limit" in text(result), text(result)
+                await asyncio.sleep(0.2)
+            assert not result.is_error, text(result)
+            assert structured(result)["result"] == "42"
+
+    asyncio.run(asyncio.wait_for(scenario(), SCENARIO_TIMEOUT_S))
