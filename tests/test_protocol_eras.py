@@ -101,7 +101,9 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def http_server(folder: Path) -> Iterator[HttpServer]:
-    server = HttpServer(folder, "--policy", str(write_policy(folder)))
+    shared = folder / "shared"
+    shared.mkdir(exist_ok=True)
+    server = HttpServer(folder, "--policy", str(write_policy(folder)), "--mount", f"shared={shared}")
     try:
         yield server
     finally:
@@ -118,7 +120,10 @@ async def client_for(
         target = http.url
     else:
         out = folder / f"stdio-out-{mode}"
+        shared = folder / "shared"
+        shared.mkdir(exist_ok=True)
         args = ["-m", "mcp_pyodide", "--policy", str(write_policy(folder)), "--output-dir", str(out)]
+        args += ["--mount", f"shared={shared}"]
         target = StdioServerParameters(command=sys.executable, args=args, cwd=str(REPO), env=dict(os.environ))
     async with Client(target, mode=mode, elicitation_callback=elicit, **kwargs) as client:  # type: ignore[arg-type]
         assert client.protocol_version == (MODERN if mode == MODERN else "2025-11-25")
@@ -213,7 +218,7 @@ def test_progress_and_resource_notices(transport: str, mode: str, folder: Path, 
             assert not ran.is_error, text(ran)
             assert "tick 0" in "".join(seen), seen  # live output arrived while the code ran
             handle = structured(ran).get("session")
-            write = f"open('/mnt/output/notice-{mode}-{transport}.txt', 'w').write('hi')"
+            write = f"open('/mnt/shared/notice-{mode}-{transport}.txt', 'w').write('hi')"
             if mode == MODERN:
                 async with client.listen(resources_list_changed=True) as subscription:
                     wrote = await client.call_tool("pyodide_execute", {"code": write, **session_args(handle)})
@@ -243,11 +248,27 @@ def anyio_timeout(seconds: float) -> Iterator[None]:
 def test_http_sessions_write_to_their_own_output_folder(http_server: HttpServer, folder: Path) -> None:
     async def scenario() -> None:
         async with client_for("http", MODERN, folder, http_server) as client:
-            a = await client.call_tool("pyodide_execute", {"code": "open('/mnt/output/mine.txt', 'w').write('a')"})
+            write = "open('/mnt/output/mine-a.txt', 'w').write('a')"
+            a = await client.call_tool("pyodide_execute", {"code": write})
             b = await client.call_tool("pyodide_execute", {"code": "import os\nos.listdir('/mnt/output')"})
             assert structured(a)["session"] != structured(b)["session"]  # no handle over HTTP: a new session
-            assert "mine.txt" not in (structured(b)["result"] or ""), text(b)
-            assert structured(a)["files"] and "session-" in structured(a)["files"][0]
+            assert "mine-a.txt" not in (structured(b)["result"] or ""), text(b)
+            (written,) = structured(a)["files"]
+            assert "/.session-" in written and structured(a)["session"] not in written  # not named by the handle
+            # Host-side, too: b's file tools see b's own output folder, and resources/list shows neither.
+            listed = await client.call_tool(
+                "pyodide_list-mounted-directory", {"mountName": "output", "session": structured(b)["session"]}
+            )
+            assert not listed.is_error and "mine-a.txt" not in text(listed) and ".session-" not in text(listed)
+            own = await client.call_tool(
+                "pyodide_list-mounted-directory", {"mountName": "output", "session": structured(a)["session"]}
+            )
+            assert "mine-a.txt" in text(own), text(own)
+            resources = await client.list_resources()
+            assert not any("mine-a.txt" in str(r.uri) for r in resources.resources)
+            # Whoever holds the path from a's result can still read the file as a resource.
+            read = await client.read_resource("file:///mnt/output/" + written[written.index(".session-") :])
+            assert isinstance(read.contents[0], types.TextResourceContents) and read.contents[0].text == "a"
 
     asyncio.run(asyncio.wait_for(scenario(), SCENARIO_TIMEOUT_S))
 

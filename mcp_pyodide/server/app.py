@@ -71,6 +71,12 @@ SESSION_NOTE = (
 )
 
 
+SESSION_OUTPUT_PROPERTIES: dict[str, Any] = {
+    "session": {"type": "string", "description": "the session handle: pass it back as `session`"},
+    "state_reset_reason": {"type": "string", "description": "why the session's earlier state is gone"},
+}
+
+
 class SessionArgument(BaseModel):
     """The `session` argument every tool takes; added to each tool's argument model in `with_session`."""
 
@@ -83,7 +89,10 @@ def with_session(spec: ToolSpec) -> ToolSpec:
         return spec
     model = create_model(spec.arguments.__name__, __base__=(spec.arguments, SessionArgument))
     description = spec.description + (SESSION_NOTE if spec.name == "pyodide_execute" else "")
-    return replace(spec, arguments=model, description=description)
+    schema = spec.output_schema
+    if schema is not None:
+        schema = {**schema, "properties": {**schema.get("properties", {}), **SESSION_OUTPUT_PROPERTIES}}
+    return replace(spec, arguments=model, description=description, output_schema=schema)
 
 
 @dataclass
@@ -239,7 +248,10 @@ def build_server(state: ServerState) -> Server[Any]:
                 return await state.sandboxes.get(session_id)
 
             call_ctx = CallContext(
-                session_id=state.label_of(session_id), report_progress=report_progress, get_sandbox=get_sandbox
+                session_id=state.label_of(session_id),
+                report_progress=report_progress,
+                get_sandbox=get_sandbox,
+                mounts=state.sandboxes.mounts_for(session_id),
             )
             with state.sandboxes.in_use(session_id):
                 result = await spec.handler(args, call_ctx)

@@ -1,9 +1,11 @@
 """Interpreter-session handles: the secret a client passes back (`session` argument) to reach its interpreter.
 
-A handle has two names: `id`, the unguessable secret the client holds
-(`secrets.token_urlsafe`), and `label`, a public name for logs, the audit log,
-policy `"scope": "session"` counters and the session's output sub-folder, so
-the secret is never written anywhere. Handles end after `idle_timeout_s`
+A handle has three names: `id`, the unguessable secret the client holds
+(`secrets.token_urlsafe`); `label`, a public name for logs, the audit log and
+policy `"scope": "session"` counters, so the secret is never written anywhere;
+and `folder`, another secret naming the session's output sub-folder, so a
+session's files can be read (by the resource links its results carry) but not
+found by anyone else. Handles end after `idle_timeout_s`
 without a call; the registry is bounded (the least recently used handle goes
 first). `HandleRegistry` is the interface; `InMemoryHandles` serves one process.
 """
@@ -29,6 +31,7 @@ class Handle:
     id: str
     label: str
     last_used: float
+    folder: str = ""
 
 
 class HandleRegistry(Protocol):
@@ -64,7 +67,12 @@ class InMemoryHandles:
         self._handles: OrderedDict[str, Handle] = OrderedDict()  # least recently used first
 
     def mint(self) -> Handle:
-        handle = Handle(id=secrets.token_urlsafe(24), label=secrets.token_hex(6), last_used=self._clock())
+        handle = Handle(
+            id=secrets.token_urlsafe(24),
+            label=secrets.token_hex(6),
+            last_used=self._clock(),
+            folder=secrets.token_hex(16),
+        )
         with self._lock:
             self._handles[handle.id] = handle
             while len(self._handles) > self.max_handles:

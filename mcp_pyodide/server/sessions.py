@@ -6,8 +6,10 @@ stdio default interpreter is not counted). When one more is needed, the least
 recently used idle one is ended, and the next call of the session it belonged
 to starts on a fresh interpreter and is told so (`state_reset` and why). An
 interpreter in the middle of a call is never taken. Each handle's interpreter
-writes to its own output sub-folder, `<output>/session-<label>`; the mounts
-are shared as configured.
+writes to its own output sub-folder, `<output>/.session-<secret>` (hidden, so
+resources/list and other sessions do not list it; its files are reached through
+the resource links its results carry); the file tools of that session see it as
+the `output` mount. The other mounts are shared as configured.
 
 stdio keeps one default interpreter (`DEFAULT_SESSION`) exactly as before,
 writing to the output folder itself.
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from ..config import RuntimeConfig
 from ..errors import RuntimeUnavailable
+from ..mounts import Mount, with_output
 from ..sandbox import Sandbox
 from .handles import Handle, HandleRegistry, InMemoryHandles
 
@@ -58,6 +61,10 @@ class SandboxProvider:
 
     async def get(self, session_id: str) -> Sandbox:
         raise NotImplementedError
+
+    def mounts_for(self, session_id: str) -> tuple[Mount, ...] | None:
+        """The mounts as this session sees them (its own output folder); None: the server's."""
+        return None
 
     def take_reset_note(self, session_id: str) -> str | None:
         """Why this session's state was lost since its last call, once; None when it was not."""
@@ -126,7 +133,19 @@ class SessionSandboxes(SandboxProvider):
     def output_dir_for(self, handle: Handle) -> Path | None:
         if self.config.output_dir is None:
             return None
-        return self.config.output_dir / f"session-{handle.label}"
+        return self.config.output_dir / f".session-{handle.folder}"
+
+    def mounts_for(self, session_id: str) -> tuple[Mount, ...] | None:
+        if session_id == DEFAULT_SESSION and self.default is not None:
+            return None
+        handle = self.handles.lookup(session_id)
+        if handle is None:
+            return None
+        output_dir = self.output_dir_for(handle)
+        if output_dir is not None:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            output_dir = output_dir.resolve()
+        return with_output(self.config.mounts, output_dir)
 
     async def get(self, session_id: str) -> Sandbox:
         if session_id == DEFAULT_SESSION and self.default is not None:
