@@ -75,3 +75,12 @@ def test_rebinding_protection_names_the_bound_loopback_address(host: str, litera
 
 def test_no_rebinding_rules_for_a_remote_bind() -> None:
     assert rebinding_protection("0.0.0.0") is None
+
+
+def test_requests_without_a_handle_have_a_public_policy_session() -> None:
+    assert state(default=object()).session_id(object()) == DEFAULT_SESSION
+    http = state()
+    connection = SimpleNamespace(_connection=Connection(), protocol_version="2025-11-25")
+    label = http.session_id(connection)
+    assert label == http.session_id(connection) and len(label) == 12
+    assert http.session_id(SimpleNamespace(protocol_version="2026-07-28")) == "anonymous"

@@ -130,6 +130,18 @@ class ServerState:
             minted = handles.mint()
         return minted.id, minted.label, minted.id
 
+    def session_id(self, session: Any) -> str:
+        """The policy session of a request that names no handle (resources/*): public label, never a secret.
+
+        stdio: the one session; handshake-era HTTP: the MCP session's; 2026-07-28 HTTP: "anonymous".
+        """
+        if self.sandboxes.has_default():
+            return DEFAULT_SESSION
+        if getattr(session, "protocol_version", None) in MODERN_PROTOCOL_VERSIONS:
+            return "anonymous"
+        handle = self._connection_handle(session)
+        return handle.label if handle is not None else "anonymous"
+
     def label_of(self, session_id: str) -> str:
         if session_id == DEFAULT_SESSION:
             return DEFAULT_SESSION
