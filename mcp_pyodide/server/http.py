@@ -32,7 +32,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 MCP_PATH = "/mcp"
 MAX_MCP_SESSIONS = 1000
-"""Open handshake-era MCP sessions at once (each costs a few KiB until it runs code); more get HTTP 503."""
+"""Open handshake-era MCP sessions at once (each costs about 40 KiB until it runs code); more get HTTP 503."""
 GRACEFUL_SHUTDOWN_S = 5
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
