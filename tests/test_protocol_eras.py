@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import mcp_types as types
+import psutil
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
-from support import REPO
+from support import REPO, runtime_nodes
 
 MODERN = "2026-07-28"
 ERAS = ["legacy", MODERN]
@@ -273,8 +274,8 @@ def test_http_sessions_write_to_their_own_output_folder(http_server: HttpServer,
     asyncio.run(asyncio.wait_for(scenario(), SCENARIO_TIMEOUT_S))
 
 
-def test_an_evicted_session_is_told_its_state_was_reset(tmp_path: Path) -> None:
-    server = HttpServer(tmp_path, "--max-sessions", "1")
+def test_an_evicted_session_is_told_its_state_was_reset_and_an_expired_handle_runs_nothing(tmp_path: Path) -> None:
+    server = HttpServer(tmp_path, "--max-sessions", "1", "--idle-timeout", "8")
     try:
 
         async def scenario() -> None:
@@ -290,6 +291,16 @@ def test_an_evicted_session_is_told_its_state_was_reset(tmp_path: Path) -> None:
                 assert structured(back)["state_reset"] is True
                 assert "to make room for another session" in structured(back)["state_reset_reason"]
                 assert "[state reset]" in text(back)
+                # After --idle-timeout without a call the handle has expired: it runs nothing, and the
+                # interpreter it had is reclaimed.
+                await asyncio.sleep(8.5)
+                expired = await client.call_tool("pyodide_execute", {"code": "kept = 2", "session": handle})
+                assert expired.is_error and "nothing was run" in text(expired)
+                server_proc = psutil.Process(server.proc.pid)
+                deadline = time.monotonic() + 30
+                while runtime_nodes(server_proc) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+                assert not runtime_nodes(server_proc)
 
         asyncio.run(asyncio.wait_for(scenario(), SCENARIO_TIMEOUT_S))
     finally:
