@@ -84,9 +84,13 @@ class HttpServer:
         self.log.close()
 
 
+PROMPTS: list[str] = []
+
+
 async def elicit(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
     """The user: declines code that says DECLINE, dismisses code that says CANCEL, approves the rest."""
     message = params.message
+    PROMPTS.append(message)
     assert "runs only with your OK" in message
     if "DECLINE" in message:
         return types.ElicitResult(action="decline")
@@ -168,6 +172,16 @@ def test_execute_with_state_approval_and_handles(transport: str, mode: str, fold
             assert cancelled.is_error and "cancel" in text(cancelled)
             check = await client.call_tool("pyodide_execute", {"code": "'ran' in globals()", **session_args(handle)})
             assert structured(check)["result"] == "False"  # neither refused call ran
+
+            # The user sees the whole code, or is not asked at all.
+            long_code = "# " + "y" * 6000 + f"\nlong_{mode.replace('-', '_')} = 1"
+            seen = len(PROMPTS)
+            shown = await client.call_tool("pyodide_execute", {"code": long_code, **session_args(handle)})
+            assert not shown.is_error and any(long_code in p for p in PROMPTS[seen:]), text(shown)
+            seen = len(PROMPTS)
+            too_long = await client.call_tool("pyodide_execute", {"code": "#" + "x" * 25_000, **session_args(handle)})
+            assert too_long.is_error and "too long to show in full" in text(too_long)
+            assert len(PROMPTS) == seen  # not asked with a shortened prompt
 
             # Two handles, two interpreters: "new" starts one and names it.
             other = await client.call_tool("pyodide_execute", {"code": "'x' in globals()", "session": "new"})
