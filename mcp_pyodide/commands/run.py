@@ -85,7 +85,10 @@ def run(args: argparse.Namespace, runtime_config: Any) -> int:
         code, _origin = read_code(args, sys.stdin)
         config = runtime_config(args)
         refusal = _admit(args, code, config.timeout_ms)
-    except (ValueError, PolicyError) as exc:
+    except PolicyError as exc:
+        print(f"mcp-pyodide run: policy file {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except ValueError as exc:
         print(f"mcp-pyodide run: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     if refusal is not None:

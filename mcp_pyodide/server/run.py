@@ -21,6 +21,7 @@ from .files import MAX_IMAGE_BYTES, build_file_tools
 from .packages import build_package_tools
 from .resources import MountResources
 from .sessions import SandboxProvider, SingleSandbox
+from .stdin_guard import answer_bad_lines
 
 log = logging.getLogger("mcp_pyodide.server")
 
@@ -73,7 +74,10 @@ async def serve_stdio(state: ServerState) -> None:
 
         group.start_soon(watch_signals)
         try:
-            async with stdio_server() as (read_stream, write_stream):
+            async with (
+                stdio_server() as (raw_read, write_stream),
+                answer_bad_lines(raw_read, write_stream) as read_stream,
+            ):
                 await server.run(read_stream, write_stream, initialization_options(server, state))
         finally:
             group.cancel_scope.cancel()
