@@ -435,10 +435,12 @@ def _serve(args: argparse.Namespace) -> int:
     from ._isolation import IsolationUnavailable
     from ._isolation import choose as choose_isolation
     from ._node import find_node
+    from ._runtime_files import ensure_runtime
 
     try:
         node = find_node(config.node)
         isolation = choose_isolation(node, config.isolation)
+        ensure_runtime(node, cache_dir=config.runtime_cache_dir)  # a wheel carries it; a checkout installs it once
     except (SetupError, IsolationUnavailable) as exc:
         print(f"mcp-pyodide: {exc}", file=sys.stderr)
         return 1
