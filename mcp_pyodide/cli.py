@@ -36,6 +36,7 @@ KNOWN_TOOLS = (
     "pyodide_get-mount-points",
     "pyodide_list-mounted-directory",
     "pyodide_read-image",
+    "pyodide_export-notebook",
 )
 
 
@@ -147,6 +148,13 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
         help="list saved figures by path and resource link only, without the image data in the result",
     )
     parser.add_argument(
+        "--notebook",
+        default=env("MCP_PYODIDE_NOTEBOOK") or None,
+        metavar="NAME",
+        help="keep the session as a Jupyter notebook NAME in the output folder, rewritten after every call "
+        "(env MCP_PYODIDE_NOTEBOOK; stdio only)",
+    )
+    parser.add_argument(
         "--cache-dir",
         type=Path,
         default=None,
@@ -171,7 +179,19 @@ def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
         network=NetworkPolicy.parse(args.allow_network),
         mounts=mounts,
         output_dir=output_dir,
+        notebook=_notebook_name(args.notebook),
     )
+
+
+def _notebook_name(name: str | None) -> str | None:
+    if name is None:
+        return None
+    from .notebook import NotebookError, check_name
+
+    try:
+        return str(check_name(name))
+    except NotebookError as exc:
+        raise ValueError(f"--notebook: {exc}") from None
 
 
 def add_mount_options(parser: argparse.ArgumentParser) -> None:
@@ -446,6 +466,13 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     config = replace(config, node=node.path)
     http = args.transport == "streamable-http"
+    if http and config.notebook is not None:
+        print(
+            "mcp-pyodide: --notebook works with stdio only (each HTTP session has its own interpreter); "
+            "over HTTP, use the pyodide_export-notebook tool",
+            file=sys.stderr,
+        )
+        return 2
     if http:
         from .server.http import is_loopback
 

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from .config import RuntimeConfig
+from .history import History, recorded
 from .mounts import GUEST_ROOT, OUTPUT_NAME, Mount
 from .packages import (
     IntegrityError,
@@ -78,6 +79,7 @@ class Sandbox:
         self._loaded: dict[str, str] = {}
         self._loaded_for: tuple[int, int] | None = None
         self._install_lock = asyncio.Lock()
+        self.history = History()  # what this session ran, for export_notebook()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -109,6 +111,7 @@ class Sandbox:
 
     # -- running code ----------------------------------------------------------------------
 
+    @recorded
     async def execute(
         self,
         code: str,
@@ -158,7 +161,28 @@ class Sandbox:
     async def reset(self) -> dict[str, Any]:
         info = await self.runtime.reset()
         self._loaded.clear()
+        self.history.record_reset()
+        await self.after_record()
         return info
+
+    # -- the session as a notebook ---------------------------------------------------------
+
+    async def export_notebook(self, name: str = "session.ipynb", *, overwrite: bool = True) -> Path:
+        """Write this session's history as a Jupyter notebook into the output folder; returns its path."""
+        from .notebook import export
+
+        return await asyncio.to_thread(export, self.history, self.output_dir, name, overwrite=overwrite)
+
+    async def after_record(self) -> None:
+        """With `RuntimeConfig.notebook` set, rewrite that notebook after every call."""
+        if self.config.notebook is None:
+            return
+        from .notebook import NotebookError
+
+        try:
+            await self.export_notebook(self.config.notebook)
+        except (NotebookError, OSError) as exc:
+            log.warning("could not write the notebook %s: %s", self.config.notebook, exc)
 
     # -- packages --------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from .config import RuntimeConfig
 from .errors import RuntimeUnavailable
+from .history import History
 from .mounts import Mount
 from .packages.broker import ProgressCallback
 from .runtime import OutputListener
@@ -141,6 +142,16 @@ class SyncSandbox:
         """Start over with a fresh interpreter: every variable and import is gone."""
         sandbox = self.sandbox
         return self._call(sandbox.reset())
+
+    @property
+    def history(self) -> History:
+        """What this session ran so far (bounded), as `export_notebook` writes it."""
+        return self.sandbox.history
+
+    def export_notebook(self, name: str = "session.ipynb", *, overwrite: bool = True) -> Path:
+        """Write the session so far as a Jupyter notebook in the output folder; returns its path."""
+        sandbox = self.sandbox
+        return self._call(sandbox.export_notebook(name, overwrite=overwrite))
 
     # -- the loop thread -------------------------------------------------------------------
 

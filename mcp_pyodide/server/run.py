@@ -18,6 +18,7 @@ from ..sandbox import Sandbox
 from .app import ServerState, build_server, initialization_options, tool_map
 from .execute import build_execute_tools
 from .files import MAX_IMAGE_BYTES, build_file_tools
+from .notebook_tool import build_notebook_tools
 from .packages import build_package_tools
 from .resources import MountResources
 from .sessions import SandboxProvider, SingleSandbox
@@ -45,6 +46,7 @@ def make_state(
             *build_execute_tools(config, link_for=link_for),
             *build_package_tools(),
             *build_file_tools(mounts, max_image_bytes=max_image_bytes),
+            *build_notebook_tools(config.output_dir, link_for=link_for),
         ]
     )
     return ServerState(
