@@ -141,6 +141,8 @@ def check_runtime(node: NodeBinary, config: RuntimeConfig) -> tuple[Check, Runti
             "; ".join(problems),
             fix=f"delete {files.modules_dir.parent} and run `mcp-pyodide install-runtime`",
         ), None
+    if (files.pyodide_dir / ".bundled").is_file():
+        return Check(name, "ok", f"Pyodide {PYODIDE_VERSION} bundled with the package in {files.pyodide_dir}"), files
     return Check(name, "ok", f"Pyodide {PYODIDE_VERSION} installed and verified in {files.modules_dir.parent}"), files
 
 
