@@ -86,3 +86,11 @@ def test_lines_that_are_not_json_rpc_get_an_error_reply_and_a_log_line(tmp_path:
     assert replies[1]["id"] is None and replies[1]["error"]["code"] == -32600
     assert replies[2] == {"jsonrpc": "2.0", "id": 7, "result": {}}
     assert "ignored a line on stdin (Parse error: the line is not valid JSON): 'hello\\n'" in stderr
+
+
+def test_a_notebook_name_outside_the_output_folder_or_over_http_is_refused(tmp_path: Path) -> None:
+    climbing = cli("--notebook", "../escape.ipynb", "--output-dir", str(tmp_path / "out"))
+    assert climbing.returncode == 2
+    assert climbing.stderr.startswith("mcp-pyodide: --notebook: '../escape.ipynb': '..' and '.' are not allowed")
+    http = cli("--notebook", "s.ipynb", "--transport", "streamable-http", "--output-dir", str(tmp_path / "out"))
+    assert http.returncode == 2 and "--notebook works with stdio only" in http.stderr
