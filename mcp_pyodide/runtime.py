@@ -9,15 +9,12 @@ watchdog that kills the whole process if Node itself stops answering.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,26 @@ from ._isolation import Isolation, child_setup
 from ._isolation import choose as choose_isolation
 from ._node import NodeBinary, find_node
 from ._paths import cache_root
+from ._protocol import (
+    PROTOCOL_VERSION,
+    ErrorInfo,
+    Event,
+    ExecuteReply,
+    ExecuteRequest,
+    FetchRequest,
+    GuestOptions,
+    InitReply,
+    InitRequest,
+    Limits,
+    LoadPackagesReply,
+    LoadPackagesRequest,
+    MountSpec,
+    OutputBudget,
+    ResetReply,
+    ResetRequest,
+    RestartingEvent,
+    SnapshotEvent,
+)
 from ._runtime_files import PYODIDE_VERSION, RuntimeFiles, ensure_runtime, lock_digest
 from ._transport import Transport
 from .config import RuntimeConfig
@@ -35,6 +52,7 @@ from .errors import MCPPyodideError, RuntimeCrashed, RuntimeUnavailable, SetupEr
 from .mounts import GUEST_ROOT, OUTPUT_NAME
 from .netbroker import NetworkDenied
 from .packages.cache import default_cache_dir
+from .result import Result
 
 log = logging.getLogger("mcp_pyodide.runtime")
 node_log = logging.getLogger("mcp_pyodide.node")
@@ -42,33 +60,6 @@ node_log = logging.getLogger("mcp_pyodide.node")
 OutputListener = Callable[[str, str], None]
 WATCHDOG_SLACK_S = 15.0
 OUTPUT_GUEST_PATH = f"{GUEST_ROOT}/{OUTPUT_NAME}"
-
-
-@dataclass
-class ExecutionError:
-    type: str
-    message: str
-    traceback: str
-
-
-@dataclass
-class ExecutionResult:
-    """What one run produced, as a user would want to read it."""
-
-    stdout: str = ""
-    stderr: str = ""
-    result: str | None = None
-    error: ExecutionError | None = None
-    timed_out: bool = False
-    state_reset: bool = False
-    duration_ms: float = 0.0
-    stdout_cut_chars: int = 0
-    stderr_cut_chars: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 GUEST_MODULES = ("mcp_guest_executor", "mcp_guest_figures")
@@ -80,13 +71,6 @@ def _guest_modules() -> dict[str, str]:
     return {name: folder.joinpath(f"{name}.py").read_text(encoding="utf-8") for name in GUEST_MODULES}
 
 
-def _cut(text: str, limit: int) -> str:
-    """Bound error text the way output is bounded: the head, then how much was cut."""
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f"... [{len(text) - limit:,} more characters cut]"
-
-
 class Runtime:
     """A long-lived sandbox: start it once, run code many times, close it at the end."""
 
@@ -94,7 +78,7 @@ class Runtime:
         self.config = config or RuntimeConfig()
         self.node: NodeBinary | None = None
         self.files: RuntimeFiles | None = None
-        self.info: dict[str, Any] = {}
+        self.info = InitReply()
         self._process: asyncio.subprocess.Process | None = None
         self._connection: Connection | None = None
         self._boot_task: asyncio.Task[None] | None = None
@@ -139,7 +123,7 @@ class Runtime:
         await self._spawn()
         log.info(
             "runtime ready: Pyodide %s on Node %s in %.0f ms",
-            self.info.get("pyodideVersion"),
+            self.info.pyodide_version,
             self.node.version_text,
             (time.perf_counter() - started) * 1000,
         )
@@ -221,68 +205,76 @@ class Runtime:
         self._spawns += 1
         self._stderr_task = asyncio.get_running_loop().create_task(self._pump_stderr(process.stderr))
         connection = Connection(
-            Transport(process.stdout, process.stdin), on_event=self._on_event, on_request=self._serve_request
+            Transport(process.stdout, process.stdin),
+            on_event=self._on_event,
+            on_request=self._serve_request,
+            limits=Limits(output=self.config.max_output_chars),
         )
         connection.start()
         self._connection = connection
         pyodide_dir = self.files.pyodide_dir
-        self.info = await connection.request(
-            "init",
-            {
-                "pyodideDir": str(pyodide_dir) + os.sep,
-                "pyodideModule": (pyodide_dir / "pyodide.mjs").as_uri(),
-                "packageCacheDir": str(self.package_cache_dir()),
-                "guestModules": _guest_modules(),
-                "guestOptions": {"outputDir": OUTPUT_GUEST_PATH if self.config.output_dir else None},
-                "mounts": self._mount_table(),
-                "outputGuestPath": OUTPUT_GUEST_PATH if self.config.output_dir is not None else None,
-                "mplConfigDir": str(self.mpl_config_dir()),
-                "memoryLimitBytes": self.config.memory_limit_mb * 1024 * 1024,
-                "maxOutputChars": self.config.max_output_chars,
-                "graceMs": self.config.grace_ms,
-                "snapshotPath": str(snapshot_file) if self.config.use_snapshot else None,
-                "makeSnapshot": self.config.use_snapshot and snapshot is None,
-            },
+        request = InitRequest(
+            protocol_version=PROTOCOL_VERSION,
+            pyodide_dir=str(pyodide_dir) + os.sep,
+            pyodide_module=(pyodide_dir / "pyodide.mjs").as_uri(),
+            package_cache_dir=str(self.package_cache_dir()),
+            guest_modules=_guest_modules(),
+            guest_options=GuestOptions(output_dir=OUTPUT_GUEST_PATH if self.config.output_dir else None),
+            mounts=self._mount_table(),
+            mpl_config_dir=str(self.mpl_config_dir()),
+            memory_limit_bytes=self.config.memory_limit_mb * 1024 * 1024,
+            max_output_chars=self.config.max_output_chars,
+            grace_ms=self.config.grace_ms,
+            snapshot_path=str(snapshot_file) if self.config.use_snapshot else None,
+            make_snapshot=self.config.use_snapshot and snapshot is None,
         )
-        self._worker_generation = int(self.info.get("generation", 1))
+        try:
+            self.info = await connection.request(request)
+        except RemoteError as exc:
+            if exc.code == "protocol":
+                raise SetupError(str(exc)) from None
+            raise
+        if self.info.protocol_version != PROTOCOL_VERSION:
+            raise SetupError(
+                f"the Node runtime speaks protocol version {self.info.protocol_version}, this broker "
+                f"version {PROTOCOL_VERSION}: the runtime files are from another mcp-pyodide release "
+                "(delete the runtime cache folder, or reinstall)"
+            )
+        self._worker_generation = self.info.generation or 1
 
-    def _mount_table(self) -> list[dict[str, Any]]:
-        table = [
-            {"guestPath": m.guest_path, "hostPath": str(m.host_path), "readOnly": m.read_only}
-            for m in self.config.mounts
-        ]
+    def _mount_table(self) -> list[MountSpec]:
+        table = [MountSpec(m.guest_path, str(m.host_path), m.read_only) for m in self.config.mounts]
         if self.config.output_dir is not None:
-            table.append({"guestPath": OUTPUT_GUEST_PATH, "hostPath": str(self.config.output_dir), "readOnly": False})
+            table.append(MountSpec(OUTPUT_GUEST_PATH, str(self.config.output_dir), False))
         return table
 
     async def _pump_stderr(self, stream: asyncio.StreamReader) -> None:
         while line := await stream.readline():
             node_log.info("%s", line.decode("utf-8", "replace").rstrip())
 
-    def _on_event(self, payload: dict[str, Any]) -> None:
-        if payload.get("event") == "snapshot":
-            self._save_snapshot(str(payload.get("data", "")))
-        elif payload.get("event") == "restarting":
-            self._worker_generation = int(payload.get("generation", self._worker_generation + 1))
-            log.warning("the interpreter is restarting (%s)", payload.get("reason"))
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, SnapshotEvent):
+            self._save_snapshot(event.data)
+        elif isinstance(event, RestartingEvent):
+            self._worker_generation = event.generation or self._worker_generation + 1
+            log.warning("the interpreter is restarting (%s)", event.reason)
 
-    async def _serve_request(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def _serve_request(self, request: Any) -> dict[str, Any]:
         """Requests from the sandbox side; only `fetch`, and only to allowed hosts."""
-        if kind != "fetch":
-            raise LookupError(f"unknown request {kind!r}")
+        if not isinstance(request, FetchRequest):
+            raise LookupError(f"unknown request {type(request).__name__}")
         policy = self.config.network
         if not policy.enabled:
             raise NetworkDenied(
                 "network access is disabled in the sandbox (the server can allow hosts with --allow-network)"
             )
-        return await netbroker.fetch(policy, payload)
+        return await netbroker.fetch(policy, request.as_netbroker())
 
-    def _save_snapshot(self, data: str) -> None:
+    def _save_snapshot(self, raw: bytes) -> None:
         target = self.snapshot_path()
         if target.exists():
             return
         try:
-            raw = base64.b64decode(data, validate=True)
             partial = target.with_suffix(f".{os.getpid()}.tmp")
             partial.write_bytes(raw)
             os.replace(partial, target)
@@ -347,12 +339,19 @@ class Runtime:
 
     async def execute(
         self, code: str, *, timeout_ms: int | None = None, on_output: OutputListener | None = None
-    ) -> ExecutionResult:
-        """Run one cell. Never raises for problems in the code itself: they are in the result."""
+    ) -> tuple[Result, ExecuteReply | None]:
+        """Run one cell: the result, and the run's decoded reply (None if the runtime died).
+
+        Never raises for problems in the code itself: they are in the result.
+        """
         timeout = timeout_ms or self.config.timeout_ms
-        result = ExecutionResult()
+        result = Result()
+        budget = OutputBudget(self.config.max_output_chars)
 
         def collect(stream: str, text: str) -> None:
+            text = budget.take(stream, text)
+            if not text:
+                return
             if stream == "stderr":
                 result.stderr += text
             else:
@@ -360,21 +359,24 @@ class Runtime:
             if on_output is not None:
                 on_output(stream, text)
 
+        reply: ExecuteReply | None = None
+        remote_message = ""
         async with self._lock:
             connection = await self._ensure_process()
             watchdog = timeout / 1000 + self.config.grace_ms / 1000 + WATCHDOG_SLACK_S
             started = time.perf_counter()
             try:
-                payload = await asyncio.wait_for(
-                    connection.request("execute", {"code": code, "timeoutMs": timeout}, on_output=collect),
+                reply = await asyncio.wait_for(
+                    connection.request(ExecuteRequest(code=code, timeout_ms=timeout), on_output=collect),
                     watchdog,
                 )
             except RemoteError as exc:
-                payload = exc.payload
+                reply, remote_message = exc.outcome, str(exc)
                 result.timed_out = exc.code == "timeout"
-                result.state_reset = bool(payload.get("stateReset"))
-                if exc.code in ("timeout", "crashed", "runtime") and not payload.get("error"):
-                    result.error = ExecutionError(
+                result.state_reset = exc.reply.state_reset
+                result.duration_ms = exc.reply.duration_ms
+                if reply is None or reply.error is None:
+                    result.error = ErrorInfo(
                         type="TimeoutError" if result.timed_out else "RuntimeCrashed",
                         message=str(exc),
                         traceback="",
@@ -383,79 +385,46 @@ class Runtime:
                 reason = str(exc) if isinstance(exc, RuntimeCrashed) else "the Node process stopped answering"
                 await self._replace_process()
                 result.state_reset = True
-                result.error = ExecutionError(
+                result.error = ErrorInfo(
                     type="RuntimeCrashed",
                     message=f"{reason}; a fresh runtime is starting and all state was reset.",
                     traceback="",
                 )
                 result.duration_ms = (time.perf_counter() - started) * 1000
-                return result
-        self._fill(result, payload)
-        return result
+        if reply is not None:
+            self._fill(result, reply, remote_message)
+        result.stdout_truncated_chars += budget.dropped["stdout"]
+        result.stderr_truncated_chars += budget.dropped["stderr"]
+        return result, reply
 
-    def _save_font_cache(self, text: str) -> None:
-        """Keep matplotlib's font list so later interpreters skip building it (checked: it is data only)."""
-        target = self.mpl_config_dir() / "fontlist.json"
-        if target.exists() or len(text) > 2_000_000:
-            return
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return
-        if not isinstance(data, dict) or "_version" not in data:
-            return
-        partial = target.with_suffix(f".{os.getpid()}.tmp")
-        try:
-            partial.write_text(json.dumps(data), encoding="utf-8")
-            os.replace(partial, target)
-        except OSError as exc:
-            log.warning("could not keep the matplotlib font cache: %s", exc)
-
-    def _fill(self, result: ExecutionResult, payload: dict[str, Any]) -> None:
-        result.duration_ms = float(payload.get("durationMs", 0.0))
-        notice = payload.get("notice")
-        if isinstance(notice, str) and notice:
+    def _fill(self, result: Result, reply: ExecuteReply, remote_message: str) -> None:
+        result.duration_ms = reply.duration_ms or result.duration_ms
+        result.state_reset = result.state_reset or reply.state_reset
+        if reply.notice:
             result.state_reset = True
-            result.stderr = f"[mcp-pyodide] {notice}\n" + result.stderr
-        result.stdout_cut_chars = int(payload.get("stdoutCut", 0))
-        result.stderr_cut_chars = int(payload.get("stderrCut", 0))
-        result.extra = dict(payload.get("extra") or {})
-        font_cache = result.extra.pop("fontCache", None)
-        if isinstance(font_cache, str):
-            self._save_font_cache(font_cache)
-        result.extra["written"] = [str(p) for p in payload.get("written") or [] if isinstance(p, str)]
-        result.extra["removed"] = [str(p) for p in payload.get("removed") or [] if isinstance(p, str)]
-        if payload.get("ok"):
-            result.result = payload.get("result")
+            result.stderr = f"[mcp-pyodide] {reply.notice}\n" + result.stderr
+        result.stdout_truncated_chars = reply.stdout_truncated_chars
+        result.stderr_truncated_chars = reply.stderr_truncated_chars
+        if reply.ok:
+            result.result = reply.result
             return
-        error = payload.get("error")
-        if isinstance(error, dict):
-            limit = self.config.max_output_chars
-            result.error = ExecutionError(
-                type=_cut(str(error.get("type", "Error")), 200),
-                message=_cut(str(error.get("message", "")), limit),
-                traceback=_cut(str(error.get("traceback", "")), limit),
-            )
+        if reply.error is not None:
+            result.error = reply.error
         if result.timed_out and result.error is not None:
             # Keep the user's traceback, but lead with what happened.
-            result.error = ExecutionError(
-                type="TimeoutError",
-                message=str(payload.get("message", "timed out")),
-                traceback=result.error.traceback,
-            )
+            message = remote_message or "timed out"
+            result.error = ErrorInfo(type="TimeoutError", message=message, traceback=result.error.traceback)
 
-    async def load_packages(self, names: list[str], timeout_ms: int = 300_000) -> dict[str, Any]:
-        """Load lock-file packages whose files are already in the package cache.
-
-        Returns {"error": str | None, "logs": [...], "loaded": {name: source}, "generation": int}.
-        """
+    async def load_packages(self, names: list[str], timeout_ms: int = 300_000) -> LoadPackagesReply:
+        """Load lock-file packages whose files are already in the package cache."""
         async with self._lock:
             connection = await self._ensure_process()
             try:
-                return await asyncio.wait_for(
-                    connection.request("load-packages", {"names": names, "timeoutMs": timeout_ms}),
+                reply: LoadPackagesReply = await asyncio.wait_for(
+                    connection.request(LoadPackagesRequest(names=names, timeout_ms=timeout_ms)),
                     timeout_ms / 1000 + WATCHDOG_SLACK_S,
                 )
+                return reply
             except (RuntimeCrashed, TimeoutError) as exc:
                 await self._replace_process()
                 raise RuntimeCrashed(f"the runtime died while loading packages ({exc}); state was reset") from exc
@@ -465,15 +434,15 @@ class Runtime:
         """Changes whenever the interpreter is replaced, so callers can forget what it had loaded."""
         return (self._spawns, self._worker_generation)
 
-    async def reset(self) -> dict[str, Any]:
+    async def reset(self) -> ResetReply:
         """Replace the interpreter with a fresh one; all globals are lost."""
         async with self._lock:
             connection = await self._ensure_process()
             try:
-                info = await connection.request("reset")
-                self._worker_generation = int(info.get("generation", self._worker_generation + 1))
+                info: ResetReply = await connection.request(ResetRequest())
+                self._worker_generation = info.generation or self._worker_generation + 1
                 return info
             except RuntimeCrashed:
                 await self._replace_process()
                 await self.wait_ready()
-                return self.info
+                return ResetReply(pyodide_version=self.info.pyodide_version, generation=self.info.generation)

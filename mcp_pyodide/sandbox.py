@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from .config import RuntimeConfig
 from .mounts import GUEST_ROOT, OUTPUT_NAME, Mount
@@ -26,35 +25,10 @@ from .packages import (
 )
 from .packages.broker import ProgressCallback
 from .packages.imports import find_imports
-from .runtime import ExecutionError, ExecutionResult, OutputListener, Runtime
+from .result import ErrorInfo, InterpreterInfo, PackageOutcome, Result
+from .runtime import OutputListener, Runtime
 
 log = logging.getLogger("mcp_pyodide.sandbox")
-
-
-@dataclass
-class PackageOutcome:
-    """What happened to one requested package."""
-
-    name: str
-    version: str | None = None
-    installed: bool = False
-    error: str | None = None
-    dependencies: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Result(ExecutionResult):
-    """An execution result plus the files and packages that came with it."""
-
-    figures: list[Path] = field(default_factory=list)
-    files: list[Path] = field(default_factory=list)
-    # Whether the run created, changed or removed anything in a writable mount.
-    mounts_changed: bool = False
-    loaded_packages: list[PackageOutcome] = field(default_factory=list)
-
-    @property
-    def value(self) -> str | None:
-        return self.result
 
 
 class Sandbox:
@@ -126,20 +100,22 @@ class Sandbox:
             if failed:
                 detail = "; ".join(f"{o.name}: {o.error}" for o in failed)
                 return Result(
-                    error=ExecutionError(
+                    error=ErrorInfo(
                         type="PackageError",
                         message=f"Could not load the packages this code imports ({detail}). The code was not run.",
                         traceback="",
                     ),
                     loaded_packages=outcomes,
                 )
-        plain = await self.runtime.execute(code, timeout_ms=timeout_ms, on_output=on_output)
-        result = Result(**vars(plain))
+        result, reply = await self.runtime.execute(code, timeout_ms=timeout_ms, on_output=on_output)
         result.loaded_packages = [o for o in outcomes if o.installed]
-        figure_paths = (self._host_path(p) for p in plain.extra.get("figures", []) if isinstance(p, str))
+        if reply is None:
+            result.mounts_changed = result.state_reset
+            return result
+        figure_paths = (self._host_path(p) for p in reply.figures)
         result.figures = [p for p in figure_paths if p is not None]
         figures = set(result.figures)
-        written = [self._host_path(p) for p in plain.extra.get("written", [])]
+        written = [self._host_path(p) for p in reply.written]
         output = self.output_dir
         result.files = sorted(
             {
@@ -152,13 +128,14 @@ class Sandbox:
                 and p.is_file()
             }
         )
-        result.mounts_changed = bool(written or plain.extra.get("removed") or result.state_reset)
+        result.mounts_changed = bool(written or reply.removed or result.state_reset)
         return result
 
-    async def reset(self) -> dict[str, Any]:
+    async def reset(self) -> InterpreterInfo:
+        """Replace the interpreter with a fresh one; all globals and loaded packages are gone."""
         info = await self.runtime.reset()
         self._loaded.clear()
-        return info
+        return InterpreterInfo(pyodide_version=info.pyodide_version, generation=info.generation)
 
     # -- packages --------------------------------------------------------------------------
 
@@ -231,7 +208,7 @@ class Sandbox:
             load_names = ensured.names
             reply = await self.runtime.load_packages(load_names)
             self._forget_if_replaced()
-            loaded = {normalize_name(str(k)): str(v) for k, v in dict(reply.get("loaded") or {}).items()}
+            loaded = {normalize_name(k): v for k, v in reply.loaded.items()}
             self._loaded.update(loaded)
         if from_pypi:
             await self._install_from_pypi(from_pypi, outcomes)
@@ -245,7 +222,7 @@ class Sandbox:
                 deps = [p.name for p in broker.resolve([outcome.name]) if normalize_name(p.name) != key]
                 outcome.dependencies = deps
             else:
-                outcome.error = str(reply.get("error") or "the sandbox did not load it")
+                outcome.error = reply.error or "the sandbox did not load it"
         return list(outcomes.values())
 
     async def _install_from_pypi(self, names: list[str], outcomes: dict[str, PackageOutcome]) -> None:
@@ -262,7 +239,7 @@ class Sandbox:
             "_have = {p.name.lower().replace('_', '-'): p.version for p in micropip.list().values()}\n"
             "json.dumps({'errors': _errors, 'have': _have})"
         )
-        result = await self.runtime.execute(code, timeout_ms=max(self.config.timeout_ms, 120_000))
+        result, _ = await self.runtime.execute(code, timeout_ms=max(self.config.timeout_ms, 120_000))
         if result.error is not None or not result.result:
             for name in names:
                 outcomes[

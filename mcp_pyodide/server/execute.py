@@ -11,8 +11,7 @@ import mcp_types as types
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import RuntimeConfig
-from ..runtime import ExecutionResult
-from ..sandbox import Result
+from ..result import Result
 from .registry import CallContext, OutputStreamer, ToolFailure, ToolSpec, progress_forwarder, text_result
 
 MAX_INLINE_IMAGE_BYTES = 2 * 1024 * 1024
@@ -96,7 +95,7 @@ def execute_description(config: RuntimeConfig) -> str:
     )
 
 
-def format_result(result: ExecutionResult) -> str:
+def format_result(result: Result) -> str:
     """Plain-text rendering, most useful first; every section labelled."""
     sections: list[str] = []
     if result.error is not None:
@@ -106,8 +105,8 @@ def format_result(result: ExecutionResult) -> str:
         body = result.error.traceback.rstrip() if result.error.traceback else ""
         sections.append("--- error ---\n" + head + ("\n" + body if body and body not in head else ""))
     for name, text, cut in (
-        ("stdout", result.stdout, result.stdout_cut_chars),
-        ("stderr", result.stderr, result.stderr_cut_chars),
+        ("stdout", result.stdout, result.stdout_truncated_chars),
+        ("stderr", result.stderr, result.stderr_truncated_chars),
     ):
         if text or cut:
             note = f"\n[... {cut:,} more characters cut]" if cut else ""
@@ -127,7 +126,7 @@ def format_result(result: ExecutionResult) -> str:
     return "\n\n".join(sections)
 
 
-def structured(result: ExecutionResult) -> dict[str, Any]:
+def structured(result: Result) -> dict[str, Any]:
     error = None
     if result.error is not None:
         error = {"type": result.error.type, "message": result.error.message, "traceback": result.error.traceback}
@@ -139,8 +138,8 @@ def structured(result: ExecutionResult) -> dict[str, Any]:
         "timed_out": result.timed_out,
         "state_reset": result.state_reset,
         "duration_ms": round(result.duration_ms, 3),
-        "stdout_truncated_chars": result.stdout_cut_chars,
-        "stderr_truncated_chars": result.stderr_cut_chars,
+        "stdout_truncated_chars": result.stdout_truncated_chars,
+        "stderr_truncated_chars": result.stderr_truncated_chars,
         "figures": [str(p) for p in result.figures] if isinstance(result, Result) else [],
         "files": [str(p) for p in result.files] if isinstance(result, Result) else [],
         "loaded_packages": [f"{o.name} {o.version}" for o in result.loaded_packages]
@@ -198,7 +197,7 @@ def build_execute_tools(config: RuntimeConfig, link_for: LinkMaker | None = None
     async def reset(args: ResetArgs, ctx: CallContext) -> types.CallToolResult:
         info = await (await ctx.sandbox()).reset()
         return text_result(
-            f"Started a fresh interpreter (Pyodide {info.get('pyodideVersion', '?')}); all previous state is gone."
+            f"Started a fresh interpreter (Pyodide {info.pyodide_version or '?'}); all previous state is gone."
         )
 
     return [
