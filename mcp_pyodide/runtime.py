@@ -3,7 +3,8 @@
 One Node process hosts one Pyodide worker. Calls run one at a time in arrival
 order; a call's timeout counts from when it starts. The Node side enforces the
 timeout (interrupt, then replace the worker); this side keeps a second, looser
-watchdog that kills the whole process if Node itself stops answering.
+watchdog that kills the whole process if Node itself stops answering. How the
+process is started lives in `_launch`, the caches it shares in `_caches`.
 """
 
 from __future__ import annotations
@@ -11,20 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import sys
 import time
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import netbroker
+from . import _caches, netbroker
 from ._connection import Connection, RemoteError
-from ._isolation import Isolation, child_setup
-from ._isolation import choose as choose_isolation
-from ._node import NodeBinary, find_node
-from ._paths import cache_root
+from ._launch import Launch, prepare
 from ._protocol import (
     PROTOCOL_VERSION,
     ErrorInfo,
@@ -32,26 +27,20 @@ from ._protocol import (
     ExecuteReply,
     ExecuteRequest,
     FetchRequest,
-    GuestOptions,
     InitReply,
-    InitRequest,
     Limits,
     LoadPackagesReply,
     LoadPackagesRequest,
-    MountSpec,
     OutputBudget,
     ResetReply,
     ResetRequest,
     RestartingEvent,
     SnapshotEvent,
 )
-from ._runtime_files import PYODIDE_VERSION, RuntimeFiles, ensure_runtime, lock_digest
 from ._transport import Transport
 from .config import RuntimeConfig
 from .errors import MCPPyodideError, RuntimeCrashed, RuntimeUnavailable, SetupError
-from .mounts import GUEST_ROOT, OUTPUT_NAME
 from .netbroker import NetworkDenied
-from .packages.cache import default_cache_dir
 from .result import Result
 
 log = logging.getLogger("mcp_pyodide.runtime")
@@ -59,26 +48,16 @@ node_log = logging.getLogger("mcp_pyodide.node")
 
 OutputListener = Callable[[str, str], None]
 WATCHDOG_SLACK_S = 15.0
-OUTPUT_GUEST_PATH = f"{GUEST_ROOT}/{OUTPUT_NAME}"
-
-
-GUEST_MODULES = ("mcp_guest_executor", "mcp_guest_figures")
-
-
-def _guest_modules() -> dict[str, str]:
-    """The Python that runs inside the sandbox, read from real .py files in this package."""
-    folder = resources.files("mcp_pyodide.guest")
-    return {name: folder.joinpath(f"{name}.py").read_text(encoding="utf-8") for name in GUEST_MODULES}
 
 
 class Runtime:
     """A long-lived sandbox: start it once, run code many times, close it at the end."""
 
-    def __init__(self, config: RuntimeConfig | None = None) -> None:
+    def __init__(self, config: RuntimeConfig | None = None, *, builds_fonts: bool = False) -> None:
         self.config = config or RuntimeConfig()
-        self.node: NodeBinary | None = None
-        self.files: RuntimeFiles | None = None
         self.info = InitReply()
+        self._launch: Launch | None = None
+        self._builds_fonts = builds_fonts
         self._process: asyncio.subprocess.Process | None = None
         self._connection: Connection | None = None
         self._boot_task: asyncio.Task[None] | None = None
@@ -86,8 +65,6 @@ class Runtime:
         self._closing = False
         self._stderr_task: asyncio.Task[None] | None = None
         self._spawns = 0
-        self._snapshot_file: Path | None = None
-        self.isolation: Isolation | None = None
         self._worker_generation = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -102,104 +79,32 @@ class Runtime:
         assert self._boot_task is not None
         await asyncio.shield(self._boot_task)
 
-    def _child_setup(self) -> Callable[[], None] | None:
-        if not sys.platform.startswith("linux"):
-            return None
-        assert self.node is not None and self.isolation is not None
-        readable, writable = self.grants()
-        return child_setup(self.isolation, self.node, readable, writable)
+    async def lock_file(self) -> Path:
+        """Pyodide's package lock file (after the runtime files are installed)."""
+        return (await self._prepared()).files.lock_file
+
+    async def package_cache_dir(self) -> Path:
+        return (await self._prepared()).package_cache_dir
+
+    async def _prepared(self) -> Launch:
+        if self._launch is None:
+            self._launch = await prepare(self.config)
+            log.info("isolation %s", self._launch.isolation.describe())
+        return self._launch
 
     async def _boot(self) -> None:
         started = time.perf_counter()
-        if self.node is None:
-            self.node = await asyncio.to_thread(find_node, self.config.node)
-        if self.isolation is None:
-            node = self.node
-            self.isolation = await asyncio.to_thread(choose_isolation, node, self.config.isolation)
-            log.info("isolation %s", self.isolation.describe())
-        if self.files is None:
-            node = self.node
-            self.files = await asyncio.to_thread(ensure_runtime, node, cache_dir=self.config.runtime_cache_dir)
-        await self._spawn()
+        launch = await self._prepared()
+        await self._spawn(launch)
         log.info(
             "runtime ready: Pyodide %s on Node %s in %.0f ms",
             self.info.pyodide_version,
-            self.node.version_text,
+            launch.node.version_text,
             (time.perf_counter() - started) * 1000,
         )
 
-    def package_cache_dir(self) -> Path:
-        return self.config.package_cache_dir or default_cache_dir()
-
-    def snapshot_path(self) -> Path:
-        """A memory image of a freshly booted interpreter: restoring it is ~10x faster than booting.
-
-        Written by this (trusted) side only; the Node process may read it, never write it.
-        """
-        assert self.node is not None and self.files is not None
-        if self._snapshot_file is None:
-            key = f"pyodide-{PYODIDE_VERSION}-{lock_digest(self.files.host_dir)}-node{self.node.major}"
-            self._snapshot_file = cache_root() / "snapshots" / f"{key}.bin"
-        return self._snapshot_file
-
-    def mpl_config_dir(self) -> Path:
-        """matplotlib's font cache, kept between runs so only the first figure ever pays for it."""
-        return cache_root() / "matplotlib"
-
-    def grants(self) -> tuple[list[Path], list[Path]]:
-        """(readable, writable) host paths: every file grant is decided here and nowhere else."""
-        assert self.files is not None
-        readable = [
-            *self.files.readable_paths(),
-            self.package_cache_dir(),
-            self.snapshot_path().parent,
-            self.mpl_config_dir(),
-        ]
-        writable: list[Path] = []
-        for mount in self.config.mounts:
-            readable.append(mount.host_path)
-            if not mount.read_only:
-                writable.append(mount.host_path)
-        if self.config.output_dir is not None:
-            writable.append(self.config.output_dir)
-        readable.extend(path for path in writable if path not in readable)
-        return readable, writable
-
-    def node_command(self) -> list[str]:
-        """The exact command line, with the permission flags that fence Node in."""
-        assert self.node is not None and self.files is not None
-        readable, writable = self.grants()
-        return [
-            self.node.path,
-            self.node.permission_flag,
-            *(f"--allow-fs-read={path}" for path in readable),
-            *(f"--allow-fs-write={path}" for path in writable),
-            "--allow-worker",
-            "--disallow-code-generation-from-strings",
-            # Python lives in wasm memory; a small JS young generation saves 10-20 MiB per process.
-            "--max-semi-space-size=1",
-            "--no-warnings",
-            str(self.files.host_script),
-        ]
-
-    async def _spawn(self) -> None:
-        assert self.files is not None
-        self.package_cache_dir().mkdir(parents=True, exist_ok=True)
-        self.mpl_config_dir().mkdir(parents=True, exist_ok=True)
-        snapshot_file = self.snapshot_path()
-        snapshot_file.parent.mkdir(parents=True, exist_ok=True)
-        snapshot = snapshot_file if self.config.use_snapshot and snapshot_file.exists() else None
-        process = await asyncio.create_subprocess_exec(
-            *self.node_command(),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={},
-            cwd=str(self.files.host_dir),
-            start_new_session=True,
-            preexec_fn=self._child_setup(),
-            limit=2**20,
-        )
+    async def _spawn(self, launch: Launch) -> None:
+        process = await launch.spawn()
         assert process.stdin is not None and process.stdout is not None and process.stderr is not None
         self._process = process
         self._spawns += 1
@@ -212,24 +117,8 @@ class Runtime:
         )
         connection.start()
         self._connection = connection
-        pyodide_dir = self.files.pyodide_dir
-        request = InitRequest(
-            protocol_version=PROTOCOL_VERSION,
-            pyodide_dir=str(pyodide_dir) + os.sep,
-            pyodide_module=(pyodide_dir / "pyodide.mjs").as_uri(),
-            package_cache_dir=str(self.package_cache_dir()),
-            guest_modules=_guest_modules(),
-            guest_options=GuestOptions(output_dir=OUTPUT_GUEST_PATH if self.config.output_dir else None),
-            mounts=self._mount_table(),
-            mpl_config_dir=str(self.mpl_config_dir()),
-            memory_limit_bytes=self.config.memory_limit_mb * 1024 * 1024,
-            max_output_chars=self.config.max_output_chars,
-            grace_ms=self.config.grace_ms,
-            snapshot_path=str(snapshot_file) if self.config.use_snapshot else None,
-            make_snapshot=self.config.use_snapshot and snapshot is None,
-        )
         try:
-            self.info = await connection.request(request)
+            self.info = await connection.request(launch.init_request())
         except RemoteError as exc:
             if exc.code == "protocol":
                 raise SetupError(str(exc)) from None
@@ -242,19 +131,13 @@ class Runtime:
             )
         self._worker_generation = self.info.generation or 1
 
-    def _mount_table(self) -> list[MountSpec]:
-        table = [MountSpec(m.guest_path, str(m.host_path), m.read_only) for m in self.config.mounts]
-        if self.config.output_dir is not None:
-            table.append(MountSpec(OUTPUT_GUEST_PATH, str(self.config.output_dir), False))
-        return table
-
     async def _pump_stderr(self, stream: asyncio.StreamReader) -> None:
         while line := await stream.readline():
             node_log.info("%s", line.decode("utf-8", "replace").rstrip())
 
     def _on_event(self, event: Event) -> None:
-        if isinstance(event, SnapshotEvent):
-            self._save_snapshot(event.data)
+        if isinstance(event, SnapshotEvent) and self._launch is not None:
+            _caches.save_snapshot(self._launch.snapshot_file, event.data)
         elif isinstance(event, RestartingEvent):
             self._worker_generation = event.generation or self._worker_generation + 1
             log.warning("the interpreter is restarting (%s)", event.reason)
@@ -269,18 +152,6 @@ class Runtime:
                 "network access is disabled in the sandbox (the server can allow hosts with --allow-network)"
             )
         return await netbroker.fetch(policy, request.as_netbroker())
-
-    def _save_snapshot(self, raw: bytes) -> None:
-        target = self.snapshot_path()
-        if target.exists():
-            return
-        try:
-            partial = target.with_suffix(f".{os.getpid()}.tmp")
-            partial.write_bytes(raw)
-            os.replace(partial, target)
-            log.info("saved a %.1f MiB memory snapshot for fast starts: %s", len(raw) / 2**20, target)
-        except (OSError, ValueError) as exc:
-            log.warning("could not save the memory snapshot: %s", exc)
 
     async def _kill_process(self) -> None:
         process, self._process = self._process, None
@@ -424,10 +295,12 @@ class Runtime:
                     connection.request(LoadPackagesRequest(names=names, timeout_ms=timeout_ms)),
                     timeout_ms / 1000 + WATCHDOG_SLACK_S,
                 )
-                return reply
             except (RuntimeCrashed, TimeoutError) as exc:
                 await self._replace_process()
                 raise RuntimeCrashed(f"the runtime died while loading packages ({exc}); state was reset") from exc
+        if "matplotlib" in reply.loaded and not self._builds_fonts:
+            _caches.build_fonts_soon(self.config)
+        return reply
 
     @property
     def interpreter_id(self) -> tuple[int, int]:

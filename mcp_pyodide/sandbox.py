@@ -66,9 +66,13 @@ class Sandbox:
 
     async def start(self, *, wait: bool = True) -> None:
         """Boot the runtime; with wait=False, boot in the background (the server's handshake overlaps it)."""
-        self.runtime.start()
+        self.start_soon()
         if wait:
             await self.runtime.wait_ready()
+
+    def start_soon(self) -> None:
+        """Begin booting in the background and return at once (needs a running event loop)."""
+        self.runtime.start()
 
     async def close(self) -> None:
         await self.runtime.close()
@@ -141,12 +145,10 @@ class Sandbox:
 
     async def broker(self) -> PackageBroker:
         if self._broker is None:
-            await self.runtime.wait_ready()
-            assert self.runtime.files is not None
             self._broker = PackageBroker(
-                self.runtime.files.lock_file,
+                await self.runtime.lock_file(),
                 self.config.package_source or None,
-                self.runtime.package_cache_dir(),
+                await self.runtime.package_cache_dir(),
             )
         return self._broker
 
