@@ -8,6 +8,7 @@ files written to the output folder. The MCP server is built on this class.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import replace
@@ -29,6 +30,19 @@ from .result import ErrorInfo, InterpreterInfo, PackageOutcome, Result
 from .runtime import OutputListener, Runtime
 
 log = logging.getLogger("mcp_pyodide.sandbox")
+
+
+def private_cell(source: str) -> str:
+    """A cell that runs `source` (which defines `async def main()`) in a namespace of its own.
+
+    It binds no name in the user's globals (not even `_`: its value is None, hidden by the `;`),
+    so the broker's own work in the user's interpreter leaves nothing behind. Report through stdout.
+    """
+    return (
+        "await (lambda ns: (__import__('builtins').exec(__import__('builtins').compile("
+        f"{source!r}, '<mcp-pyodide>', 'exec'), ns), ns['main']())[1])"
+        "({'__name__': '__mcp_pyodide__', '__builtins__': __import__('builtins')});"
+    )
 
 
 class Sandbox:
@@ -229,37 +243,39 @@ class Sandbox:
 
     async def _install_from_pypi(self, names: list[str], outcomes: dict[str, PackageOutcome]) -> None:
         """Pure-Python wheels from PyPI via micropip, inside the sandbox; the broker makes each request."""
-        code = (
-            "import micropip, json\n"
-            f"_names = {names!r}\n"
-            "_errors = {}\n"
-            "for _name in _names:\n"
-            "    try:\n"
-            "        await micropip.install(_name)\n"
-            "    except Exception as _exc:\n"
-            "        _errors[_name] = str(_exc).strip().splitlines()[0] if str(_exc).strip() else type(_exc).__name__\n"
-            "_have = {p.name.lower().replace('_', '-'): p.version for p in micropip.list().values()}\n"
-            "json.dumps({'errors': _errors, 'have': _have})"
+        source = (
+            "async def main():\n"
+            "    import json, micropip\n"
+            "    errors = {}\n"
+            f"    for name in {names!r}:\n"
+            "        try:\n"
+            "            await micropip.install(name)\n"
+            "        except Exception as exc:\n"
+            "            text = str(exc).strip()\n"
+            "            errors[name] = text.splitlines()[0] if text else type(exc).__name__\n"
+            "    have = {p.name.lower().replace('_', '-'): p.version for p in micropip.list().values()}\n"
+            "    print(json.dumps({'errors': errors, 'have': have}))\n"
         )
-        result, _ = await self.runtime.execute(code, timeout_ms=max(self.config.timeout_ms, 120_000))
-        if result.error is not None or not result.result:
+        result, _ = await self.runtime.execute(private_cell(source), timeout_ms=max(self.config.timeout_ms, 120_000))
+        lines = result.stdout.strip().splitlines()
+        try:
+            report = json.loads(lines[-1]) if result.error is None and lines else None
+        except ValueError:
+            report = None
+        if not isinstance(report, dict):
             for name in names:
-                outcomes[
-                    name
-                ].error = f"installing from PyPI failed: {result.error.message if result.error else 'no answer'}"
+                reason = result.error.message if result.error else "no answer"
+                outcomes[name].error = f"installing from PyPI failed: {reason}"
             return
-        import ast
-        import json
-
-        report = json.loads(ast.literal_eval(result.result))
+        errors, have = dict(report.get("errors") or {}), dict(report.get("have") or {})
         for name in names:
             outcome = outcomes[name]
-            if name in report["errors"]:
-                outcome.error = f"PyPI: {report['errors'][name]}"
+            if name in errors:
+                outcome.error = f"PyPI: {str(errors[name])[:500]}"
                 continue
-            version = report["have"].get(normalize_name(name))
+            version = have.get(normalize_name(name))
             outcome.installed = version is not None
-            outcome.version = version
+            outcome.version = str(version)[:100] if version is not None else None
             if version is None:
                 outcome.error = "micropip reported no error, but the package is not installed"
 
