@@ -37,31 +37,47 @@ class ResetArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-EXECUTE_OUTPUT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "stdout": {"type": "string"},
-        "stderr": {"type": "string"},
-        "result": {"type": ["string", "null"], "description": "repr() of the last expression, if not None"},
-        "error": {
-            "type": ["object", "null"],
-            "properties": {
-                "type": {"type": "string"},
-                "message": {"type": "string"},
-                "traceback": {"type": "string"},
-            },
-        },
-        "timed_out": {"type": "boolean"},
-        "state_reset": {"type": "boolean"},
-        "duration_ms": {"type": "number"},
-        "stdout_truncated_chars": {"type": "integer"},
-        "stderr_truncated_chars": {"type": "integer"},
-        "figures": {"type": "array", "items": {"type": "string"}, "description": "saved PNGs, host paths"},
-        "files": {"type": "array", "items": {"type": "string"}, "description": "files written to the output folder"},
-        "loaded_packages": {"type": "array", "items": {"type": "string"}},
-    },
-    "required": ["stdout", "stderr", "result", "error", "timed_out", "state_reset", "duration_ms"],
-}
+class ErrorOutput(BaseModel):
+    type: str = Field(description="the exception's class name")
+    message: str
+    traceback: str
+
+
+class ExecuteOutput(BaseModel):
+    """The structured result of pyodide_execute; its JSON schema is the tool's outputSchema."""
+
+    stdout: str
+    stderr: str
+    result: str | None = Field(description="repr() of the last expression, if not None")
+    error: ErrorOutput | None
+    timed_out: bool
+    state_reset: bool = Field(description="the interpreter was replaced: variables from earlier calls are gone")
+    duration_ms: float
+    stdout_truncated_chars: int = Field(description="characters of stdout cut by the output limit")
+    stderr_truncated_chars: int
+    figures: list[str] = Field(description="saved PNGs, host paths")
+    files: list[str] = Field(description="files written to the output folder by this run, host paths")
+    files_not_returned: int = Field(description="more figures and files this run made than one result lists")
+    loaded_packages: list[str] = Field(description="packages loaded for this run, as 'name version'")
+
+    @classmethod
+    def of(cls, result: Result) -> ExecuteOutput:
+        error = result.error
+        return cls(
+            stdout=result.stdout,
+            stderr=result.stderr,
+            result=result.result,
+            error=ErrorOutput(type=error.type, message=error.message, traceback=error.traceback) if error else None,
+            timed_out=result.timed_out,
+            state_reset=result.state_reset,
+            duration_ms=round(result.duration_ms, 3),
+            stdout_truncated_chars=result.stdout_truncated_chars,
+            stderr_truncated_chars=result.stderr_truncated_chars,
+            figures=[str(p) for p in result.figures],
+            files=[str(p) for p in result.files],
+            files_not_returned=result.files_not_returned,
+            loaded_packages=[f"{o.name} {o.version}" for o in result.loaded_packages],
+        )
 
 
 def execute_description(config: RuntimeConfig) -> str:
@@ -113,39 +129,24 @@ def format_result(result: Result) -> str:
             sections.append(f"--- {name} ---\n{text}{note}")
     if result.result is not None:
         sections.append(f"--- result ---\n{result.result}")
-    if isinstance(result, Result):
-        if result.figures:
-            sections.append("--- figures saved ---\n" + "\n".join(str(p) for p in result.figures))
-        if result.files:
-            sections.append("--- files written ---\n" + "\n".join(str(p) for p in result.files))
-        if result.loaded_packages:
-            loaded = ", ".join(f"{o.name} {o.version}" for o in result.loaded_packages)
-            sections.append(f"--- packages loaded ---\n{loaded}")
+    if result.figures:
+        sections.append("--- figures saved ---\n" + "\n".join(str(p) for p in result.figures))
+    if result.files:
+        sections.append("--- files written ---\n" + "\n".join(str(p) for p in result.files))
+    if result.files_not_returned:
+        sections.append(
+            f"--- not listed ---\n{result.files_not_returned:,} more figures or files (over the per-call cap)"
+        )
+    if result.loaded_packages:
+        loaded = ", ".join(f"{o.name} {o.version}" for o in result.loaded_packages)
+        sections.append(f"--- packages loaded ---\n{loaded}")
     if not sections:
         sections.append("(no output)")
     return "\n\n".join(sections)
 
 
 def structured(result: Result) -> dict[str, Any]:
-    error = None
-    if result.error is not None:
-        error = {"type": result.error.type, "message": result.error.message, "traceback": result.error.traceback}
-    return {
-        "stdout": result.stdout,
-        "stderr": result.stderr,
-        "result": result.result,
-        "error": error,
-        "timed_out": result.timed_out,
-        "state_reset": result.state_reset,
-        "duration_ms": round(result.duration_ms, 3),
-        "stdout_truncated_chars": result.stdout_truncated_chars,
-        "stderr_truncated_chars": result.stderr_truncated_chars,
-        "figures": [str(p) for p in result.figures] if isinstance(result, Result) else [],
-        "files": [str(p) for p in result.files] if isinstance(result, Result) else [],
-        "loaded_packages": [f"{o.name} {o.version}" for o in result.loaded_packages]
-        if isinstance(result, Result)
-        else [],
-    }
+    return ExecuteOutput.of(result).model_dump(mode="json")
 
 
 def figure_blocks(result: Result, inline: bool, link_for: LinkMaker | None) -> list[types.ContentBlock]:
@@ -214,7 +215,7 @@ def build_execute_tools(config: RuntimeConfig, link_for: LinkMaker | None = None
                 idempotent_hint=False,
                 open_world_hint=False,
             ),
-            output_schema=EXECUTE_OUTPUT_SCHEMA,
+            output_schema=ExecuteOutput.model_json_schema(),
         ),
         ToolSpec(
             name="pyodide_reset",
