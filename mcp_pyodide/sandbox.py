@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
+from . import _outputs
 from .config import RuntimeConfig
 from .mounts import GUEST_ROOT, OUTPUT_NAME, Mount
 from .packages import (
@@ -66,6 +67,7 @@ class Sandbox:
         self._loaded: dict[str, str] = {}
         self._loaded_for: tuple[int, int] | None = None
         self._install_lock = asyncio.Lock()
+        self._run_lock = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -125,28 +127,19 @@ class Sandbox:
                     ),
                     loaded_packages=outcomes,
                 )
-        result, reply = await self.runtime.execute(code, timeout_ms=timeout_ms, on_output=on_output)
-        result.loaded_packages = [o for o in outcomes if o.installed]
-        if reply is None:
-            result.mounts_changed = result.state_reset
-            return result
-        figure_paths = (self._host_path(p) for p in reply.figures)
-        result.figures = [p for p in figure_paths if p is not None]
-        figures = set(result.figures)
-        written = [self._host_path(p) for p in reply.written]
         output = self.output_dir
-        result.files = sorted(
-            {
-                p
-                for p in written
-                if p is not None
-                and p not in figures
-                and output is not None
-                and p.is_relative_to(output)
-                and p.is_file()
-            }
-        )
-        result.mounts_changed = bool(written or reply.removed or result.state_reset)
+        async with self._run_lock:  # the folder's "before" must be this run's own
+            before = await asyncio.to_thread(_outputs.scan, output) if output is not None else {}
+            result, reply = await self.runtime.execute(code, timeout_ms=timeout_ms, on_output=on_output)
+            after = await asyncio.to_thread(_outputs.scan, output) if output is not None else {}
+        result.loaded_packages = [o for o in outcomes if o.installed]
+        if output is not None:
+            prefix = f"{GUEST_ROOT}/{OUTPUT_NAME}/"
+            hints = (p[len(prefix) :] for p in (reply.figures if reply else []) if p.startswith(prefix))
+            made = _outputs.produced(output, before, after, hints)
+            result.figures, result.files, result.files_not_returned = made.figures, made.files, made.not_returned
+        written = bool(reply and (reply.written or reply.removed))  # other mounts: the guest's word, a hint
+        result.mounts_changed = written or before != after or result.state_reset
         return result
 
     async def reset(self) -> InterpreterInfo:
@@ -278,16 +271,3 @@ class Sandbox:
             outcome.version = str(version)[:100] if version is not None else None
             if version is None:
                 outcome.error = "micropip reported no error, but the package is not installed"
-
-    # -- files -----------------------------------------------------------------------------
-
-    def _host_path(self, guest_path: str) -> Path | None:
-        """Map /mnt/NAME/... back to the host folder, or None if it is not inside a mount."""
-        tables = [(f"{GUEST_ROOT}/{OUTPUT_NAME}", self.output_dir)] if self.output_dir else []
-        tables += [(m.guest_path, m.host_path) for m in self.mounts]
-        for prefix, root in tables:
-            if root is not None and (guest_path == prefix or guest_path.startswith(prefix + "/")):
-                candidate = (root / guest_path[len(prefix) :].lstrip("/")).resolve()
-                if candidate.is_relative_to(root):
-                    return candidate
-        return None

@@ -10,6 +10,7 @@ from typing import Any
 import mcp_types as types
 from pydantic import BaseModel, ConfigDict, Field
 
+from .._outputs import PNG_SIGNATURE, read_inside
 from ..config import RuntimeConfig
 from ..result import Result
 from .registry import CallContext, OutputStreamer, ToolFailure, ToolSpec, progress_forwarder, text_result
@@ -149,16 +150,15 @@ def structured(result: Result) -> dict[str, Any]:
     return ExecuteOutput.of(result).model_dump(mode="json")
 
 
-def figure_blocks(result: Result, inline: bool, link_for: LinkMaker | None) -> list[types.ContentBlock]:
-    """Each saved figure inline (bounded) and as a resource link, so no client loses it."""
+def figure_blocks(
+    result: Result, inline: bool, link_for: LinkMaker | None, output_dir: Path | None
+) -> list[types.ContentBlock]:
+    """Each saved figure inline (bounded, read without following links) and as a resource link."""
     blocks: list[types.ContentBlock] = []
     for index, path in enumerate(result.figures):
-        if inline and index < MAX_INLINE_IMAGES:
-            try:
-                data = path.read_bytes()
-            except OSError:
-                data = b""
-            if data and len(data) <= MAX_INLINE_IMAGE_BYTES:
+        if inline and index < MAX_INLINE_IMAGES and output_dir is not None:
+            data = read_inside(output_dir, path, MAX_INLINE_IMAGE_BYTES)
+            if data and data.startswith(PNG_SIGNATURE):
                 blocks.append(
                     types.ImageContent(type="image", data=base64.b64encode(data).decode("ascii"), mime_type="image/png")
                 )
@@ -188,7 +188,7 @@ def build_execute_tools(config: RuntimeConfig, link_for: LinkMaker | None = None
             await streamer.close()
         ctx.files_changed = result.mounts_changed
         content: list[types.ContentBlock] = [types.TextContent(type="text", text=format_result(result))]
-        content += figure_blocks(result, config.inline_images, link_for)
+        content += figure_blocks(result, config.inline_images, link_for, sandbox.output_dir)
         return types.CallToolResult(
             content=content,
             structured_content=structured(result),
