@@ -66,6 +66,8 @@ class Runtime:
         self._stderr_task: asyncio.Task[None] | None = None
         self._spawns = 0
         self._worker_generation = 0
+        # A snapshot is kept only if this process was asked for one and no user code has run in it.
+        self._snapshot_wanted = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -117,8 +119,10 @@ class Runtime:
         )
         connection.start()
         self._connection = connection
+        request = launch.init_request()
+        self._snapshot_wanted = request.make_snapshot
         try:
-            self.info = await connection.request(launch.init_request())
+            self.info = await connection.request(request)
         except RemoteError as exc:
             if exc.code == "protocol":
                 raise SetupError(str(exc)) from None
@@ -136,7 +140,11 @@ class Runtime:
             node_log.info("%s", line.decode("utf-8", "replace").rstrip())
 
     def _on_event(self, event: Event) -> None:
-        if isinstance(event, SnapshotEvent) and self._launch is not None:
+        if isinstance(event, SnapshotEvent):
+            if not self._snapshot_wanted or self._launch is None:
+                log.warning("ignored a memory snapshot the broker did not ask for (or sent after user code ran)")
+                return
+            self._snapshot_wanted = False
             _caches.save_snapshot(self._launch.snapshot_file, event.data)
         elif isinstance(event, RestartingEvent):
             self._worker_generation = event.generation or self._worker_generation + 1
@@ -236,6 +244,7 @@ class Runtime:
             connection = await self._ensure_process()
             watchdog = timeout / 1000 + self.config.grace_ms / 1000 + WATCHDOG_SLACK_S
             started = time.perf_counter()
+            self._snapshot_wanted = False  # from here on, an image could hold user state
             try:
                 reply = await asyncio.wait_for(
                     connection.request(ExecuteRequest(code=code, timeout_ms=timeout), on_output=collect),
