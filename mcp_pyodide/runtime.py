@@ -68,6 +68,9 @@ class Runtime:
         self._worker_generation = 0
         # A snapshot is kept only if this process was asked for one and no user code has run in it.
         self._snapshot_wanted = False
+        self._watch_task: asyncio.Task[None] | None = None
+        # Why the next run starts on a fresh interpreter although it did not ask (the process died idle).
+        self._reset_note: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -110,7 +113,9 @@ class Runtime:
         assert process.stdin is not None and process.stdout is not None and process.stderr is not None
         self._process = process
         self._spawns += 1
-        self._stderr_task = asyncio.get_running_loop().create_task(self._pump_stderr(process.stderr))
+        loop = asyncio.get_running_loop()
+        self._stderr_task = loop.create_task(self._pump_stderr(process.stderr))
+        self._watch_task = loop.create_task(self._watch(process))
         connection = Connection(
             Transport(process.stdout, process.stdin),
             on_event=self._on_event,
@@ -174,6 +179,21 @@ class Runtime:
         if self._stderr_task is not None:
             self._stderr_task.cancel()
 
+    async def _watch(self, process: asyncio.subprocess.Process) -> None:
+        """Notice the Node process ending between calls, and start its replacement at once."""
+        code = await process.wait()
+        boot = self._boot_task
+        booted = boot is not None and boot.done() and not boot.cancelled() and boot.exception() is None
+        if self._closing or self._process is not process or self._lock.locked() or not booted:
+            return  # we ended it, or a call or a boot in progress deals with it
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        log.warning("the Node process %s while idle; starting a fresh one now", how)
+        self._reset_note = (
+            f"The Node process {how} between calls (perhaps the out-of-memory killer); "
+            "this call ran on a fresh runtime, so all state was reset."
+        )
+        await self._replace_process()
+
     async def _replace_process(self) -> None:
         """End the current Node process (if any) and start booting a fresh one in the background."""
         await self._kill_process()
@@ -200,6 +220,9 @@ class Runtime:
                 raise
         if self._connection is None or self._connection.closed or self._process is None:
             log.warning("the Node process is gone; starting a fresh one")
+            self._reset_note = self._reset_note or (
+                "The Node process had ended between calls; this call ran on a fresh runtime, so all state was reset."
+            )
             await self._replace_process()
             await self.wait_ready()
         assert self._connection is not None
@@ -242,6 +265,7 @@ class Runtime:
         remote_message = ""
         async with self._lock:
             connection = await self._ensure_process()
+            note, self._reset_note = self._reset_note, None
             watchdog = timeout / 1000 + self.config.grace_ms / 1000 + WATCHDOG_SLACK_S
             started = time.perf_counter()
             self._snapshot_wanted = False  # from here on, an image could hold user state
@@ -273,6 +297,9 @@ class Runtime:
                 result.duration_ms = (time.perf_counter() - started) * 1000
         if reply is not None:
             self._fill(result, reply, remote_message)
+        if note:
+            result.state_reset = True
+            result.stderr = f"[mcp-pyodide] {note}\n" + result.stderr
         result.stdout_truncated_chars += budget.dropped["stdout"]
         result.stderr_truncated_chars += budget.dropped["stderr"]
         return result, reply
@@ -320,6 +347,7 @@ class Runtime:
         """Replace the interpreter with a fresh one; all globals are lost."""
         async with self._lock:
             connection = await self._ensure_process()
+            self._reset_note = None  # a reset was asked for: nothing to explain
             try:
                 info: ResetReply = await connection.request(ResetRequest())
                 self._worker_generation = info.generation or self._worker_generation + 1
