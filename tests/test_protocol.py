@@ -143,9 +143,13 @@ def test_every_incoming_field_has_a_bound_or_a_closed_type() -> None:
             assert closed or spec.metadata.get("limit") is not None, f"{cls.__name__}.{spec.name} has no bound"
 
 
-def test_the_docs_list_every_field_with_its_current_bound() -> None:
+@pytest.mark.parametrize("name", ["docs/protocol.md", "SECURITY.md"])
+def test_the_docs_list_every_field_with_its_current_bound(name: str) -> None:
     from pathlib import Path
 
-    docs = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text(encoding="utf-8")
+    docs = (Path(__file__).resolve().parent.parent / name).read_text(encoding="utf-8")
     table = docs.split("<!-- bounds-table:start -->\n", 1)[1].split("\n<!-- bounds-table:end -->", 1)[0]
-    assert table == p.bounds_table(), "docs/protocol.md is stale: paste bounds_table() between the markers"
+    assert table == p.bounds_table(), f"{name} is stale: paste bounds_table() between the markers"
+    for cls in p.INCOMING:  # every message field of the catalogue is named
+        for spec in dataclasses.fields(cls):
+            assert f"| {cls.__name__} | `{p.wire_name(spec.name)}` |" in table
