@@ -5,6 +5,8 @@ order; a call's timeout counts from when it starts. The Node side enforces the
 timeout (interrupt, then replace the worker); this side keeps a second, looser
 watchdog that kills the whole process if Node itself stops answering. How the
 process is started lives in `_launch`, the caches it shares in `_caches`.
+Over 300 lines on purpose: every way a call can end (reply, error, crash, watchdog, death while
+idle) is handled here, in one place, so they are read together.
 """
 
 from __future__ import annotations

@@ -30,6 +30,8 @@ from .packages.imports import find_imports
 from .result import ErrorInfo, InterpreterInfo, PackageOutcome, Result
 from .runtime import OutputListener, Runtime
 
+__all__ = ["PackageOutcome", "Result", "Sandbox", "private_cell"]  # Result and PackageOutcome: see result.py
+
 log = logging.getLogger("mcp_pyodide.sandbox")
 
 
