@@ -29,12 +29,16 @@ _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO must never block the broker
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
-Listing = dict[str, tuple[int, int, int]]  # relative path -> (inode, size, mtime_ns)
+
+class Listing(dict[str, tuple[int, int, int]]):
+    """Relative path -> (inode, size, mtime_ns); `complete` is False when the walk hit its bound."""
+
+    complete = True
 
 
 def scan(root: Path) -> Listing:
     """Regular files under `root` (symlinks and special files skipped), at most MAX_WALK entries."""
-    found: Listing = {}
+    found = Listing()
     seen = 0
     stack: list[tuple[str, int]] = [("", 0)]
     while stack:
@@ -44,7 +48,8 @@ def scan(root: Path) -> Listing:
                 for entry in entries:
                     seen += 1
                     if seen > MAX_WALK:
-                        log.warning("the output folder has more than %d entries; the rest were not looked at", MAX_WALK)
+                        log.warning("the output folder has more than %d entries; the rest were not walked", MAX_WALK)
+                        found.complete = False
                         return found
                     path = f"{rel}/{entry.name}" if rel else entry.name
                     info = entry.stat(follow_symlinks=False)
@@ -123,12 +128,42 @@ class Produced:
     not_returned: int
 
 
-def produced(root: Path, before: Listing, after: Listing, figure_hints: Iterable[str]) -> Produced:
-    """Sort what the run made into figures and files, at most MAX_RETURNED of them in all."""
+def _stat_inside(root: Path, rel: str) -> tuple[int, int, int] | None:
+    try:
+        fd = _open_inside(root, rel)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        return (info.st_ino, info.st_size, info.st_mtime_ns) if stat.S_ISREG(info.st_mode) else None
+    finally:
+        os.close(fd)
+
+
+def produced(
+    root: Path,
+    before: Listing,
+    after: Listing,
+    figure_hints: Iterable[str],
+    hints: Iterable[str] = (),
+    since_ns: int = 0,
+) -> Produced:
+    """Sort what the run made into figures and files, at most MAX_RETURNED of them in all.
+
+    When the folder is too big to walk whole, paths the guest named are checked one by one: they
+    count only if they are regular files inside the folder changed since the run started.
+    """
     hinted = set(figure_hints)
     figures: list[Path] = []
     files: list[Path] = []
     fresh = changed(before, after)
+    if not (before.complete and after.complete):
+        known = set(fresh)
+        for rel in list(dict.fromkeys([*hinted, *hints]))[: MAX_RETURNED * 4]:
+            sig = _stat_inside(root, rel) if rel not in known else None
+            if sig is not None and sig[2] >= since_ns and before.get(rel) != sig:
+                fresh.append(rel)
+                known.add(rel)
     for rel in fresh[:MAX_RETURNED]:
         path = root / rel
         if rel in hinted and rel.endswith(".png") and _is_png(root, rel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -131,14 +132,16 @@ class Sandbox:
                 )
         output = self.output_dir
         async with self._run_lock:  # the folder's "before" must be this run's own
-            before = await asyncio.to_thread(_outputs.scan, output) if output is not None else {}
+            before = await asyncio.to_thread(_outputs.scan, output) if output is not None else _outputs.Listing()
+            since_ns = time.time_ns()
             result, reply = await self.runtime.execute(code, timeout_ms=timeout_ms, on_output=on_output)
-            after = await asyncio.to_thread(_outputs.scan, output) if output is not None else {}
+            after = await asyncio.to_thread(_outputs.scan, output) if output is not None else _outputs.Listing()
         result.loaded_packages = [o for o in outcomes if o.installed]
         if output is not None:
             prefix = f"{GUEST_ROOT}/{OUTPUT_NAME}/"
-            hints = (p[len(prefix) :] for p in (reply.figures if reply else []) if p.startswith(prefix))
-            made = _outputs.produced(output, before, after, hints)
+            figure_hints = [p[len(prefix) :] for p in (reply.figures if reply else []) if p.startswith(prefix)]
+            hints = [p[len(prefix) :] for p in (reply.written if reply else []) if p.startswith(prefix)]
+            made = _outputs.produced(output, before, after, figure_hints, hints, since_ns)
             result.figures, result.files, result.files_not_returned = made.figures, made.files, made.not_returned
         written = bool(reply and (reply.written or reply.removed))  # other mounts: the guest's word, a hint
         result.mounts_changed = written or before != after or result.state_reset

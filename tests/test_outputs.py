@@ -77,3 +77,21 @@ def test_read_inside_follows_no_symlink_anywhere_on_the_path(tmp_path: Path) -> 
 def test_read_inside_does_not_block_on_a_fifo(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo.png")
     assert _outputs.read_inside(tmp_path, tmp_path / "fifo.png", 1024) is None
+
+
+def test_past_the_walk_bound_only_verified_hints_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setattr(_outputs, "MAX_WALK", 5)
+    for i in range(20):
+        (tmp_path / f"old{i}.txt").write_text("x")
+    before = _outputs.scan(tmp_path)
+    assert not before.complete
+    since = time.time_ns()
+    (tmp_path / "zz-new.png").write_bytes(PNG)
+    (tmp_path / "zz-link.png").symlink_to(tmp_path / "zz-new.png")
+    after = _outputs.scan(tmp_path)
+    hints = ["zz-new.png", "zz-link.png", "old3.txt", "../etc/passwd", "missing.png"]
+    made = _outputs.produced(tmp_path, before, after, ["zz-new.png", "zz-link.png"], hints, since)
+    assert tmp_path / "zz-new.png" in made.figures
+    assert all(p.name not in ("zz-link.png", "old3.txt") for p in made.figures + made.files)
