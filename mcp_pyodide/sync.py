@@ -26,8 +26,9 @@ from .errors import RuntimeUnavailable
 from .history import History
 from .mounts import Mount
 from .packages.broker import ProgressCallback
+from .result import InterpreterInfo, PackageOutcome, Result
 from .runtime import OutputListener
-from .sandbox import PackageOutcome, Result, Sandbox
+from .sandbox import Sandbox
 
 T = TypeVar("T")
 CLOSE_TIMEOUT_S = 30.0
@@ -138,7 +139,7 @@ class SyncSandbox:
         sandbox = self.sandbox
         return self._call(sandbox.install(list(names), progress=progress))
 
-    def reset(self) -> dict[str, Any]:
+    def reset(self) -> InterpreterInfo:
         """Start over with a fresh interpreter: every variable and import is gone."""
         sandbox = self.sandbox
         return self._call(sandbox.reset())
