@@ -126,7 +126,7 @@ class SessionSandboxes(SandboxProvider):
 
     def start(self) -> None:
         if self.default is not None:
-            asyncio.get_running_loop().create_task(self.default.start(wait=False))
+            self.default.start_soon()
         if self._reaper is None:
             self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
 
@@ -162,7 +162,7 @@ class SessionSandboxes(SandboxProvider):
                 if running >= self.max_sessions:
                     await self._evict_one()
                 sandbox = Sandbox(config=self.config, output_dir=self.output_dir_for(handle))
-                await sandbox.start(wait=False)
+                sandbox.start_soon()
                 entry = _Entry(sandbox, handle.label)
                 if session_id in self._lost:
                     self._notes[session_id] = self._lost.pop(session_id)
