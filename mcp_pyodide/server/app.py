@@ -26,6 +26,7 @@ from mcp.server.models import InitializationOptions
 from .. import __version__
 from ..errors import MCPPyodideError
 from ..policy import AuditLog, Decision, PolicyEngine, audit_record
+from ..tool_names import ToolName
 from .registry import CallContext, ToolFailure, ToolSpec, text_result
 from .resources import MountResources
 from .sessions import SandboxProvider, SingleSandbox
@@ -33,8 +34,8 @@ from .sessions import SandboxProvider, SingleSandbox
 log = logging.getLogger("mcp_pyodide.server")
 
 INSTRUCTIONS = (
-    "Runs Python code in a sandboxed Pyodide interpreter. Use pyodide_execute to run code; state "
-    "persists between calls until pyodide_reset."
+    f"Runs Python code in a sandboxed Pyodide interpreter. Use {ToolName.EXECUTE} to run code; state "
+    f"persists between calls until {ToolName.RESET}."
 )
 
 
@@ -128,10 +129,8 @@ def build_server(state: ServerState) -> Server[Any]:
             args = spec.parse(raw_args)
         except ToolFailure as exc:
             return text_result(str(exc), is_error=True)
-        # The policy sees arguments with defaults filled in, so `require` rules apply to what will run.
-        policy_args = args.model_dump()
-        if "timeout" in policy_args and policy_args["timeout"] is None:
-            policy_args["timeout"] = state.sandboxes.config.timeout_ms
+        # The tool's definition says what the policy sees: defaults filled in, names normalised.
+        policy_args = spec.policy_arguments(args)
         decision = await state.engine.decide(name, policy_args, session_id)
         if decision.needs_approval:
             approved, why = await _ask_approval(ctx, _with_summary(decision, policy_args))

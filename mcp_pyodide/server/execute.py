@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..config import RuntimeConfig
 from ..runtime import ExecutionResult
 from ..sandbox import Result
+from ..tool_names import ToolName
 from .registry import CallContext, OutputStreamer, ToolFailure, ToolSpec, progress_forwarder, text_result
 
 MAX_INLINE_IMAGE_BYTES = 2 * 1024 * 1024
@@ -32,6 +33,11 @@ class ExecuteArgs(BaseModel):
         le=MAX_TIMEOUT_MS,
         description="Milliseconds before the run is interrupted (default: the server's --timeout).",
     )
+
+
+def execute_policy_arguments(args: ExecuteArgs, config: RuntimeConfig) -> dict[str, Any]:
+    """The policy sees the timeout that will apply, so `require timeout lte N` holds for defaults too."""
+    return {"code": args.code, "timeout": config.timeout_ms if args.timeout is None else args.timeout}
 
 
 class ResetArgs(BaseModel):
@@ -80,7 +86,7 @@ def execute_description(config: RuntimeConfig) -> str:
     return (
         "Run Python 3.12 code in a sandboxed Pyodide (WebAssembly) interpreter and return its output.\n"
         "- State persists between calls like a notebook: variables, imports and functions stay defined "
-        "until pyodide_reset (or a crash/forced restart, which the result reports).\n"
+        f"until {ToolName.RESET} (or a crash/forced restart, which the result reports).\n"
         "- The value of the last expression is returned (its repr), like a notebook cell; end the line "
         "with ';' to hide it. Top-level `await` works.\n"
         "- stdout and stderr are returned separately; each is cut after "
@@ -203,7 +209,7 @@ def build_execute_tools(config: RuntimeConfig, link_for: LinkMaker | None = None
 
     return [
         ToolSpec(
-            name="pyodide_execute",
+            name=ToolName.EXECUTE,
             title="Run Python code",
             description=execute_description(config),
             arguments=ExecuteArgs,
@@ -216,9 +222,10 @@ def build_execute_tools(config: RuntimeConfig, link_for: LinkMaker | None = None
                 open_world_hint=False,
             ),
             output_schema=EXECUTE_OUTPUT_SCHEMA,
+            policy_view=lambda args: execute_policy_arguments(args, config),
         ),
         ToolSpec(
-            name="pyodide_reset",
+            name=ToolName.RESET,
             title="Reset the Python interpreter",
             description="Discard all Python state (variables, imports, loaded packages) and start a fresh "
             "interpreter. Files in mounted folders are not touched.",

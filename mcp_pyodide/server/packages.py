@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import mcp_types as types
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..sandbox import PackageOutcome
+from ..tool_names import ToolName
 from .registry import CallContext, ToolFailure, ToolSpec, progress_forwarder
 
 MAX_PACKAGES_PER_CALL = 50
@@ -21,26 +20,16 @@ class InstallArgs(BaseModel):
     )
 
 
-INSTALL_OUTPUT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "packages": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "name": {"type": "string"},
-                    "version": {"type": ["string", "null"]},
-                    "installed": {"type": "boolean"},
-                    "error": {"type": ["string", "null"]},
-                    "dependencies": {"type": "array", "items": {"type": "string"}},
-                },
-                "required": ["name", "installed"],
-            },
-        }
-    },
-    "required": ["packages"],
-}
+class PackageReport(BaseModel):
+    name: str
+    version: str | None
+    installed: bool
+    error: str | None
+    dependencies: list[str]
+
+
+class InstallOutput(BaseModel):
+    packages: list[PackageReport]
 
 
 def split_names(text: str) -> list[str]:
@@ -68,32 +57,32 @@ def build_package_tools() -> list[ToolSpec]:
         any_failed = any(not o.installed for o in outcomes)
         return types.CallToolResult(
             content=[types.TextContent(type="text", text="\n".join(lines))],
-            structured_content={
-                "packages": [
-                    {
-                        "name": o.name,
-                        "version": o.version,
-                        "installed": o.installed,
-                        "error": o.error,
-                        "dependencies": o.dependencies,
-                    }
+            structured_content=InstallOutput(
+                packages=[
+                    PackageReport(
+                        name=o.name,
+                        version=o.version,
+                        installed=o.installed,
+                        error=o.error,
+                        dependencies=list(o.dependencies),
+                    )
                     for o in outcomes
                 ]
-            },
+            ).model_dump(mode="json"),
             is_error=any_failed,
         )
 
     return [
         ToolSpec(
-            name="pyodide_install-packages",
+            name=ToolName.INSTALL_PACKAGES,
             title="Install Python packages",
             description=(
                 "Install packages into the running Python interpreter so code can import them. "
                 "Packages built for Pyodide (numpy, pandas, matplotlib, scipy, scikit-learn, pillow and ~250 "
                 "more) come with their dependencies; files are fetched and checked (sha256) by the server. "
-                "pyodide_execute also loads these automatically when code imports them. "
+                f"{ToolName.EXECUTE} also loads these automatically when code imports them. "
                 "The result says, per package, what was installed (name, version) or why not. "
-                "A pyodide_reset forgets installed packages."
+                f"A {ToolName.RESET} forgets installed packages."
             ),
             arguments=InstallArgs,
             handler=install,
@@ -104,6 +93,6 @@ def build_package_tools() -> list[ToolSpec]:
                 idempotent_hint=True,
                 open_world_hint=True,
             ),
-            output_schema=INSTALL_OUTPUT_SCHEMA,
+            output=InstallOutput,
         )
     ]
