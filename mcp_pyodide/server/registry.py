@@ -104,7 +104,7 @@ class ToolSpec:
             problems = []
             for error in exc.errors():
                 where = ".".join(str(part) for part in error["loc"]) or "arguments"
-                problems.append(f"{where}: {error['msg']}")
+                problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
             raise ToolFailure(f"Invalid arguments for {self.name}: " + "; ".join(problems)) from exc
 
 
