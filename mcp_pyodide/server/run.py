@@ -19,7 +19,7 @@ from .app import ServerState, build_server, initialization_options, tool_map
 from .execute import build_execute_tools
 from .files import MAX_IMAGE_BYTES, build_file_tools
 from .packages import build_package_tools
-from .resources import MountResources
+from .resources import MountResources, offered_by
 from .sessions import SandboxProvider, SingleSandbox
 
 log = logging.getLogger("mcp_pyodide.server")
@@ -36,8 +36,10 @@ def make_state(
 ) -> ServerState:
     sandboxes = provider or SingleSandbox(Sandbox(config=config))
     config = sandboxes.config
+    policy = policy or default_policy()
     mounts = with_output(config.mounts, config.output_dir)
-    shared = MountResources(mounts) if mounts else None
+    # A policy that hides or denies `resources` gets none: no capability, no list, no links.
+    shared = MountResources(mounts) if mounts and resources and offered_by(policy) else None
     link_for = shared.link_for if shared is not None else None
     tools = tool_map(
         [
@@ -49,9 +51,9 @@ def make_state(
     return ServerState(
         sandboxes=sandboxes,
         tools=tools,
-        engine=PolicyEngine(policy or default_policy()),
+        engine=PolicyEngine(policy),
         audit=AuditLog(audit_log) if audit_log else None,
-        resources=shared if resources else None,
+        resources=shared,
     )
 
 
