@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from .._isolation import IsolationUnavailable
 from ..errors import MCPPyodideError
+from ..escaping import shown
 from ..policy import PolicyEngine, PolicyError, default_policy, load_policy
 from ..tool_names import ToolName
 
@@ -126,7 +127,7 @@ async def _execute(code: str, config: Any) -> int:
         print(value)
     for label, paths in (("figure", result.figures), ("file", result.files)):
         for path in paths:
-            print(f"saved {label}: {path}", file=sys.stderr)
+            print(f"saved {label}: {shown(str(path))}", file=sys.stderr)  # a name cannot drive the terminal
     sys.stdout.flush()
     if result.error is not None:
         error = result.error

@@ -11,6 +11,7 @@ import mcp_types as types
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import RuntimeConfig
+from ..escaping import shown
 from ..runtime import ExecutionResult
 from ..sandbox import Result
 from ..tool_names import ToolName
@@ -122,9 +123,9 @@ def format_result(result: ExecutionResult) -> str:
         sections.append(f"--- result ---\n{result.result}")
     if isinstance(result, Result):
         if result.figures:
-            sections.append("--- figures saved ---\n" + "\n".join(str(p) for p in result.figures))
+            sections.append("--- figures saved ---\n" + "\n".join(shown(str(p)) for p in result.figures))
         if result.files:
-            sections.append("--- files written ---\n" + "\n".join(str(p) for p in result.files))
+            sections.append("--- files written ---\n" + "\n".join(shown(str(p)) for p in result.files))
         if result.loaded_packages:
             loaded = ", ".join(f"{o.name} {o.version}" for o in result.loaded_packages)
             sections.append(f"--- packages loaded ---\n{loaded}")

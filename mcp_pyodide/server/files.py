@@ -19,6 +19,7 @@ import anyio
 import mcp_types as types
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..escaping import json_safe, shown
 from ..mounts import Mount, MountError, find_mount, open_inside, read_bounded, resolve_inside
 from ..tool_names import ToolName
 from .registry import CallContext, ToolFailure, ToolSpec
@@ -168,7 +169,7 @@ def _entry(entry: os.DirEntry[str]) -> DirectoryEntry:
     try:
         info = entry.stat(follow_symlinks=False)
     except OSError:
-        return DirectoryEntry(name=entry.name, type="other", size=None, modified=None)
+        return DirectoryEntry(name=json_safe(entry.name), type="other", size=None, modified=None)
     kind: Literal["file", "directory", "symlink", "other"]
     size: int | None = None
     if stat.S_ISLNK(info.st_mode):
@@ -179,39 +180,40 @@ def _entry(entry: os.DirEntry[str]) -> DirectoryEntry:
         kind, size = "file", info.st_size
     else:
         kind = "other"
-    return DirectoryEntry(name=entry.name, type=kind, size=size, modified=_iso(info.st_mtime))
+    return DirectoryEntry(name=json_safe(entry.name), type=kind, size=size, modified=_iso(info.st_mtime))
 
 
 def list_directory(mount: Mount, path: str, limit: int = MAX_LIST_ENTRIES) -> Listing:
     """Folders first, then files, each by name; at most `limit` entries, the rest counted."""
     folder = resolve_inside(mount, path, strict=True)
     if not folder.is_dir():
-        raise MountError(f"{path!r} in mount {mount.name!r} is a file, not a folder")
+        raise MountError(f"'{shown(path)}' in mount {mount.name!r} is a file, not a folder")
     rel = folder.relative_to(mount.host_path).as_posix()
     rel = "" if rel == "." else rel
     try:
         with os.scandir(folder) as it:
             entries = [_entry(e) for e in it]
     except OSError as exc:
-        raise MountError(f"cannot list {path or '/'!r} in mount {mount.name!r}: {exc.strerror or exc}") from None
+        raise MountError(f"cannot list '{shown(path or '/')}' in mount {mount.name!r}: {exc.strerror or exc}") from None
     entries.sort(key=lambda e: (e.type != "directory", e.name.lower(), e.name))
-    shown = entries[:limit]
+    kept = entries[:limit]
     return Listing(
         mountName=mount.name,
         path=rel,
-        pythonPath=f"{mount.guest_path}/{rel}".rstrip("/"),
-        entries=shown,
+        pythonPath=json_safe(f"{mount.guest_path}/{rel}".rstrip("/")),
+        entries=kept,
         total=len(entries),
-        omitted=len(entries) - len(shown),
+        omitted=len(entries) - len(kept),
     )
 
 
 def format_listing(listing: Listing) -> str:
+    """The listing as text; every name is escaped, so a file name cannot forge a line."""
     entries = listing.entries
     files = sum(1 for e in entries if e.type == "file")
     folders = sum(1 for e in entries if e.type == "directory")
     lines = [
-        f"{listing.pythonPath}: {folders} folders, {files} files"
+        f"{shown(listing.pythonPath)}: {folders} folders, {files} files"
         + (f" (showing {len(entries)} of {listing.total} entries)" if listing.omitted else "")
     ]
     if not entries:
@@ -219,11 +221,11 @@ def format_listing(listing: Listing) -> str:
     for e in entries:
         modified = (e.modified or "").replace("T", " ").rstrip("Z")[:16]
         if e.type == "directory":
-            lines.append(f"  {e.name}/  [folder, modified {modified}]")
+            lines.append(f"  {shown(e.name)}/  [folder, modified {modified}]")
         elif e.type == "file":
-            lines.append(f"  {e.name}  [{human_size(e.size or 0)}, modified {modified}]")
+            lines.append(f"  {shown(e.name)}  [{human_size(e.size or 0)}, modified {modified}]")
         else:
-            lines.append(f"  {e.name}  [{e.type}]")
+            lines.append(f"  {shown(e.name)}  [{e.type}]")
     if listing.omitted:
         lines.append(f"[... {listing.omitted:,} more entries not shown]")
     return "\n".join(lines)
@@ -231,22 +233,23 @@ def format_listing(listing: Listing) -> str:
 
 def read_image(mount: Mount, image_path: str, max_bytes: int) -> tuple[bytes, str, Path]:
     """Return (bytes, MIME type, resolved path), or raise ToolFailure saying what is wrong."""
+    named = f"'{shown(image_path)}'"
     fd, info, path = open_inside(mount, image_path)
     try:
         if info.st_size > max_bytes:
             raise ToolFailure(
-                f"{image_path!r} is {human_size(info.st_size)}, over the image limit of {human_size(max_bytes)}; "
+                f"{named} is {human_size(info.st_size)}, over the image limit of {human_size(max_bytes)}; "
                 "save a smaller image (lower dpi or size) and read that."
             )
         data = read_bounded(fd, max_bytes)
     finally:
         os.close(fd)
     if len(data) > max_bytes:
-        raise ToolFailure(f"{image_path!r} grew past the image limit of {human_size(max_bytes)} while being read")
+        raise ToolFailure(f"{named} grew past the image limit of {human_size(max_bytes)} while being read")
     mime, what = sniff(data[:SNIFF_BYTES])
     if mime is None:
         raise ToolFailure(
-            f"{image_path!r} is not a supported image: it looks like {what}. Supported: PNG, JPEG, GIF, WebP, SVG."
+            f"{named} is not a supported image: it looks like {what}. Supported: PNG, JPEG, GIF, WebP, SVG."
         )
     return data, mime, path
 
@@ -301,11 +304,11 @@ def build_file_tools(mounts: Sequence[Mount], *, max_image_bytes: int = MAX_IMAG
             data, mime, path = await anyio.to_thread.run_sync(read_image, mount, args.imagePath, max_image_bytes)
         except MountError as exc:
             raise ToolFailure(str(exc)) from None
-        rel = path.relative_to(mount.host_path).as_posix()
+        where = f"{mount.guest_path}/{path.relative_to(mount.host_path).as_posix()}"
         return types.CallToolResult(
             content=[
                 types.ImageContent(type="image", data=base64.b64encode(data).decode("ascii"), mime_type=mime),
-                types.TextContent(type="text", text=f"{mount.guest_path}/{rel}: {mime}, {human_size(len(data))}"),
+                types.TextContent(type="text", text=f"{shown(where)}: {mime}, {human_size(len(data))}"),
             ]
         )
 

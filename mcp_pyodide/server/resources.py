@@ -33,6 +33,7 @@ import anyio
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
 
+from ..escaping import json_safe, shown
 from ..mounts import GUEST_ROOT, Mount, MountError, find_mount, open_inside, read_bounded, resolve_inside
 from ..policy import Decision, Policy, PolicyEngine
 from ..policy.conditions import violation
@@ -59,7 +60,8 @@ class FileEntry:
 
 
 def resource_uri(mount: Mount, rel: str) -> str:
-    return f"{URI_PREFIX}{quote(mount.name)}/{quote(rel)}"
+    """Percent-encoded, so no character of a name reaches the model raw (undecodable bytes stay bytes)."""
+    return f"{URI_PREFIX}{quote(mount.name)}/{quote(rel, errors='surrogateescape')}"
 
 
 def walk_files(mounts: Sequence[Mount], budget: int = MAX_SCAN_ENTRIES) -> Iterator[FileEntry]:
@@ -109,7 +111,8 @@ def offered_by(policy: Policy) -> bool:
 
 def read_arguments(mount: Mount, rel: str) -> dict[str, Any]:
     """The policy's view of a read of a canonical mount path."""
-    return {"operation": "read", "uri": resource_uri(mount, rel), "path": f"{mount.guest_path}/{rel}".rstrip("/")}
+    path = json_safe(f"{mount.guest_path}/{rel}".rstrip("/"))
+    return {"operation": "read", "uri": resource_uri(mount, rel), "path": path}
 
 
 def readable(policy: Policy, arguments: dict[str, Any]) -> bool:
@@ -170,9 +173,9 @@ class MountResources:
         resources = [
             types.Resource(
                 uri=resource_uri(f.mount, f.rel),
-                name=f"{f.mount.name}/{f.rel}",
-                title=f.rel.rsplit("/", 1)[-1],
-                description=f"{f.mount.guest_path}/{f.rel} ({human_size(f.size)})",
+                name=shown(f"{f.mount.name}/{f.rel}"),
+                title=shown(f.rel.rsplit("/", 1)[-1]),
+                description=f"{shown(f'{f.mount.guest_path}/{f.rel}')} ({human_size(f.size)})",
                 mime_type=guess_type(f.rel),
                 size=f.size,
             )
@@ -195,8 +198,8 @@ class MountResources:
                 return types.ResourceLink(
                     type="resource_link",
                     uri=resource_uri(mount, rel),
-                    name=f"{mount.name}/{rel}",
-                    title=resolved.name,
+                    name=shown(f"{mount.name}/{rel}"),
+                    title=shown(resolved.name),
                     mime_type=guess_type(rel),
                     size=size,
                 )
@@ -211,7 +214,7 @@ class MountResources:
             raise MCPError(
                 code=types.INVALID_PARAMS, message=f"not a mount file URI: {uri!r}; expected {URI_PREFIX}NAME/PATH"
             )
-        path = unquote(parts.path)
+        path = unquote(parts.path, errors="surrogateescape")
         root = GUEST_ROOT + "/"
         if not path.startswith(root):
             raise MCPError(code=types.INVALID_PARAMS, message=f"{uri!r} is outside the mounts ({root}NAME/PATH)")
