@@ -6,23 +6,40 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 from mcp.server.stdio import stdio_server
 
 from ..config import RuntimeConfig
-from ..mounts import with_output
+from ..mounts import Mount, with_output
 from ..policy import AuditLog, Policy, PolicyEngine, default_policy
 from ..sandbox import Sandbox
 from .app import ServerState, build_server, initialization_options, tool_map
-from .execute import build_execute_tools
+from .execute import LinkMaker, build_execute_tools
 from .files import MAX_IMAGE_BYTES, build_file_tools
 from .packages import build_package_tools
+from .registry import ToolSpec
 from .resources import MountResources, offered_by
 from .sessions import SandboxProvider, SingleSandbox
 
 log = logging.getLogger("mcp_pyodide.server")
+
+
+def build_tools(
+    config: RuntimeConfig,
+    mounts: Sequence[Mount],
+    *,
+    link_for: LinkMaker | None = None,
+    max_image_bytes: int = MAX_IMAGE_BYTES,
+) -> list[ToolSpec]:
+    """The definition of every tool, one per `ToolName`, for this configuration."""
+    return [
+        *build_execute_tools(config, link_for=link_for),
+        *build_package_tools(),
+        *build_file_tools(mounts, max_image_bytes=max_image_bytes),
+    ]
 
 
 def make_state(
@@ -41,13 +58,7 @@ def make_state(
     # A policy that hides or denies `resources` gets none: no capability, no list, no links.
     shared = MountResources(mounts) if mounts and resources and offered_by(policy) else None
     link_for = shared.link_for if shared is not None else None
-    tools = tool_map(
-        [
-            *build_execute_tools(config, link_for=link_for),
-            *build_package_tools(),
-            *build_file_tools(mounts, max_image_bytes=max_image_bytes),
-        ]
-    )
+    tools = tool_map(build_tools(config, mounts, link_for=link_for, max_image_bytes=max_image_bytes))
     return ServerState(
         sandboxes=sandboxes,
         tools=tools,
