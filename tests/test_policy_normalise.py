@@ -136,3 +136,17 @@ def test_refused_names_were_never_installed_and_allowed_ones_are(server: ServerH
     assert [p["name"] for p in result.structured_content["packages"]] == ["six"]  # type: ignore[index]
     loaded = server.execute("import importlib.util\n[m for m in ('numpy', 'six') if importlib.util.find_spec(m)]")
     assert loaded.structured_content["result"] == "['six']", text_of(loaded)  # type: ignore[index]
+
+
+def test_normalised_names_still_get_import_name_hints() -> None:
+    from mcp_pyodide.packages import UnknownPackageError, load_lock
+
+    lock = load_lock(offline_packages_dir() / "pyodide-lock.json")
+    for given, hint in (("PIL", "pillow"), ("Prompt_Toolkit", None), ("sklearn", "scikit-learn")):
+        (name,) = InstallArgs.model_validate({"package": given}).package
+        try:
+            lock.resolve([name])
+        except UnknownPackageError as exc:
+            assert exc.hints == {name: hint}
+        else:
+            assert hint is None, given
