@@ -57,7 +57,7 @@ def test_every_tool_takes_session_and_execute_returns_it() -> None:
     for spec in (execute, reset):
         assert "session" in spec.to_mcp().input_schema["properties"]
     assert "pass it back as the `session` argument" in execute.description
-    assert "session" in (execute.output_schema or {})["properties"]
+    assert "session" in (execute.derived_output_schema() or {})["properties"]
     assert spec.parse({"session": "abc"}).session == "abc"  # type: ignore[attr-defined]
     with pytest.raises(ToolFailure):
         spec.parse({"session": ""})

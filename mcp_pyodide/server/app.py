@@ -27,6 +27,7 @@ from mcp.server.lowlevel import NotificationOptions
 from mcp.server.models import InitializationOptions
 from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourcesListChanged
+from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field, create_model
 
@@ -34,17 +35,18 @@ from .. import __version__
 from ..errors import MCPPyodideError
 from ..policy import AuditLog, Decision, PolicyEngine, audit_record
 from ..policy.admit import admit
+from ..tool_names import ToolName
 from .approval import PendingApprovals, ask_by_elicitation, binding
 from .handles import NEW_SESSION, Handle
 from .registry import CallContext, ToolFailure, ToolSpec, text_result
-from .resources import MountResources
+from .resources import MountResources, resource_decision
 from .sessions import DEFAULT_SESSION, SandboxProvider
 
 log = logging.getLogger("mcp_pyodide.server")
 
 INSTRUCTIONS = (
-    "Runs Python code in a sandboxed Pyodide interpreter. Use pyodide_execute to run code; state "
-    "persists between calls until pyodide_reset. When a result carries a `session` handle, pass it "
+    f"Runs Python code in a sandboxed Pyodide interpreter. Use {ToolName.EXECUTE} to run code; state "
+    f"persists between calls until {ToolName.RESET}. When a result carries a `session` handle, pass it "
     "back as the `session` argument to keep using the same interpreter."
 )
 CACHE_HINTS: dict[Any, CacheHint] = {
@@ -71,10 +73,14 @@ SESSION_NOTE = (
 )
 
 
-SESSION_OUTPUT_PROPERTIES: dict[str, Any] = {
-    "session": {"type": "string", "description": "the session handle: pass it back as `session`"},
-    "state_reset_reason": {"type": "string", "description": "why the session's earlier state is gone"},
-}
+class SessionOutput(BaseModel):
+    """What every result adds to a tool's structured output when a session handle is in use."""
+
+    session: str | None = Field(default=None, description="the session handle: pass it back as `session`")
+    state_reset_reason: str | None = Field(default=None, description="why the session's earlier state is gone")
+
+
+SESSION_OUTPUT_PROPERTIES: dict[str, Any] = SessionOutput.model_json_schema()["properties"]
 
 
 class SessionArgument(BaseModel):
@@ -88,11 +94,14 @@ def with_session(spec: ToolSpec) -> ToolSpec:
     if "session" in spec.arguments.model_fields:
         return spec
     model = create_model(spec.arguments.__name__, __base__=(spec.arguments, SessionArgument))
-    description = spec.description + (SESSION_NOTE if spec.name == "pyodide_execute" else "")
-    schema = spec.output_schema
-    if schema is not None:
-        schema = {**schema, "properties": {**schema.get("properties", {}), **SESSION_OUTPUT_PROPERTIES}}
-    return replace(spec, arguments=model, description=description, output_schema=schema)
+    description = spec.description + (SESSION_NOTE if spec.name == ToolName.EXECUTE else "")
+    changes: dict[str, Any] = {"arguments": model, "description": description}
+    if spec.output is not None:
+        changes["output"] = create_model(spec.output.__name__, __base__=(spec.output, SessionOutput))
+    elif spec.output_schema is not None:
+        properties = {**spec.output_schema.get("properties", {}), **SESSION_OUTPUT_PROPERTIES}
+        changes["output_schema"] = {**spec.output_schema, "properties": properties}
+    return replace(spec, **changes)
 
 
 @dataclass
@@ -228,17 +237,16 @@ def build_server(state: ServerState) -> Server[Any]:
         name = params.name
         spec = state.tools.get(name)
         if spec is None or not state.engine.is_visible(name):
-            available = ", ".join(n for n in state.tools if state.engine.is_visible(n))
-            return text_result(f"Unknown tool {name!r}. Available: {available}", is_error=True)
+            visible = ", ".join(state.engine.visible_tools(state.tools))
+            return text_result(f"Unknown tool {name!r}. Available: {visible or 'none'}", is_error=True)
         try:
             args = spec.parse(dict(params.arguments or {}))
         except ToolFailure as exc:
             return text_result(str(exc), is_error=True)
         requested: str | None = getattr(args, "session", None)
-        # The policy sees arguments with defaults filled in, so `require` rules apply to what will run.
-        policy_args = args.model_dump(exclude={"session"})
-        if "timeout" in policy_args and policy_args["timeout"] is None:
-            policy_args["timeout"] = state.sandboxes.config.timeout_ms
+        # The tool's definition says what the policy sees: defaults filled in, names normalised. The handle
+        # is a secret, not an argument of the tool: the policy and the audit log never see it.
+        policy_args = {k: v for k, v in spec.policy_arguments(args).items() if k != "session"}
         try:
             gated = await gate(ctx, params, requested, policy_args)
         except ToolFailure as exc:
@@ -285,11 +293,21 @@ def build_server(state: ServerState) -> Server[Any]:
 
     resources = state.resources
 
+    async def admit_resources(ctx: ServerRequestContext[Any], arguments: dict[str, Any]) -> None:
+        """The policy decides resources requests as calls to the `resources` pseudo-tool."""
+        started = time.perf_counter()
+        decision = await resource_decision(state.engine, arguments, state.session_id(ctx.session))
+        _audit(state, decision, arguments, started, "ok" if decision.allowed else "refused")
+        if not decision.allowed:
+            raise MCPError(code=types.INVALID_REQUEST, message=decision.message)
+
     async def list_resources(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
         assert resources is not None
-        return await anyio.to_thread.run_sync(resources.list, params.cursor if params else None)
+        await admit_resources(ctx, {"operation": "list"})
+        cursor = params.cursor if params else None
+        return await anyio.to_thread.run_sync(resources.list, cursor, state.engine.policy)
 
     async def list_resource_templates(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -301,7 +319,10 @@ def build_server(state: ServerState) -> Server[Any]:
         ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         assert resources is not None
-        return await anyio.to_thread.run_sync(resources.read, params.uri)
+        # The policy sees the URI that will be read (decoded, `..` and symlinks resolved), and only that is read.
+        arguments = await anyio.to_thread.run_sync(resources.read_arguments, params.uri)
+        await admit_resources(ctx, arguments)
+        return await anyio.to_thread.run_sync(resources.read, arguments["uri"])
 
     server: Server[Any] = Server(
         "mcp-pyodide",
