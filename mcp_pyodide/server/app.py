@@ -26,6 +26,7 @@ from mcp.server.models import InitializationOptions
 from .. import __version__
 from ..errors import MCPPyodideError
 from ..policy import AuditLog, Decision, PolicyEngine, audit_record
+from .auth import current_principal
 from .registry import CallContext, ToolFailure, ToolSpec, text_result
 from .resources import MountResources
 from .sessions import SandboxProvider, SingleSandbox
@@ -132,10 +133,10 @@ def build_server(state: ServerState) -> Server[Any]:
         policy_args = args.model_dump()
         if "timeout" in policy_args and policy_args["timeout"] is None:
             policy_args["timeout"] = state.sandboxes.config.timeout_ms
-        decision = await state.engine.decide(name, policy_args, session_id)
+        decision = await state.engine.decide(name, policy_args, session_id, current_principal())
         if decision.needs_approval:
             approved, why = await _ask_approval(ctx, _with_summary(decision, policy_args))
-            decision = state.engine.commit(decision) if approved else state.engine.release(decision, why)
+            decision = await state.engine.settle(decision, approved, why)
         if not decision.allowed:
             _audit(state, decision, policy_args, started, "refused")
             return text_result(decision.message, is_error=True)
