@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -108,3 +109,47 @@ async def execute(session: ClientSession, code: str) -> dict[str, Any]:
     assert result.structured_content is not None or result.is_error, result
     text = " ".join(getattr(block, "text", "") for block in result.content)
     return {**(result.structured_content or {}), "is_error": result.is_error, "text": text}
+
+
+class RedisServer:
+    """A real `redis-server` of the test's own, on a free loopback port, in a temp folder (no persistence)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.dir = tmp
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise AssertionError("redis-server is not installed (.ci/run installs it: apt-get install redis-server)")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--logfile",
+                str(self.dir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_listening(self.port, self.proc, self.dir / "redis.log", 20)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+        self.proc = None

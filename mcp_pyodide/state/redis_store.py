@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ..policy.model import Limit
 from ..policy.ratelimit import Blocked, counter_key
 from ..policy.store import StoreUnavailable
 
+T = TypeVar("T")
 PREFIX = "mcp-pyodide"
 PENDING_TTL_S = 900
 """A held approval reservation outlives any approval round trip; after this it is forgotten (quota still counted)."""
@@ -122,12 +123,22 @@ class RedisLimitStore:
         counter, scope, who = counter_key(limit, session_id, principal)
         return f"{self._prefix}:rl:{counter}:{scope}:{who}"
 
-    def _unavailable(self, exc: Exception) -> StoreUnavailable:
-        return StoreUnavailable(f"{self.name} is unreachable ({type(exc).__name__}: {exc})")
-
-    async def try_acquire(self, limits: Sequence[Limit], session_id: str, principal: str) -> object | Blocked:
+    async def _run(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run ``operation``; after a connection error drop every pooled connection (all stale once Redis
+        restarted) and try once more; then give up with :class:`StoreUnavailable`."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import RedisError
 
+        try:
+            try:
+                return await operation()
+            except RedisConnectionError:
+                await self._client.connection_pool.disconnect()
+                return await operation()
+        except RedisError as exc:
+            raise StoreUnavailable(f"{self.name} is unreachable ({type(exc).__name__}: {exc})") from exc
+
+    async def try_acquire(self, limits: Sequence[Limit], session_id: str, principal: str) -> object | Blocked:
         by_key: dict[str, Limit] = {}
         for limit in limits:
             by_key.setdefault(self.key(limit, session_id, principal), limit)
@@ -137,46 +148,32 @@ class RedisLimitStore:
         args += [_us(self._horizon.get(by_key[key].counter, by_key[key].window)) for key in keys]
         for limit in limits:
             args += [keys.index(self.key(limit, session_id, principal)) + 1, _us(limit.window), limit.max]
-        try:
-            admitted, which, retry = await self._script(keys=keys, args=args)
-        except RedisError as exc:
-            raise self._unavailable(exc) from exc
+        admitted, which, retry = await self._run(lambda: self._script(keys=keys, args=args))
         if int(admitted) == 1:
             return RedisReservation(tuple(keys), member)
         retry_us = int(retry)
         return Blocked(limits[int(which) - 1], None if retry_us < 0 else retry_us / 1_000_000)
 
     async def release(self, reservation: object) -> None:
-        from redis.exceptions import RedisError
-
         assert isinstance(reservation, RedisReservation)
-        try:
+
+        async def remove() -> None:
             async with self._client.pipeline(transaction=False) as pipe:
                 for key in reservation.keys:
                     pipe.zrem(key, reservation.member)
                 await pipe.execute()
-        except RedisError as exc:
-            raise self._unavailable(exc) from exc
+
+        await self._run(remove)
 
     async def hold(self, reservation: object) -> str:
-        from redis.exceptions import RedisError
-
         assert isinstance(reservation, RedisReservation)
         ticket = secrets.token_urlsafe(18)
         value = json.dumps({"keys": list(reservation.keys), "member": reservation.member})
-        try:
-            await self._client.set(f"{self._prefix}:pending:{ticket}", value, ex=PENDING_TTL_S)
-        except RedisError as exc:
-            raise self._unavailable(exc) from exc
+        await self._run(lambda: self._client.set(f"{self._prefix}:pending:{ticket}", value, ex=PENDING_TTL_S))
         return ticket
 
     async def take(self, ticket: str) -> object | None:
-        from redis.exceptions import RedisError
-
-        try:
-            value = await self._client.getdel(f"{self._prefix}:pending:{ticket}")
-        except RedisError as exc:
-            raise self._unavailable(exc) from exc
+        value = await self._run(lambda: self._client.getdel(f"{self._prefix}:pending:{ticket}"))
         if value is None:
             return None
         data = json.loads(value)
