@@ -123,7 +123,7 @@ class RedisLimitStore:
         counter, scope, who = counter_key(limit, session_id, principal)
         return f"{self._prefix}:rl:{counter}:{scope}:{who}"
 
-    async def _run(self, operation: Callable[[], Awaitable[T]]) -> T:
+    async def run(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run ``operation``; after a connection error drop every pooled connection (all stale once Redis
         restarted) and try once more; then give up with :class:`StoreUnavailable`."""
         from redis.exceptions import ConnectionError as RedisConnectionError
@@ -148,7 +148,7 @@ class RedisLimitStore:
         args += [_us(self._horizon.get(by_key[key].counter, by_key[key].window)) for key in keys]
         for limit in limits:
             args += [keys.index(self.key(limit, session_id, principal)) + 1, _us(limit.window), limit.max]
-        admitted, which, retry = await self._run(lambda: self._script(keys=keys, args=args))
+        admitted, which, retry = await self.run(lambda: self._script(keys=keys, args=args))
         if int(admitted) == 1:
             return RedisReservation(tuple(keys), member)
         retry_us = int(retry)
@@ -163,17 +163,17 @@ class RedisLimitStore:
                     pipe.zrem(key, reservation.member)
                 await pipe.execute()
 
-        await self._run(remove)
+        await self.run(remove)
 
     async def hold(self, reservation: object) -> str:
         assert isinstance(reservation, RedisReservation)
         ticket = secrets.token_urlsafe(18)
         value = json.dumps({"keys": list(reservation.keys), "member": reservation.member})
-        await self._run(lambda: self._client.set(f"{self._prefix}:pending:{ticket}", value, ex=PENDING_TTL_S))
+        await self.run(lambda: self._client.set(f"{self._prefix}:pending:{ticket}", value, ex=PENDING_TTL_S))
         return ticket
 
     async def take(self, ticket: str) -> object | None:
-        value = await self._run(lambda: self._client.getdel(f"{self._prefix}:pending:{ticket}"))
+        value = await self.run(lambda: self._client.getdel(f"{self._prefix}:pending:{ticket}"))
         if value is None:
             return None
         data = json.loads(value)
