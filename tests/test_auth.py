@@ -43,9 +43,12 @@ class Jwks:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
         body = json.dumps({"keys": [{**public, "kid": KID, "use": "sig", "alg": "RS256"}]}).encode()
+        self.fetches = 0
+        jwks = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                jwks.fetches += 1
                 self.send_response(200 if self.path == "/jwks.json" else 404)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
@@ -59,11 +62,18 @@ class Jwks:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def token(
-        self, audience: str, *, sub: str = "bob", lifetime: float = 600, issuer: str | None = None, key: Any = None
+        self,
+        audience: str,
+        *,
+        sub: str = "bob",
+        lifetime: float = 600,
+        issuer: str | None = None,
+        key: Any = None,
+        kid: str = KID,
     ) -> str:
         now = int(time.time())
         claims = {"iss": issuer or self.issuer, "aud": audience, "sub": sub, "iat": now, "exp": now + int(lifetime)}
-        return jwt.encode(claims, key or self.key, algorithm="RS256", headers={"kid": KID})
+        return jwt.encode(claims, key or self.key, algorithm="RS256", headers={"kid": kid})
 
 
 class AuthServer:
@@ -255,3 +265,42 @@ def test_token_file_stores_hashes_only_and_rejects_plain_tokens(tmp_path: Path) 
         TokenFile(path)
     with pytest.raises(ValueError, match="oauth:"):
         add_token(path, "oauth:mallory")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--oauth-issuer", "https://issuer.example"], "--oauth-issuer needs --oauth-jwks-url"),
+        (["--oauth-jwks-url", "https://issuer.example/jwks"], "--oauth-jwks-url needs --oauth-issuer"),
+        (["--auth-tokens", "/nonexistent/tokens"], "--auth-tokens /nonexistent/tokens"),
+        (["--transport", "stdio", "--auth-tokens", "/dev/null"], "apply to --transport streamable-http"),
+        (["--state", "http://127.0.0.1:1"], "expected a redis://, rediss:// or unix:// URL"),
+    ],
+)
+def test_bad_options_are_named_before_serving(args: list[str], message: str) -> None:
+    transport = [] if "--transport" in args else ["--transport", "streamable-http", "--port", "0"]
+    done = subprocess.run(
+        [sys.executable, "-m", "mcp_pyodide", *transport, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+
+
+def test_unknown_key_ids_do_not_make_the_server_hammer_the_issuer() -> None:
+    from mcp_pyodide.server.auth import JwtVerifier, OAuthSettings
+
+    jwks = Jwks()
+    try:
+        verifier = JwtVerifier(OAuthSettings(jwks.issuer, "aud", f"{jwks.issuer}/jwks.json"))
+        good = verifier.verify(jwks.token("aud"))
+        assert good is not None and good[0] == "oauth:bob"
+        for i in range(20):
+            assert verifier.verify(jwks.token("aud", kid=f"forged-{i}")) is None
+        assert jwks.fetches <= 2  # the first read, and one refresh for the first unknown kid
+    finally:
+        jwks.server.shutdown()

@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ TOKEN_LINE = re.compile(r"^sha256:([0-9a-f]{64})\s+(\S.*?)\s*$")
 JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 """Asymmetric only: a shared-secret (HS*) token could be forged by anyone holding the JWKS."""
 MAX_TOKEN_CHARS = 8192
+REFRESH_EVERY_S = 60.0
 OAUTH_PREFIX = "oauth:"
 
 
@@ -139,12 +141,27 @@ class JwtVerifier:
         self.settings = settings
         self._jwt = jwt
         self._keys = jwt.PyJWKClient(settings.jwks_url, cache_keys=True, lifespan=300, timeout=10)
+        self._refreshed = -REFRESH_EVERY_S
+
+    def _signing_key(self, token: str) -> Any:
+        """The key for the token's ``kid``; an unknown kid re-reads the JWKS at most once a minute
+        (otherwise every forged token would make us fetch the issuer's JWKS)."""
+        kid = self._jwt.get_unverified_header(token).get("kid")
+        for refresh in (False, True):
+            if refresh:
+                if time.monotonic() - self._refreshed < REFRESH_EVERY_S:
+                    break
+                self._refreshed = time.monotonic()
+            for key in self._keys.get_signing_keys(refresh=refresh):
+                if key.key_id == kid:
+                    return key
+        raise self._jwt.PyJWKClientError(f"the issuer's JWKS has no signing key with kid {kid!r}")
 
     def verify(self, token: str) -> tuple[str, dict[str, Any]] | None:
         """(principal, claims) for a good token; None (with the reason recorded) otherwise. Blocking."""
         jwt = self._jwt
         try:
-            key = self._keys.get_signing_key_from_jwt(token)
+            key = self._signing_key(token)
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key.key,
