@@ -10,6 +10,9 @@ idle timeout) its connection's exit stack releases the interpreter.
 The 2026-07-28 protocol's single-exchange requests carry no session at all
 (every request would be a new "session", a fresh interpreter and fresh quota),
 so they are refused here with a message saying to use the session handshake.
+
+With ``--auth-tokens``/``--oauth-issuer`` (see ``auth.py``) every request must carry a
+verified bearer token, and the SDK binds each MCP session to the principal that opened it.
 """
 
 from __future__ import annotations
