@@ -310,8 +310,8 @@ def add_transport_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-remote",
         action="store_true",
-        help="HTTP: allow a --host that is not loopback. There is no authentication: anyone who can reach "
-        "the port can run code in the sandbox.",
+        help="HTTP: allow a --host that is not loopback without authentication: anyone who can reach "
+        "the port can run code in the sandbox (not needed with --auth-tokens or --oauth-issuer).",
     )
 
 
