@@ -156,15 +156,15 @@ def test_input_required_approval_is_single_use_and_bound_to_the_call(engine: Pol
     assert quota_used(engine) == 1  # held across the round trip
 
     other = binding(TOOL, {"code": "import os", "timeout": 30000}, "")
-    refused, _ = approvals.answer(asked.request_state, other, _accept())
+    refused, _ = asyncio.run(approvals.answer(asked.request_state, other, _accept()))
     assert not refused.allowed and "not the call the user was asked about" in refused.message
     assert quota_used(engine) == 0 and len(approvals) == 0  # a mismatch consumes and releases
 
     asked = approvals.ask(_ctx(), engine.decide_now(TOOL, args, "s"), args, bound, "sid")
     assert isinstance(asked, types.InputRequiredResult) and asked.request_state
-    decision, session = approvals.answer(asked.request_state, bound, _accept())
+    decision, session = asyncio.run(approvals.answer(asked.request_state, bound, _accept()))
     assert decision.allowed and session == "sid"
-    replay, _ = approvals.answer(asked.request_state, bound, _accept())
+    replay, _ = asyncio.run(approvals.answer(asked.request_state, bound, _accept()))
     assert not replay.allowed and "already used" in replay.message
 
 
@@ -174,14 +174,16 @@ def test_input_required_approval_decline_and_expiry_release(engine: PolicyEngine
     bound = binding(TOOL, args, "")
     asked = approvals.ask(_ctx(), engine.decide_now(TOOL, args, "s"), args, bound, "sid")
     assert isinstance(asked, types.InputRequiredResult) and asked.request_state
-    decision, _ = approvals.answer(asked.request_state, bound, {APPROVAL_KEY: types.ElicitResult(action="decline")})
+    decision, _ = asyncio.run(
+        approvals.answer(asked.request_state, bound, {APPROVAL_KEY: types.ElicitResult(action="decline")})
+    )
     assert not decision.allowed and "decline" in decision.message and quota_used(engine) == 0
 
     asked = approvals.ask(_ctx(), engine.decide_now(TOOL, args, "s"), args, bound, "sid")
     assert isinstance(asked, types.InputRequiredResult) and asked.request_state
     clock.now += 301  # the client never comes back
     assert len(approvals) == 0 and quota_used(engine) == 0 and engine.pending_approvals == 0
-    late, _ = approvals.answer(asked.request_state, bound, _accept())
+    late, _ = asyncio.run(approvals.answer(asked.request_state, bound, _accept()))
     assert not late.allowed and "expired" in late.message
 
 

@@ -289,13 +289,16 @@ def test_http_sessions_write_to_their_own_output_folder(http_server: HttpServer,
 
 
 def test_an_evicted_session_is_told_its_state_was_reset_and_an_expired_handle_runs_nothing(tmp_path: Path) -> None:
-    server = HttpServer(tmp_path, "--max-sessions", "1", "--idle-timeout", "8")
+    audit = tmp_path / "audit.jsonl"
+    server = HttpServer(tmp_path, "--max-sessions", "1", "--idle-timeout", "8", "--audit-log", str(audit))
+    handles: list[str] = []
     try:
 
         async def scenario() -> None:
             async with Client(server.url, mode=MODERN) as client:
                 first = await client.call_tool("pyodide_execute", {"code": "kept = 1"})
                 handle = structured(first)["session"]
+                handles.append(handle)
                 await asyncio.sleep(1.2)  # idle long enough to be taken for another session
                 other = await client.call_tool("pyodide_execute", {"code": "'other'", "session": "new"})
                 assert structured(other)["result"] == "'other'", text(other)
@@ -317,6 +320,8 @@ def test_an_evicted_session_is_told_its_state_was_reset_and_an_expired_handle_ru
                 assert not runtime_nodes(server_proc)
 
         asyncio.run(asyncio.wait_for(scenario(), SCENARIO_TIMEOUT_S))
+        log = audit.read_text()
+        assert log.count("\n") >= 3 and handles[0] not in log  # the audit log names sessions, never their secret
     finally:
         server.stop()
 

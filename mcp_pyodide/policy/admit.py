@@ -49,16 +49,6 @@ def approval_prompt(decision: Decision, arguments: Mapping[str, Any]) -> str:
     return prompt
 
 
-def settle(engine: PolicyEngine, decision: Decision, approved: bool, why: str) -> Decision:
-    """Commit or release a pending decision; an expired or already settled one is refused."""
-    if not approved:
-        return engine.release(decision, why)
-    try:
-        return engine.commit(decision)
-    except ValueError as exc:
-        return engine.release(decision, str(exc))
-
-
 async def admit(
     engine: PolicyEngine,
     tool: str,
@@ -67,6 +57,7 @@ async def admit(
     ask: Asker,
     *,
     timeout_s: float | None = None,
+    principal: str = "",
 ) -> Decision:
     """Decide one call, asking the user through `ask` when the policy requires approval.
 
@@ -74,7 +65,7 @@ async def admit(
     timeout (`timeout_s`, default the engine's reservation lifetime) and on
     cancellation: nothing leaks.
     """
-    decision = await engine.decide(tool, arguments, session_id)
+    decision = await engine.decide(tool, arguments, session_id, principal)
     if not decision.needs_approval:
         return decision
     settled: Decision | None = None
@@ -82,14 +73,23 @@ async def admit(
         try:
             prompt = approval_prompt(decision, arguments)
         except PromptTooLong as exc:
-            settled = engine.release(decision, str(exc))
+            settled = await settle_approval(engine, decision, False, str(exc))
             return settled
         limit = engine.reservation_ttl_s if timeout_s is None else timeout_s
         approved, why = False, f"the user did not answer within {limit:.0f} s"
         with anyio.move_on_after(limit):
             approved, why = await ask(prompt)
-        settled = settle(engine, decision, approved, why)
+        settled = await settle_approval(engine, decision, approved, why)
         return settled
     finally:
         if settled is None:  # cancelled (or `ask` raised): give the quota back
-            engine.release(decision, "the approval request was cancelled")
+            with anyio.CancelScope(shield=True):
+                await settle_approval(engine, decision, False, "the approval request was cancelled")
+
+
+async def settle_approval(engine: PolicyEngine, decision: Decision, approved: bool, why: str) -> Decision:
+    """`engine.settle` (in-process or shared store), turning a too-late approval into a refusal."""
+    try:
+        return await engine.settle(decision, approved, why)
+    except ValueError as exc:
+        return engine.release(decision, str(exc))

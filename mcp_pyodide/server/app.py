@@ -37,6 +37,7 @@ from ..policy import AuditLog, Decision, PolicyEngine, audit_record
 from ..policy.admit import admit
 from ..tool_names import ToolName
 from .approval import PendingApprovals, ask_by_elicitation, binding
+from .auth import current_principal
 from .handles import NEW_SESSION, Handle
 from .registry import CallContext, ToolFailure, ToolSpec, text_result
 from .resources import MountResources, resource_decision
@@ -216,13 +217,14 @@ def build_server(state: ServerState) -> Server[Any]:
         modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
         bound_to = binding(name, params.arguments or {}, requested or "")
         if modern and params.request_state is not None:  # the retry carrying the user's answer
-            decision, session_id = state.approvals.answer(params.request_state, bound_to, params.input_responses)
+            decision, session_id = await state.approvals.answer(params.request_state, bound_to, params.input_responses)
             return decision, session_id, (None if session_id == DEFAULT_SESSION else session_id or None)
         session_id, label, report = state.resolve_session(requested, ctx.session, modern)
         if not modern:
             ask = partial(ask_by_elicitation, ctx)
-            return await admit(state.engine, name, policy_args, label, ask), session_id, report
-        decision = await state.engine.decide(name, policy_args, label)
+            decision = await admit(state.engine, name, policy_args, label, ask, principal=current_principal())
+            return decision, session_id, report
+        decision = await state.engine.decide(name, policy_args, label, current_principal())
         if decision.needs_approval:
             asked = state.approvals.ask(ctx, decision, policy_args, bound_to, session_id)
             if isinstance(asked, types.InputRequiredResult):
@@ -296,7 +298,7 @@ def build_server(state: ServerState) -> Server[Any]:
     async def admit_resources(ctx: ServerRequestContext[Any], arguments: dict[str, Any]) -> None:
         """The policy decides resources requests as calls to the `resources` pseudo-tool."""
         started = time.perf_counter()
-        decision = await resource_decision(state.engine, arguments, state.session_id(ctx.session))
+        decision = await resource_decision(state.engine, arguments, state.session_id(ctx.session), current_principal())
         _audit(state, decision, arguments, started, "ok" if decision.allowed else "refused")
         if not decision.allowed:
             raise MCPError(code=types.INVALID_REQUEST, message=decision.message)

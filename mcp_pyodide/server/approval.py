@@ -31,7 +31,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.request_state import compact_json
 
 from ..policy import DENIED_PREFIX, Decision, PolicyEngine
-from ..policy.admit import PromptTooLong, approval_prompt, settle
+from ..policy.admit import PromptTooLong, approval_prompt, settle_approval
 
 APPROVAL_KEY = "approval"
 """The key of our one input request in `input_required` results."""
@@ -133,7 +133,9 @@ class PendingApprovals:
         )
         return types.InputRequiredResult(input_requests={APPROVAL_KEY: request}, request_state=approval_id)
 
-    def answer(self, approval_id: str, bound_to: str, responses: Mapping[str, Any] | None) -> tuple[Decision, str]:
+    async def answer(
+        self, approval_id: str, bound_to: str, responses: Mapping[str, Any] | None
+    ) -> tuple[Decision, str]:
         """Consume a pending approval with the client's answer: (the settled decision, its session id).
 
         Unknown, expired, already used or mismatched approvals come back refused (session "").
@@ -149,7 +151,8 @@ class PendingApprovals:
         answer = (responses or {}).get(APPROVAL_KEY)
         if not isinstance(answer, types.ElicitResult):
             return self.engine.release(pending.decision, "the client sent no answer to the approval request"), ""
-        return settle(self.engine, pending.decision, *answer_outcome(answer.action)), pending.session
+        settled = await settle_approval(self.engine, pending.decision, *answer_outcome(answer.action))
+        return settled, pending.session
 
 
 def _refused(reason: str) -> Decision:

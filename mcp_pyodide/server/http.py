@@ -9,6 +9,9 @@ no interpreter; interpreters are started on a session's first run and bounded
 by `--max-sessions` (see sessions.py). Host and Origin are checked on every
 loopback bind (DNS-rebinding protection), not only on the SDK's three literals.
 See docs/protocol-eras.md.
+
+With ``--auth-tokens``/``--oauth-issuer`` (see ``auth.py``) every request must carry a
+verified bearer token, and the SDK binds each MCP session to the principal that opened it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp
 
 from .app import ServerState, build_server
+from .auth import AuthFailureDetail, HttpAuth
 
 log = logging.getLogger("mcp_pyodide.server")
 
@@ -83,15 +87,26 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-def build_app(state: ServerState, *, host: str, idle_timeout_s: float, max_connections: int | None) -> ASGIApp:
+def build_app(
+    state: ServerState,
+    *,
+    host: str,
+    idle_timeout_s: float,
+    max_connections: int | None,
+    auth: HttpAuth | None = None,
+) -> ASGIApp:
     server = build_server(state)
-    return server.streamable_http_app(
+    app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         host=host,
         session_idle_timeout=idle_timeout_s,
         max_sessions=max_connections,
         transport_security=rebinding_protection(host),
+        auth=auth.sdk_settings() if auth else None,
+        token_verifier=auth.verifier if auth else None,
+        custom_starlette_routes=auth.root_metadata_route() if auth else None,
     )
+    return AuthFailureDetail(app) if auth else app
 
 
 async def serve_http(
@@ -102,9 +117,10 @@ async def serve_http(
     idle_timeout_s: float = 900.0,
     max_connections: int | None = MAX_MCP_SESSIONS,
     log_level: str = "info",
+    auth: HttpAuth | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM/SIGHUP; every interpreter is closed before this returns."""
-    app = build_app(state, host=host, idle_timeout_s=idle_timeout_s, max_connections=max_connections)
+    app = build_app(state, host=host, idle_timeout_s=idle_timeout_s, max_connections=max_connections, auth=auth)
     config = uvicorn.Config(
         app,
         host=host,
