@@ -351,12 +351,10 @@ class Runtime:
         """Run one cell. Never raises for problems in the code itself: they are in the result."""
         timeout = timeout_ms or self.config.timeout_ms
         result = ExecutionResult()
+        chunks: dict[str, list[str]] = {"stdout": [], "stderr": []}
 
         def collect(stream: str, text: str) -> None:
-            if stream == "stderr":
-                result.stderr += text
-            else:
-                result.stdout += text
+            chunks["stderr" if stream == "stderr" else "stdout"].append(text)  # joined once, not += per chunk
             if on_output is not None:
                 on_output(stream, text)
 
@@ -389,7 +387,9 @@ class Runtime:
                     traceback="",
                 )
                 result.duration_ms = (time.perf_counter() - started) * 1000
+                result.stdout, result.stderr = "".join(chunks["stdout"]), "".join(chunks["stderr"])
                 return result
+        result.stdout, result.stderr = "".join(chunks["stdout"]), "".join(chunks["stderr"])
         self._fill(result, payload)
         return result
 

@@ -51,10 +51,57 @@ function shimProcessBinding() {
   });
 }
 
-/** Per-run capture of one output stream, bounded in characters. */
-class StreamCapture {
-  constructor(runId, stream, maxChars) {
+const POST_CHARS = 256 * 1024; // hand output to the main thread in batches of about this size...
+const POST_MS = 50; // ...and at most this long after the last message (checked on each write)
+
+/**
+ * A run's output on its way to the main thread: one message per batch, not per write. A write
+ * more than POST_MS after the last message goes at once (so `print` before a long step
+ * streams); faster writes are gathered. Python holds the worker while it runs, so a gathered
+ * tail waits for the next write or the end of the run. Both streams share one batch so their
+ * order survives (a write to the other stream posts the batch first).
+ */
+class OutputBatch {
+  constructor(runId) {
     this.runId = runId;
+    this.stream = null;
+    this.parts = [];
+    this.size = 0;
+    this.posted = -Infinity;
+  }
+
+  add(stream, text) {
+    if (stream !== this.stream) this.post();
+    this.stream = stream;
+    this.parts.push(text);
+    this.size += text.length;
+    if (this.size >= POST_CHARS || performance.now() - this.posted >= POST_MS) this.post();
+  }
+
+  post() {
+    if (!this.parts.length) return;
+    this.posted = performance.now();
+    const text = this.parts.length === 1 ? this.parts[0] : this.parts.join("");
+    this.parts = [];
+    this.size = 0;
+    parentPort.postMessage({ type: "output", runId: this.runId, stream: this.stream, text });
+  }
+}
+
+/** UTF-16 length of UTF-8 bytes without decoding them (for counting what the cap cut). */
+function utf16Length(bytes) {
+  let units = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i];
+    if ((b & 0xc0) !== 0x80) units += b >= 0xf0 ? 2 : 1;
+  }
+  return units;
+}
+
+/** Per-run capture of one output stream, bounded in characters; past the cap it only counts. */
+class StreamCapture {
+  constructor(batch, stream, maxChars) {
+    this.batch = batch;
     this.stream = stream;
     this.remaining = maxChars;
     this.cutChars = 0;
@@ -62,27 +109,25 @@ class StreamCapture {
   }
 
   write(bytes) {
-    this.forward(this.decoder.decode(bytes, { stream: true }));
+    if (this.remaining <= 0) this.cutChars += utf16Length(bytes);
+    else this.keep(this.decoder.decode(bytes, { stream: true }));
     return bytes.length;
   }
 
   finish() {
-    this.forward(this.decoder.decode());
+    if (this.remaining > 0) this.keep(this.decoder.decode());
+    this.batch.post();
   }
 
-  forward(text) {
+  keep(text) {
     if (!text) return;
-    if (this.remaining <= 0) {
-      this.cutChars += text.length;
-      return;
-    }
     let kept = text;
     if (text.length > this.remaining) {
       kept = text.slice(0, this.remaining);
       this.cutChars += text.length - kept.length;
     }
     this.remaining -= kept.length;
-    parentPort.postMessage({ type: "output", runId: this.runId, stream: this.stream, text: kept });
+    this.batch.add(this.stream, kept);
   }
 }
 
@@ -416,8 +461,9 @@ function installGuestModules() {
 
 /** Restore everything user code could have changed since the last run. */
 function armRun(runId) {
-  const out = new StreamCapture(runId, "stdout", config.maxOutputChars);
-  const err = new StreamCapture(runId, "stderr", config.maxOutputChars);
+  const batch = new OutputBatch(runId);
+  const out = new StreamCapture(batch, "stdout", config.maxOutputChars);
+  const err = new StreamCapture(batch, "stderr", config.maxOutputChars);
   pyodide.setStdin({ error: true });
   pyodide.setStdout({ write: (bytes) => out.write(bytes) });
   pyodide.setStderr({ write: (bytes) => err.write(bytes) });

@@ -22,6 +22,7 @@ from typing import Any
 CO_COROUTINE = 0x0080
 MAX_REPR_CHARS = 100_000
 MAX_ERROR_CHARS = 100_000
+KEEP_SOURCES = 20  # cells whose source stays in linecache for tracebacks (older ones are dropped)
 
 # Bound once, at import: user code shares this interpreter and may replace the builtins and
 # modules it can reach, but not these references. (A determined user can still patch this
@@ -101,6 +102,7 @@ class Guest:
         filename = f"<cell-{self.cell}>"
         try:
             linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+            linecache.cache.pop(f"<cell-{self.cell - KEEP_SOURCES}>", None)  # bounded: cells are never freed
         except BaseException:  # noqa: BLE001 - only makes tracebacks prettier
             pass
         try:
