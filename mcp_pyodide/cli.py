@@ -113,6 +113,13 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
         help="list saved figures by path and resource link only, without the image data in the result",
     )
     parser.add_argument(
+        "--preload",
+        default=env("MCP_PYODIDE_PRELOAD", ""),
+        metavar="PKG,...",
+        help="Pyodide packages to load in the background after start-up, e.g. numpy,matplotlib "
+        "(matplotlib is also imported, so the first figure is quick; env MCP_PYODIDE_PRELOAD)",
+    )
+    parser.add_argument(
         "--cache-dir",
         type=Path,
         default=None,
@@ -136,6 +143,7 @@ def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
         network=NetworkPolicy.parse(args.allow_network),
         mounts=mounts,
         output_dir=output_dir,
+        preload=tuple(name.strip() for name in args.preload.split(",") if name.strip()),
     )
 
 
