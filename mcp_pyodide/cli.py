@@ -384,8 +384,6 @@ def _install_runtime(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server import make_state, serve_stdio
-
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -401,13 +399,15 @@ def _serve(args: argparse.Namespace) -> int:
     # without its runtime helps nobody.
     from dataclasses import replace
 
+    from . import _prewarm
     from ._isolation import IsolationUnavailable
-    from ._isolation import choose as choose_isolation
-    from ._node import find_node
+
+    probe = _prewarm.begin(config)  # Node, isolation and runtime files, found while the server imports
+    from .server import make_state, serve_stdio
 
     try:
-        node = find_node(config.node)
-        isolation = choose_isolation(node, config.isolation)
+        found = probe.result()
+        node, isolation = found.node, found.isolation
     except (SetupError, IsolationUnavailable) as exc:
         print(f"mcp-pyodide: {exc}", file=sys.stderr)
         return 1

@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import netbroker
+from . import _prewarm, netbroker
 from ._connection import Connection, RemoteError
 from ._isolation import Isolation, child_setup
 from ._isolation import choose as choose_isolation
@@ -127,6 +127,9 @@ class Runtime:
 
     async def _boot(self) -> None:
         started = time.perf_counter()
+        probe = _prewarm.done_for(self.config) if self.node is None else None
+        if probe is not None:  # the CLI found these while the server imported
+            self.node, self.isolation, self.files = probe.node, probe.isolation, probe.files
         if self.node is None:
             self.node = await asyncio.to_thread(find_node, self.config.node)
         if self.isolation is None:
