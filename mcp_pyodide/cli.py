@@ -120,6 +120,13 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
         "(matplotlib is also imported, so the first figure is quick; env MCP_PYODIDE_PRELOAD)",
     )
     parser.add_argument(
+        "--spare-interpreter",
+        action="store_true",
+        default=env("MCP_PYODIDE_SPARE_INTERPRETER", "") not in ("", "0"),
+        help="keep a second interpreter ready in the background so pyodide_reset (and recovery after a "
+        "timeout or crash) is a swap, not a boot; costs one interpreter's memory (env MCP_PYODIDE_SPARE_INTERPRETER)",
+    )
+    parser.add_argument(
         "--cache-dir",
         type=Path,
         default=None,
@@ -144,6 +151,7 @@ def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
         mounts=mounts,
         output_dir=output_dir,
         preload=tuple(name.strip() for name in args.preload.split(",") if name.strip()),
+        spare_interpreter=args.spare_interpreter,
     )
 
 

@@ -35,6 +35,7 @@ class RuntimeConfig:
     mounts: tuple[Mount, ...] = ()
     output_dir: Path | None = None
     preload: tuple[str, ...] = ()  # lock-file packages loaded in the background after start-up
+    spare_interpreter: bool = False  # keep a second interpreter ready so a reset is a swap (costs memory)
 
     def __post_init__(self) -> None:
         for name in ("timeout_ms", "max_output_chars", "max_code_bytes", "memory_limit_mb", "grace_ms"):

@@ -243,6 +243,7 @@ class Runtime:
                 "memoryLimitBytes": self.config.memory_limit_mb * 1024 * 1024,
                 "maxOutputChars": self.config.max_output_chars,
                 "graceMs": self.config.grace_ms,
+                "spareInterpreter": self.config.spare_interpreter,
                 "snapshotPath": str(snapshot_file) if self.config.use_snapshot else None,
                 "makeSnapshot": self.config.use_snapshot and snapshot is None,
             },
