@@ -100,7 +100,8 @@ TARGETS = {
     "mpl_plain": ("First matplotlib figure past cold start, no --preload (today 3.4 s)", TODAY_MPL_MS, "ms"),
     "mpl_preload_now": ("First figure past cold start, --preload, asked at once", 1000.0, "ms"),
     "mpl_preload_ready": ("First figure, --preload, asked once preloading is done", 1000.0, "ms"),
-    "reset": ("`pyodide_reset` answered", 100.0, "ms"),
+    "reset": ("`pyodide_reset` answered (default)", 100.0, "ms"),
+    "reset_spare": ("`pyodide_reset` answered with `--spare-interpreter`", 100.0, "ms"),
     "cell1m_host": ("1 MB cell: host-side time outside the worker, past the MCP floor", 50.0, "ms"),
     "stall": ("Event-loop stall during a 1 MB call (host tool latency past its p50)", 20.0, "ms"),
     "http_per_session": ("HTTP: RSS per extra session's interpreter", 150.0, "MiB"),
@@ -492,15 +493,22 @@ async def run_server(calls: int, errlog: IO[str], *, growth_calls: int = 0) -> d
             }
 
         if growth_calls:
-            rss = server.rss()[0]
-            for _ in range(growth_calls):
+            # The worker's JS heap saw-tooths by tens of MiB with 100 KB strings passing through
+            # (collected, not leaked), so compare the median of the first and last tenth of
+            # samples taken every 10 calls rather than two single readings.
+            samples = []
+            for i in range(growth_calls):
                 await server.execute(CELL_100K)
-            rss_after = server.rss()[0]
+                if i % 10 == 9:
+                    samples.append(server.rss()[0])
+            tenth = max(1, len(samples) // 10)
+            before, after = statistics.median(samples[:tenth]), statistics.median(samples[-tenth:])
             out["growth_100k"] = {
                 "calls": growth_calls,
-                "before_bytes": rss,
-                "after_bytes": rss_after,
-                "percent": (rss_after - rss) / rss * 100,
+                "before_bytes": before,
+                "after_bytes": after,
+                "percent": (after - before) / before * 100,
+                "samples": samples,
             }
 
         out["print100k"] = await big_output(server, PRINT_CODE)
@@ -594,6 +602,21 @@ async def run_first_start(errlog: IO[str]) -> dict[str, Any]:
             if not is_two(first):
                 raise RuntimeError(f"first start did not answer 2: {describe_error(first)}")
             return {"first_start_ms": cold}
+
+
+async def run_spare(errlog: IO[str]) -> dict[str, Any]:
+    """A server with `--spare-interpreter`: RSS with the spare ready, then resets."""
+    mark = log_mark(errlog, "spare-interpreter server")
+    async with mcp_server(errlog, ["--spare-interpreter"]) as server:
+        await timed_ones(server, 3)
+        with anyio.fail_after(CALL_TIMEOUT_S):
+            while "spare interpreter" not in log_since(errlog, mark):
+                await asyncio.sleep(0.02)
+        await timed_ones(server, WARMUP_CALLS)
+        rss, _ = server.rss()
+        elapsed, result = await server.call("pyodide_reset", {})
+        after, nxt = await server.execute("1+1")
+        return {"rss_bytes": rss, "reset_ms": elapsed, "ok": not result.is_error and is_two(nxt), "after_ms": after}
 
 
 async def run_runaway_first(errlog: IO[str]) -> dict[str, Any]:
@@ -845,7 +868,7 @@ class Plan:
 
 async def benchmark(plan: Plan, node: str, pyodide_dir: Path, errlog: IO[str]) -> dict[str, Any]:
     per_rep = max(1, math.ceil(plan.warm_calls / plan.repeat))
-    names = ["bare", "server", "trivial", "shutdown", "full_output", "first_start", "runaway_first", "http"]
+    names = ["bare", "server", "trivial", "shutdown", "full_output", "first_start", "runaway_first", "http", "spare"]
     raw: dict[str, list[Any]] = {name: [] for name in names}
     for variant in MPL_VARIANTS:
         raw[variant] = []
@@ -880,6 +903,7 @@ async def benchmark(plan: Plan, node: str, pyodide_dir: Path, errlog: IO[str]) -
         ]
         if rep < plan.big_repeat:
             steps.append(("full_output", lambda: run_full_output(errlog)))
+            steps.append(("spare", lambda: run_spare(errlog)))
         if rep < plan.mpl_repeat and not mpl_unavailable:
             for variant, (preload, wait) in MPL_VARIANTS.items():
                 steps.append((variant, lambda p=preload, w=wait: run_matplotlib(errlog, plan.package_source, p, w)))
@@ -963,6 +987,10 @@ def analyse(raw: dict[str, list[Any]], mpl_unavailable: str | None) -> dict[str,
         "runaway_first_ok": all(r["timed_out"] and r["after_ok"] for r in raw["runaway_first"]),
         "runaway_first_after_ms": summary(values_of(raw["runaway_first"], "after_ms")),
         "reset_ms": summary([s["reset"]["ms"] for s in srv]),
+        "spare_reset_ms": summary(values_of(raw["spare"], "reset_ms")),
+        "spare_after_ms": summary(values_of(raw["spare"], "after_ms")),
+        "spare_ok": all(x["ok"] for x in raw["spare"]),
+        "spare_rss_mib": summary([x["rss_bytes"] / MIB for x in raw["spare"]]),
         "reset_ok": all(s["reset"]["ok"] for s in srv),
         "after_reset_ms": summary([s["after_reset"]["ms"] for s in srv]),
         "growth": growth and {k: v for k, v in growth.items() if k != "parts_after"},
@@ -1039,6 +1067,7 @@ def analyse(raw: dict[str, list[Any]], mpl_unavailable: str | None) -> dict[str,
         "mpl_preload_now": m["mpl_preload_now"]["first_figure_ms"].get("median") if mpl_ok else None,
         "mpl_preload_ready": m["mpl_preload_ready"]["first_figure_ms"].get("median") if mpl_ok else None,
         "reset": m["reset_ms"].get("median") if m["reset_ok"] else None,
+        "reset_spare": m["spare_reset_ms"].get("median") if m["spare_ok"] else None,
         "cell1m_host": r["cell1m_host_past_floor_ms"] if m["cell1m_ok"] else None,
         "stall": r["stall_ms"],
         "http_per_session": per_session,
@@ -1100,6 +1129,10 @@ def spread(s: dict[str, Any], unit: str = "ms") -> str:
     if s["n"] == 1:
         return f"{fmt(s['median'], unit)} (n=1)"
     return f"{fmt(s['median'], unit)} ({fmt(s['min'], '')}–{fmt(s['max'], '')}, n={s['n']})"
+
+
+def median_diff(m: dict[str, Any], a: str, b: str) -> float:
+    return float(m[a].get("median", math.nan)) - float(m[b].get("median", math.nan))
 
 
 def cut_note(cut: float) -> str:
@@ -1207,6 +1240,18 @@ def rows(m: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     out += [
         ("`pyodide_reset` answered", spread(m["reset_ms"]), "", "ok" if m["reset_ok"] else "FAILED"),
         ("↳ next `1+1` after reset", spread(m["after_reset_ms"]), "", ""),
+        (
+            "`pyodide_reset` with `--spare-interpreter` / next `1+1`",
+            f"{spread(m['spare_reset_ms'])} / {fmt(m['spare_after_ms'].get('median'))}",
+            "",
+            "ok" if m["spare_ok"] else "FAILED",
+        ),
+        (
+            "↳ whole-tree RSS with the spare ready",
+            spread(m["spare_rss_mib"], "MiB"),
+            "",
+            f"+{fmt(median_diff(m, 'spare_rss_mib', 'rss_after_warm_mib'), 'MiB')} over the default",
+        ),
         (
             "1 MB cell: client time / worker's `duration_ms`",
             f"{fmt(m['cell1m_ms'].get('median'))} / {fmt(m['cell1m_worker_ms'].get('median'))}",
