@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -72,6 +73,16 @@ class ExecutionResult:
 
 
 GUEST_MODULES = ("mcp_guest_executor", "mcp_guest_figures")
+
+
+# Standard-library modules the guest helpers import, imported before the memory snapshot is
+# taken so every restored interpreter has them already (about 0.3 s of set-up per start).
+# Nothing but these imports runs before the snapshot. Part of the snapshot's file name.
+SNAPSHOT_IMPORTS = (
+    "ast, collections.abc, importlib.abc, importlib.machinery, io, json, linecache, os, secrets, "
+    "shutil, signal, time, traceback, types, typing"
+)
+_SNAPSHOT_TAG = hashlib.sha256(SNAPSHOT_IMPORTS.encode()).hexdigest()[:8]
 
 
 def _guest_modules() -> dict[str, str]:
@@ -157,7 +168,7 @@ class Runtime:
         """
         assert self.node is not None and self.files is not None
         if self._snapshot_file is None:
-            key = f"pyodide-{PYODIDE_VERSION}-{lock_digest(self.files.host_dir)}-node{self.node.major}"
+            key = f"pyodide-{PYODIDE_VERSION}-{lock_digest(self.files.host_dir)}-node{self.node.major}-{_SNAPSHOT_TAG}"
             self._snapshot_file = cache_root() / "snapshots" / f"{key}.bin"
         return self._snapshot_file
 
@@ -246,6 +257,7 @@ class Runtime:
                 "spareInterpreter": self.config.spare_interpreter,
                 "snapshotPath": str(snapshot_file) if self.config.use_snapshot else None,
                 "makeSnapshot": self.config.use_snapshot and snapshot is None,
+                "snapshotImports": SNAPSHOT_IMPORTS,
             },
         )
         self._worker_generation = int(self.info.get("generation", 1))

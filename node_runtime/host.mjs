@@ -34,8 +34,8 @@ function log(text) {
 
 /** One Pyodide worker and the run currently in it. */
 class WorkerRuntime {
-  constructor() {
-    this.generation = ++generation;
+  constructor(overrides = {}) {
+    this.generation = overrides.snapshotOnly ? 0 : ++generation;
     this.created = performance.now();
     this.interruptBuffer = new SharedArrayBuffer(4);
     this.interrupt = new Int32Array(this.interruptBuffer);
@@ -53,7 +53,7 @@ class WorkerRuntime {
       stdout: true,
       stderr: true,
       // The 20 MB snapshot is read per interpreter and not kept: memory matters more than 10 ms.
-      workerData: { ...config, snapshot: readSnapshot(), interruptBuffer: this.interruptBuffer },
+      workerData: { ...config, snapshot: readSnapshot(), interruptBuffer: this.interruptBuffer, ...overrides },
     });
     this.worker.stdout.on("data", (chunk) => log(`worker stdout: ${chunk.toString().trimEnd()}`));
     this.worker.stderr.on("data", (chunk) => log(`worker stderr: ${chunk.toString().trimEnd()}`));
@@ -67,6 +67,10 @@ class WorkerRuntime {
       // The broker saves it where later interpreters (after a reset, a timeout or a crash) read it.
       config.makeSnapshot = false;
       send({ id: null, kind: "event", payload: { event: "snapshot", data: Buffer.from(message.data).toString("base64") } });
+      if (this === snapshotMaker) {
+        this.terminate();
+        snapshotMaker = null;
+      }
       return;
     }
     if (message.type === "snapshot-failed") {
@@ -312,6 +316,7 @@ function readSnapshot() {
 const SPARE_DELAY_MS = 1000; // after start-up or a swap, so the boot does not compete with the next calls
 let spare = null;
 let spareTimer = null;
+let snapshotMaker = null; // a worker booting only to take the memory snapshot (first start on a machine)
 
 function prepareSpareSoon() {
   if (!config?.spareInterpreter) return;
@@ -381,8 +386,16 @@ async function handle(message) {
     switch (kind) {
       case "init": {
         config = payload;
+        // The first start on a machine boots normally and answers; a throwaway worker then
+        // boots again to take the memory snapshot (which must precede any other code).
+        const makeSnapshot = config.makeSnapshot;
+        config.makeSnapshot = false;
         runtime = new WorkerRuntime();
         const version = await runtime.ready;
+        if (makeSnapshot) {
+          config.makeSnapshot = true;
+          snapshotMaker = new WorkerRuntime({ snapshotOnly: true, makeSnapshot: true });
+        }
         prepareSpareSoon();
         send({
           id,

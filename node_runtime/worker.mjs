@@ -213,8 +213,10 @@ async function boot() {
   }
   const fresh = await loadPyodide({ ...bootOptions, _makeSnapshot: Boolean(config.makeSnapshot) });
   if (config.makeSnapshot) {
+    if (config.snapshotImports) fresh.runPython(`import ${config.snapshotImports}`);
     const snapshot = fresh.makeMemorySnapshot();
     parentPort.postMessage({ type: "snapshot", data: snapshot }, [snapshot.buffer]);
+    if (config.snapshotOnly) await new Promise(() => {}); // the host ends this worker now
   }
   parentPort.postMessage({ type: "booted", from: "scratch" });
   return fresh;
