@@ -6,14 +6,21 @@
 
 The contenders are interleaved: every repetition runs the bare-Pyodide floor,
 a trivial Python MCP server (the MCP floor) and a fresh mcp-pyodide server,
-alternating which goes first, so noise on a shared machine hits all of them.
-The server is driven through the real MCP client
-(`mcp.ClientSession` over `stdio_client`), except for the shutdown
-measurement, which speaks JSON-RPC by hand so it can close stdin itself.
+alternating which goes first, so noise on a shared machine hits all of them;
+then fresh servers for the other rows (first start without a snapshot, runaway
+as the first call, full output, spare interpreter, matplotlib with and without
+--preload, HTTP with 1/2/4 sessions). Servers are driven through the real MCP
+client (`mcp.ClientSession` over `stdio_client` or `streamable_http_client`),
+except for the shutdown measurement, which speaks JSON-RPC by hand so it can
+close stdin itself. Every target of issue 13 is checked against a reference
+measured in the same run.
 
 Prints a plain table, a targets section and a Markdown table (for the
 README); writes everything, raw samples included, to JSON. See
 docs/benchmarks.md for what each row means.
+
+One file on purpose: it is a script, not a library, and each row's measuring,
+analysis and rendering are easiest to check side by side.
 """
 
 from __future__ import annotations
