@@ -24,7 +24,7 @@ from .config import RuntimeConfig
 class Probe:
     node: NodeBinary
     isolation: Isolation
-    files: RuntimeFiles | None  # None when the runtime files could not be prepared (the runtime says why)
+    files: RuntimeFiles
 
 
 _lock = threading.Lock()
@@ -39,10 +39,7 @@ def begin(config: RuntimeConfig) -> Future[Probe]:
         try:
             node = find_node(config.node)
             isolation = choose_isolation(node, config.isolation)
-            try:
-                files: RuntimeFiles | None = ensure_runtime(node, cache_dir=config.runtime_cache_dir)
-            except Exception:  # noqa: BLE001 - the runtime reports this itself, with its own message
-                files = None
+            files = ensure_runtime(node, cache_dir=config.runtime_cache_dir)
             with _lock:
                 _probes[(config.isolation, config.runtime_cache_dir)] = future
             future.set_result(Probe(node, isolation, files))

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import NoReturn
 
 import anyio
 
@@ -35,7 +36,41 @@ KNOWN_TOOLS = (
     "pyodide_get-mount-points",
     "pyodide_list-mounted-directory",
     "pyodide_read-image",
+    "pyodide_export-notebook",
 )
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors in one line naming the option and the rule, not a usage block.
+
+    With no subcommand typed, `serve` is implied; its errors must not name it.
+    """
+
+    implied_serve = False
+
+    def error(self, message: str) -> NoReturn:
+        prog = "mcp-pyodide" if self.implied_serve and self.prog.endswith(" serve") else self.prog
+        help_for = "mcp-pyodide serve" if prog == "mcp-pyodide" and self.implied_serve else prog
+        self.exit(2, f"{prog}: {message} (options: {help_for} --help)\n")
+
+
+def env_positive_int(name: str, default: int) -> int:
+    """A whole number > 0 from the environment; a bad value is an error naming the variable."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not a whole number of milliseconds") from None
+    if value <= 0:
+        raise ValueError(f"{name}={text!r} must be greater than zero")
+    return value
+
+
+def policy_problem(exc: PolicyError) -> str:
+    """A policy error as users should read it: it says that the file is the policy."""
+    return f"policy file {exc}"
 
 
 def _positive_int(text: str) -> int:
@@ -53,7 +88,7 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
         type=_positive_int,
-        default=int(env("MCP_PYODIDE_TIMEOUT", DEFAULT_TIMEOUT_MS)),
+        default=None,
         help=f"default run time limit per call, in ms (default {DEFAULT_TIMEOUT_MS}; env MCP_PYODIDE_TIMEOUT)",
     )
     parser.add_argument(
@@ -127,6 +162,13 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
         "timeout or crash) is a swap, not a boot; costs one interpreter's memory (env MCP_PYODIDE_SPARE_INTERPRETER)",
     )
     parser.add_argument(
+        "--notebook",
+        default=env("MCP_PYODIDE_NOTEBOOK") or None,
+        metavar="NAME",
+        help="keep the session as a Jupyter notebook NAME in the output folder, rewritten after every call "
+        "(env MCP_PYODIDE_NOTEBOOK; stdio only)",
+    )
+    parser.add_argument(
         "--cache-dir",
         type=Path,
         default=None,
@@ -136,8 +178,9 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
 
 def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
     mounts, output_dir = mount_config(args)
+    timeout = args.timeout if args.timeout is not None else env_positive_int("MCP_PYODIDE_TIMEOUT", DEFAULT_TIMEOUT_MS)
     return RuntimeConfig(
-        timeout_ms=args.timeout,
+        timeout_ms=timeout,
         max_output_chars=args.max_output,
         max_code_bytes=args.max_code_bytes,
         memory_limit_mb=args.memory_limit,
@@ -152,7 +195,19 @@ def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
         output_dir=output_dir,
         preload=tuple(name.strip() for name in args.preload.split(",") if name.strip()),
         spare_interpreter=args.spare_interpreter,
+        notebook=_notebook_name(args.notebook),
     )
+
+
+def _notebook_name(name: str | None) -> str | None:
+    if name is None:
+        return None
+    from .notebook import NotebookError, check_name
+
+    try:
+        return str(check_name(name))
+    except NotebookError as exc:
+        raise ValueError(f"--notebook: {exc}") from None
 
 
 def add_mount_options(parser: argparse.ArgumentParser) -> None:
@@ -210,7 +265,7 @@ def mount_config(args: argparse.Namespace) -> tuple[tuple[Mount, ...], Path | No
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="mcp-pyodide",
         description="An MCP server that runs Python in a Pyodide sandbox. With no subcommand it serves MCP over stdio.",
     )
@@ -321,7 +376,8 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help", "--version"):
+    OneLineParser.implied_serve = not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help", "--version")
+    if OneLineParser.implied_serve:
         argv = ["serve", *argv]
     if argv[0] == "config":
         from .commands import config as config_command
@@ -362,7 +418,7 @@ def _policy(args: argparse.Namespace) -> int:
     try:
         policy = load_policy(args.file)
     except PolicyError as exc:
-        print(f"invalid policy: {exc}", file=sys.stderr)
+        print(f"invalid {policy_problem(exc)}", file=sys.stderr)
         return 1
     print(f"{args.file}: valid\n")
     print(explain(policy, KNOWN_TOOLS))
@@ -400,7 +456,10 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         config = runtime_config(args)
         policy = load_policy(args.policy) if args.policy else None
-    except (PolicyError, ValueError) as exc:
+    except PolicyError as exc:
+        print(f"mcp-pyodide: {policy_problem(exc)}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
         print(f"mcp-pyodide: {exc}", file=sys.stderr)
         return 2
     # Fail fast on a missing Node or isolation: the client shows our stderr, and a server
@@ -414,13 +473,20 @@ def _serve(args: argparse.Namespace) -> int:
     from .server import make_state, serve_stdio
 
     try:
-        found = probe.result()
+        found = probe.result()  # a wheel carries the runtime; a checkout installs it once (in the probe)
         node, isolation = found.node, found.isolation
     except (SetupError, IsolationUnavailable) as exc:
         print(f"mcp-pyodide: {exc}", file=sys.stderr)
         return 1
     config = replace(config, node=node.path)
     http = args.transport == "streamable-http"
+    if http and config.notebook is not None:
+        print(
+            "mcp-pyodide: --notebook works with stdio only (each HTTP session has its own interpreter); "
+            "over HTTP, use the pyodide_export-notebook tool",
+            file=sys.stderr,
+        )
+        return 2
     if http:
         from .server.http import is_loopback
 

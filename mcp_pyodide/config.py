@@ -36,6 +36,7 @@ class RuntimeConfig:
     output_dir: Path | None = None
     preload: tuple[str, ...] = ()  # lock-file packages loaded in the background after start-up
     spare_interpreter: bool = False  # keep a second interpreter ready so a reset is a swap (costs memory)
+    notebook: str | None = None  # a name in output_dir: the session is rewritten there after every call
 
     def __post_init__(self) -> None:
         for name in ("timeout_ms", "max_output_chars", "max_code_bytes", "memory_limit_mb", "grace_ms"):

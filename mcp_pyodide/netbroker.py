@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from .errors import MCPPyodideError
 from .packages.source import load_httpx
 
 MAX_RESPONSE_BYTES = 50 * 1024 * 1024
@@ -23,7 +24,7 @@ TIMEOUT_S = 30.0
 _DECODED_HEADERS = ("content-encoding", "content-length", "transfer-encoding")
 
 
-class NetworkDenied(Exception):
+class NetworkDenied(MCPPyodideError):
     """The URL is not on the allow-list (or not http/https)."""
 
 

@@ -8,7 +8,7 @@
 
 import fs from "node:fs";
 import { Worker } from "node:worker_threads";
-import { readFrames, sendFrame } from "./protocol.mjs";
+import { PROTOCOL_VERSION, readFrames, sendFrame } from "./protocol.mjs";
 
 const WORKER_URL = new URL("./worker.mjs", import.meta.url);
 const SIGINT = 2;
@@ -34,8 +34,8 @@ function log(text) {
 
 /** One Pyodide worker and the run currently in it. */
 class WorkerRuntime {
-  constructor(overrides = {}) {
-    this.generation = overrides.snapshotOnly ? 0 : ++generation;
+  constructor() {
+    this.generation = ++generation;
     this.created = performance.now();
     this.interruptBuffer = new SharedArrayBuffer(4);
     this.interrupt = new Int32Array(this.interruptBuffer);
@@ -53,7 +53,7 @@ class WorkerRuntime {
       stdout: true,
       stderr: true,
       // The 20 MB snapshot is read per interpreter and not kept: memory matters more than 10 ms.
-      workerData: { ...config, snapshot: readSnapshot(), interruptBuffer: this.interruptBuffer, ...overrides },
+      workerData: { ...config, snapshot: readSnapshot(), interruptBuffer: this.interruptBuffer },
     });
     this.worker.stdout.on("data", (chunk) => log(`worker stdout: ${chunk.toString().trimEnd()}`));
     this.worker.stderr.on("data", (chunk) => log(`worker stderr: ${chunk.toString().trimEnd()}`));
@@ -67,10 +67,6 @@ class WorkerRuntime {
       // The broker saves it where later interpreters (after a reset, a timeout or a crash) read it.
       config.makeSnapshot = false;
       send({ id: null, kind: "event", payload: { event: "snapshot", data: Buffer.from(message.data).toString("base64") } });
-      if (this === snapshotMaker) {
-        this.terminate();
-        snapshotMaker = null;
-      }
       return;
     }
     if (message.type === "snapshot-failed") {
@@ -204,7 +200,20 @@ class WorkerRuntime {
     this.current = null;
     stopTimers(run);
     outputs.flush(run.id);
-    const payload = { ...outcome, durationMs: performance.now() - run.started, generation: this.generation };
+    /** @type {import("./protocol.mjs").ExecuteReply} */
+    const payload = {
+      ok: outcome.ok,
+      result: outcome.result,
+      error: outcome.error,
+      figures: outcome.figures,
+      written: outcome.written,
+      removed: outcome.removed,
+      stdoutTruncatedChars: outcome.stdoutTruncatedChars,
+      stderrTruncatedChars: outcome.stderrTruncatedChars,
+      fatal: outcome.fatal,
+      durationMs: performance.now() - run.started,
+      generation: this.generation,
+    };
     if (run.notice) {
       payload.notice = run.notice;
       payload.stateReset = true;
@@ -316,7 +325,6 @@ function readSnapshot() {
 const SPARE_DELAY_MS = 1000; // after start-up or a swap, so the boot does not compete with the next calls
 let spare = null;
 let spareTimer = null;
-let snapshotMaker = null; // a worker booting only to take the memory snapshot (first start on a machine)
 
 function prepareSpareSoon() {
   if (!config?.spareInterpreter) return;
@@ -385,22 +393,31 @@ async function handle(message) {
   try {
     switch (kind) {
       case "init": {
+        if (payload?.protocolVersion !== PROTOCOL_VERSION) {
+          send({
+            id,
+            kind: "error",
+            payload: {
+              code: "protocol",
+              message: `the broker speaks protocol version ${payload?.protocolVersion}, this Node runtime version ${PROTOCOL_VERSION}: the runtime files are from another mcp-pyodide release`,
+            },
+          });
+          break;
+        }
         config = payload;
-        // The first start on a machine boots normally and answers; a throwaway worker then
-        // boots again to take the memory snapshot (which must precede any other code).
-        const makeSnapshot = config.makeSnapshot;
-        config.makeSnapshot = false;
         runtime = new WorkerRuntime();
         const version = await runtime.ready;
-        if (makeSnapshot) {
-          config.makeSnapshot = true;
-          snapshotMaker = new WorkerRuntime({ snapshotOnly: true, makeSnapshot: true });
-        }
         prepareSpareSoon();
         send({
           id,
           kind: "result",
-          payload: { pyodideVersion: version, nodeVersion: process.version, generation: runtime.generation, bootedFrom: runtime.bootedFrom },
+          payload: {
+            protocolVersion: PROTOCOL_VERSION,
+            pyodideVersion: version,
+            nodeVersion: process.version,
+            generation: runtime.generation,
+            bootedFrom: runtime.bootedFrom ?? "",
+          },
         });
         break;
       }

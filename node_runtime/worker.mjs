@@ -193,6 +193,13 @@ const bootOptions = {
   },
   args: [],
 };
+// Standard-library modules the guest helpers import, imported before the snapshot is taken so
+// every restored interpreter has them already (about 0.2 s of set-up per start). Nothing else
+// runs before the snapshot; this file is part of the snapshot's key, so a new list makes a new one.
+const SNAPSHOT_IMPORTS =
+  "ast, collections.abc, importlib.abc, importlib.machinery, io, json, linecache, os, secrets, " +
+  "shutil, signal, time, traceback, types, typing";
+
 const pyodide = await boot();
 config.snapshot = null; // 20 MB this worker no longer needs
 
@@ -213,10 +220,9 @@ async function boot() {
   }
   const fresh = await loadPyodide({ ...bootOptions, _makeSnapshot: Boolean(config.makeSnapshot) });
   if (config.makeSnapshot) {
-    if (config.snapshotImports) fresh.runPython(`import ${config.snapshotImports}`);
+    fresh.runPython(`import ${SNAPSHOT_IMPORTS}`);
     const snapshot = fresh.makeMemorySnapshot();
     parentPort.postMessage({ type: "snapshot", data: snapshot }, [snapshot.buffer]);
-    if (config.snapshotOnly) await new Promise(() => {}); // the host ends this worker now
   }
   parentPort.postMessage({ type: "booted", from: "scratch" });
   return fresh;
@@ -501,11 +507,12 @@ async function run(message) {
         awaitable.destroy?.();
       }
     }
-    outcome = JSON.parse(reply);
+    const report = JSON.parse(reply);
+    outcome = { ok: report.ok === true, result: report.result ?? null, error: report.error ?? null, figures: report.extra?.figures ?? [] };
   } catch (error) {
     const text = String(error?.message ?? error);
     fatal = FATAL.test(text);
-    outcome = { ok: false, error: { type: error?.type ?? error?.name ?? "Error", message: text, traceback: text } };
+    outcome = { ok: false, result: null, error: { type: error?.type ?? error?.name ?? "Error", message: text, traceback: text }, figures: [] };
   }
   // Everything below touches the interpreter again; if that fails, it is beyond use.
   try {
@@ -526,8 +533,8 @@ async function run(message) {
   }
   outcome.written = [...writtenPaths];
   outcome.removed = [...removedPaths];
-  outcome.stdoutCut = out?.cutChars ?? 0;
-  outcome.stderrCut = err?.cutChars ?? 0;
+  outcome.stdoutTruncatedChars = out?.cutChars ?? 0;
+  outcome.stderrTruncatedChars = err?.cutChars ?? 0;
   outcome.fatal = fatal;
   parentPort.postMessage({ type: "done", runId: message.runId, outcome });
 }

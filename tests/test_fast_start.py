@@ -1,4 +1,4 @@
-"""The first start on a machine answers before the memory snapshot exists; later starts restore it."""
+"""The first start on a machine saves a memory snapshot; later starts restore it."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def wait_for_log(handle: ServerHandle, needle: str, timeout_s: float = 120.0) ->
     raise AssertionError(f"{needle!r} never appeared:\n{handle.stderr_text()[-2000:]}")
 
 
-def test_first_start_answers_then_saves_a_snapshot_that_the_next_start_restores(tmp_path: Path) -> None:
+def test_first_start_saves_a_snapshot_with_the_guest_imports_that_the_next_start_restores(tmp_path: Path) -> None:
     root = tmp_path / "cache"
     shutil.copytree(cache_root() / "node-runtime", root / "node-runtime", symlinks=True)
     env = {**os.environ, "MCP_PYODIDE_CACHE_ROOT": str(root)}

@@ -85,7 +85,10 @@ def run(args: argparse.Namespace, runtime_config: Any) -> int:
         code, _origin = read_code(args, sys.stdin)
         config = runtime_config(args)
         refusal = _admit(args, code, config.timeout_ms)
-    except (ValueError, PolicyError) as exc:
+    except PolicyError as exc:
+        print(f"mcp-pyodide run: policy file {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except ValueError as exc:
         print(f"mcp-pyodide run: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     if refusal is not None:
@@ -141,10 +144,10 @@ def _finish_streams(result: Any, *, more_stdout: bool) -> None:
     """End a partial last line before we add our own lines after it; note cut output."""
     if more_stdout and result.stdout and not result.stdout.endswith("\n"):
         sys.stdout.write("\n")
-    more_stderr = result.error is not None or result.figures or result.files or result.stdout_cut_chars
-    if (more_stderr or result.stderr_cut_chars) and result.stderr and not result.stderr.endswith("\n"):
+    more_stderr = result.error is not None or result.figures or result.files or result.stdout_truncated_chars
+    if (more_stderr or result.stderr_truncated_chars) and result.stderr and not result.stderr.endswith("\n"):
         sys.stderr.write("\n")
-    for name, cut in (("stdout", result.stdout_cut_chars), ("stderr", result.stderr_cut_chars)):
+    for name, cut in (("stdout", result.stdout_truncated_chars), ("stderr", result.stderr_truncated_chars)):
         if cut:
             print(f"mcp-pyodide: {cut:,} more characters of {name} were cut (--max-output)", file=sys.stderr)
     sys.stdout.flush()

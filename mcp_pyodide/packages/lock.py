@@ -13,6 +13,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ..errors import MCPPyodideError
+
 __all__ = [
     "LockEntry",
     "LockError",
@@ -32,11 +34,11 @@ def normalize_name(name: str) -> str:
     return _SEPARATORS.sub("-", name.strip()).lower()
 
 
-class LockError(Exception):
+class LockError(MCPPyodideError):
     """The lock file is missing, unreadable or not a Pyodide lock."""
 
 
-class UnknownPackageError(LookupError):
+class UnknownPackageError(MCPPyodideError, LookupError):
     """Raised by :meth:`PyodideLock.resolve` with *all* unknown names at once.
 
     Reporting every unknown name (not just the first) lets a caller fix a

@@ -7,7 +7,7 @@ from typing import Any
 import mcp_types as types
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..sandbox import PackageOutcome
+from ..result import PackageOutcome
 from .registry import CallContext, ToolFailure, ToolSpec, progress_forwarder
 
 MAX_PACKAGES_PER_CALL = 50

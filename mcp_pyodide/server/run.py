@@ -18,9 +18,11 @@ from ..sandbox import Sandbox
 from .app import ServerState, build_server, initialization_options, tool_map
 from .execute import build_execute_tools
 from .files import MAX_IMAGE_BYTES, build_file_tools
+from .notebook_tool import build_notebook_tools
 from .packages import build_package_tools
 from .resources import MountResources
 from .sessions import SandboxProvider, SingleSandbox
+from .stdin_guard import answer_bad_lines
 
 log = logging.getLogger("mcp_pyodide.server")
 
@@ -44,6 +46,7 @@ def make_state(
             *build_execute_tools(config, link_for=link_for),
             *build_package_tools(),
             *build_file_tools(mounts, max_image_bytes=max_image_bytes),
+            *build_notebook_tools(config.output_dir, link_for=link_for),
         ]
     )
     return ServerState(
@@ -73,7 +76,10 @@ async def serve_stdio(state: ServerState) -> None:
 
         group.start_soon(watch_signals)
         try:
-            async with stdio_server() as (read_stream, write_stream):
+            async with (
+                stdio_server() as (raw_read, write_stream),
+                answer_bad_lines(raw_read, write_stream) as read_stream,
+            ):
                 await server.run(read_stream, write_stream, initialization_options(server, state))
         finally:
             group.cancel_scope.cancel()
