@@ -27,17 +27,10 @@ from .errors import SetupError
 from .mounts import ENV_SEPARATOR, Mount, MountError, build_mounts, output_mount, split_env_mounts
 from .netbroker import NetworkPolicy
 from .policy import DEFAULT_POLICY_JSON, PolicyError, explain, load_policy
+from .tool_names import POLICY_NAMES, ToolName
 
 SUBCOMMANDS = ("serve", "policy", "fetch-packages", "install-runtime", "config", "doctor", "run")
-KNOWN_TOOLS = (
-    "pyodide_execute",
-    "pyodide_reset",
-    "pyodide_install-packages",
-    "pyodide_get-mount-points",
-    "pyodide_list-mounted-directory",
-    "pyodide_read-image",
-    "pyodide_export-notebook",
-)
+KNOWN_TOOLS = POLICY_NAMES
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -235,7 +228,7 @@ def add_mount_options(parser: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=MAX_IMAGE_BYTES,
         metavar="BYTES",
-        help=f"largest image pyodide_read-image returns (default {MAX_IMAGE_BYTES})",
+        help=f"largest image {ToolName.READ_IMAGE} returns (default {MAX_IMAGE_BYTES})",
     )
     parser.add_argument(
         "--no-resources",
@@ -352,7 +345,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "--policy",
         type=Path,
         default=os.environ.get("MCP_PYODIDE_POLICY") or None,
-        help="policy.json the run must pass, as a pyodide_execute call (env MCP_PYODIDE_POLICY)",
+        help=f"policy.json the run must pass, as a {ToolName.EXECUTE} call (env MCP_PYODIDE_POLICY)",
     )
 
 

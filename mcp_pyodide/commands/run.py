@@ -18,9 +18,11 @@ from typing import Any, TextIO
 
 from .._isolation import IsolationUnavailable
 from ..errors import MCPPyodideError
+from ..escaping import shown
 from ..policy import PolicyEngine, PolicyError, default_policy, load_policy
+from ..tool_names import ToolName
 
-EXECUTE_TOOL = "pyodide_execute"
+EXECUTE_TOOL = ToolName.EXECUTE
 CLI_SESSION = "cli"
 EXIT_OK, EXIT_RAISED, EXIT_REFUSED = 0, 1, 2
 
@@ -68,7 +70,7 @@ def _ask(prompt: str) -> bool:
 
 
 def _admit(args: argparse.Namespace, code: str, timeout_ms: int) -> str | None:
-    """Apply the policy as a `pyodide_execute` call; None when admitted, else the refusal to print."""
+    """Apply the policy as an execute-tool call; None when admitted, else the refusal to print."""
     policy = load_policy(args.policy) if args.policy else default_policy()
     engine = PolicyEngine(policy)
     decision = engine.decide_now(EXECUTE_TOOL, {"code": code, "timeout": timeout_ms}, CLI_SESSION)
@@ -128,7 +130,7 @@ async def _execute(code: str, config: Any) -> int:
         print(value)
     for label, paths in (("figure", result.figures), ("file", result.files)):
         for path in paths:
-            print(f"saved {label}: {path}", file=sys.stderr)
+            print(f"saved {label}: {shown(str(path))}", file=sys.stderr)  # a name cannot drive the terminal
     sys.stdout.flush()
     if result.error is not None:
         error = result.error

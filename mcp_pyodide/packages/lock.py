@@ -139,7 +139,15 @@ class PyodideLock:
         if unknown:
             imports = self.import_map()
             hints = {n: imports[n] for n in unknown if n in imports}
-            hints.update({n: imports[n.lower()] for n in unknown if n not in hints and n.lower() in imports})
+            # Names arrive PEP 503-normalised from the install tool ('PIL' as 'pil'): match import names so too.
+            normalised = {normalize_name(k): v for k, v in imports.items()}
+            hints.update(
+                {
+                    n: normalised[normalize_name(n)]
+                    for n in unknown
+                    if n not in hints and normalize_name(n) in normalised
+                }
+            )
             raise UnknownPackageError(unknown, self.info.version, hints)
 
         order: list[LockEntry] = []

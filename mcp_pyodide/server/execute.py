@@ -12,7 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .._outputs import PNG_SIGNATURE, read_inside
 from ..config import RuntimeConfig
+from ..escaping import shown
 from ..result import Result
+from ..tool_names import ToolName
 from .registry import CallContext, OutputStreamer, ToolFailure, ToolSpec, progress_forwarder, text_result
 
 MAX_INLINE_IMAGE_BYTES = 2 * 1024 * 1024
@@ -32,6 +34,11 @@ class ExecuteArgs(BaseModel):
         le=MAX_TIMEOUT_MS,
         description="Milliseconds before the run is interrupted (default: the server's --timeout).",
     )
+
+
+def execute_policy_arguments(args: ExecuteArgs, config: RuntimeConfig) -> dict[str, Any]:
+    """The policy sees the timeout that will apply, so `require timeout lte N` holds for defaults too."""
+    return {"code": args.code, "timeout": config.timeout_ms if args.timeout is None else args.timeout}
 
 
 class ResetArgs(BaseModel):
@@ -96,7 +103,7 @@ def execute_description(config: RuntimeConfig) -> str:
     return (
         "Run Python 3.12 code in a sandboxed Pyodide (WebAssembly) interpreter and return its output.\n"
         "- State persists between calls like a notebook: variables, imports and functions stay defined "
-        "until pyodide_reset (or a crash/forced restart, which the result reports).\n"
+        f"until {ToolName.RESET} (or a crash/forced restart, which the result reports).\n"
         "- The value of the last expression is returned (its repr), like a notebook cell; end the line "
         "with ';' to hide it. Top-level `await` works.\n"
         "- stdout and stderr are returned separately; each is cut after "
@@ -131,9 +138,9 @@ def format_result(result: Result) -> str:
     if result.result is not None:
         sections.append(f"--- result ---\n{result.result}")
     if result.figures:
-        sections.append("--- figures saved ---\n" + "\n".join(str(p) for p in result.figures))
+        sections.append("--- figures saved ---\n" + "\n".join(shown(str(p)) for p in result.figures))
     if result.files:
-        sections.append("--- files written ---\n" + "\n".join(str(p) for p in result.files))
+        sections.append("--- files written ---\n" + "\n".join(shown(str(p)) for p in result.files))
     if result.files_not_returned:
         sections.append(
             f"--- not listed ---\n{result.files_not_returned:,} more figures or files (over the per-call cap)"
@@ -203,7 +210,7 @@ def build_execute_tools(config: RuntimeConfig, link_for: LinkMaker | None = None
 
     return [
         ToolSpec(
-            name="pyodide_execute",
+            name=ToolName.EXECUTE,
             title="Run Python code",
             description=execute_description(config),
             arguments=ExecuteArgs,
@@ -215,10 +222,11 @@ def build_execute_tools(config: RuntimeConfig, link_for: LinkMaker | None = None
                 idempotent_hint=False,
                 open_world_hint=False,
             ),
-            output_schema=ExecuteOutput.model_json_schema(),
+            output=ExecuteOutput,
+            policy_view=lambda args: execute_policy_arguments(args, config),
         ),
         ToolSpec(
-            name="pyodide_reset",
+            name=ToolName.RESET,
             title="Reset the Python interpreter",
             description="Discard all Python state (variables, imports, loaded packages) and start a fresh "
             "interpreter. Files in mounted folders are not touched.",

@@ -9,10 +9,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..history import MAX_BYTES, MAX_CELLS
 from ..notebook import DEFAULT_NAME, NotebookError
+from ..tool_names import ToolName
 from .execute import LinkMaker
 from .registry import CallContext, ToolFailure, ToolSpec
 
-NAME = "pyodide_export-notebook"
+NAME = ToolName.EXPORT_NOTEBOOK
+
+
+class ExportNotebookOutput(BaseModel):
+    path: str = Field(description="host path of the notebook")
+    cells: int
+    dropped: int
 
 
 class ExportNotebookArgs(BaseModel):
@@ -46,7 +53,8 @@ def build_notebook_tools(output_dir: Path | None, link_for: LinkMaker | None = N
             content.append(link)
         ctx.files_changed = True
         return types.CallToolResult(
-            content=content, structured_content={"path": str(path), "cells": kept, "dropped": history.dropped}
+            content=content,
+            structured_content=ExportNotebookOutput(path=str(path), cells=kept, dropped=history.dropped).model_dump(),
         )
 
     return [
@@ -66,15 +74,7 @@ def build_notebook_tools(output_dir: Path | None, link_for: LinkMaker | None = N
                 idempotent_hint=False,  # the session grows between calls
                 open_world_hint=False,
             ),
-            output_schema={
-                "type": "object",
-                "properties": {
-                    "path": {"type": "string", "description": "host path of the notebook"},
-                    "cells": {"type": "integer"},
-                    "dropped": {"type": "integer"},
-                },
-                "required": ["path", "cells", "dropped"],
-            },
+            output=ExportNotebookOutput,
         )
     ]
 
