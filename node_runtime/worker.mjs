@@ -7,6 +7,7 @@
 
 import fs from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
+import { installScheduling, RunScope } from "./scope.mjs";
 
 const config = workerData;
 const bootStarted = performance.now();
@@ -16,6 +17,13 @@ const interrupt = new Int32Array(config.interruptBuffer);
 
 capWasmMemory(config.memoryLimitBytes);
 shimProcessBinding();
+// No guest code runs between calls: scheduling and entry into Python are run-scoped (scope.mjs),
+// installed before Pyodide loads so that it, too, only ever sees the scoped versions.
+const scope = new RunScope();
+scope.trusted = 1; // booting and setting up: the worker's own code, until the first run
+installScheduling(globalThis, scope);
+let reportCallbackError = () => {};
+scope.onCallbackError = (error) => reportCallbackError(error);
 // A promise user code left rejected (a failed load, a failed fetch) is the user's error, not
 // a reason to end the interpreter: report it to the run in progress, if any.
 process.on("unhandledRejection", (reason) => reportCallbackError(reason));
@@ -86,43 +94,11 @@ class StreamCapture {
   }
 }
 
-/**
- * Timers for Python (`js.setTimeout`, asyncio's event loop) that only fire inside the run
- * that scheduled them, so a callback left behind cannot take over the worker between runs.
- */
-let activeRun = 0;
-let reportCallbackError = () => {};
-function scoped(callback, args = []) {
-  if (typeof callback !== "function") {
-    throw new TypeError("the callback must be a function (strings are not run in the sandbox)");
-  }
-  const owner = activeRun;
-  return () => {
-    if (owner === 0 || owner !== activeRun) {
-      if (typeof callback.destroy === "function") callback.destroy();
-      return;
-    }
-    try {
-      callback(...args);
-    } catch (error) {
-      // An exception in a callback belongs to the run's stderr, not to the worker.
-      reportCallbackError(error);
-    }
-  };
-}
-function runScoped(schedule, cancel) {
-  return {
-    set: (callback, delay, ...args) => schedule(scoped(callback, args), delay),
-    clear: cancel,
-  };
-}
-const timeout = runScoped(setTimeout, clearTimeout);
-const interval = runScoped(setInterval, clearInterval);
 const sandboxGlobals = {
-  setTimeout: timeout.set,
-  clearTimeout: timeout.clear,
-  setInterval: interval.set,
-  clearInterval: interval.clear,
+  setTimeout: globalThis.setTimeout,
+  clearTimeout: globalThis.clearTimeout,
+  setInterval: globalThis.setInterval,
+  clearInterval: globalThis.clearInterval,
   // What pyodide.http.pyfetch needs; fetch itself goes to the broker (see brokerFetch).
   fetch: (...args) => brokerFetch(...args),
   AbortController,
@@ -224,6 +200,15 @@ function protectExecutor() {
   restoreIntegrity.__code__ = restoreCode;
   restoreIntegrity(integrityTable);
 }
+// Between calls every Python frame is refused (see scope.mjs): JavaScript calling back into
+// Python then gets an ordinary error instead of running guest code.
+const refuseBetweenCalls = guestModule.refuse_between_calls;
+const refuseCode = refuseBetweenCalls.__code__;
+scope.onBegin = () => settrace(null);
+scope.onEnd = () => {
+  refuseBetweenCalls.__code__ = refuseCode; // a run may have rewritten it
+  settrace(refuseBetweenCalls);
+};
 pyodide.runPython(
   `import sys\nif ${JSON.stringify(GUEST_LIB)} in sys.path: sys.path.remove(${JSON.stringify(GUEST_LIB)})\n` +
     "for _name in ('mcp_guest_executor', 'mcp_guest_figures'): sys.modules.pop(_name, None)\ndel _name",
@@ -365,8 +350,8 @@ function intercept(ops, name, around) {
 }
 
 /**
- * Close what user code could otherwise reach through `pyodide_js`: new host mounts, the
- * unscoped scheduler asyncio uses, and child processes (which would abort the interpreter).
+ * Close what user code could otherwise reach through `pyodide_js`: new host mounts and child
+ * processes (which would abort the interpreter). Scheduling is run-scoped by scope.mjs.
  */
 function lockDownRuntime() {
   const { FS } = pyodide;
@@ -378,15 +363,6 @@ function lockDownRuntime() {
   pyodide.mountNodeFS = () => {
     throw new Error("mounting host folders is not allowed in the sandbox");
   };
-  const api = pyodide._api;
-  if (typeof api?.scheduleCallback === "function") {
-    const schedule = api.scheduleCallback.bind(api);
-    api.scheduleCallback = (callback, delay = 0) => schedule(scoped(callback), delay);
-    // asyncio's event loop took its own reference at boot: point it at the scoped one.
-    pyodide.runPython(
-      "import pyodide.webloop as _webloop, pyodide_js\n_webloop.scheduleCallback = pyodide_js._api.scheduleCallback\ndel _webloop",
-    );
-  }
   const realRequire = globalThis.require;
   if (typeof realRequire === "function") {
     const noProcesses = () => {
@@ -442,7 +418,7 @@ async function run(message) {
     };
     writtenPaths.clear();
     removedPaths.clear();
-    activeRun = message.runId;
+    scope.begin(message.runId); // also runs finalizers that came due between calls
     protectExecutor();
     let reply = guestExecute(message.code);
     if (typeof reply !== "string") {
@@ -465,7 +441,7 @@ async function run(message) {
   } catch (error) {
     if (FATAL.test(String(error?.message ?? error))) fatal = true;
   }
-  activeRun = 0;
+  scope.end();
   reportCallbackError = () => {};
   try {
     out?.finish();
@@ -487,6 +463,7 @@ async function run(message) {
 async function loadPackages(message) {
   const logs = [];
   let error = null;
+  scope.begin(message.runId); // a run of its own: callbacks left by earlier calls stay dropped
   try {
     await pyodide.loadPackage(message.names, {
       messageCallback: (text) => logs.push(text),
@@ -496,22 +473,37 @@ async function loadPackages(message) {
   } catch (caught) {
     error = String(caught?.message ?? caught);
   }
+  scope.end();
   const loaded = Object.fromEntries(Object.entries(pyodide.loadedPackages));
   parentPort.postMessage({ type: "loaded", runId: message.runId, outcome: { error, logs, loaded } });
 }
 
-let queue = Promise.resolve();
+// Runs and loads one at a time. A plain loop with native `await` (not promise.then chains,
+// which are run-scoped) so nothing a run leaves behind can hold up the next one.
+const tasks = [];
+let draining = false;
+async function drain() {
+  draining = true;
+  while (tasks.length) await tasks.shift()();
+  draining = false;
+}
+function enqueue(task) {
+  tasks.push(task);
+  if (!draining) void drain();
+}
 parentPort.on("message", (message) => {
   if (message.type === "run") {
-    queue = queue.then(() => run(message));
+    enqueue(() => run(message));
   } else if (message.type === "fetched") {
     // Not queued: a run awaiting this answer is what holds the queue.
     const resolve = pendingFetches.get(message.fetchId);
     pendingFetches.delete(message.fetchId);
     resolve?.(message);
   } else if (message.type === "load") {
-    queue = queue.then(() => loadPackages(message));
+    enqueue(() => loadPackages(message));
   }
 });
 
+scope.trusted = 0; // from here on Python runs only inside a run
+scope.onEnd();
 parentPort.postMessage({ type: "ready", version: pyodide.version, bootMs: performance.now() - bootStarted });

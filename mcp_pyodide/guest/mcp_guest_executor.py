@@ -67,6 +67,18 @@ def _no_host_processes(*args: object, **kwargs: object) -> int:
     raise PermissionError("starting host processes is not allowed in the sandbox")
 
 
+BETWEEN_CALLS = "guest code cannot run between calls (a callback outlived the call that scheduled it)"
+
+
+def refuse_between_calls(frame: types.FrameType, event: str, arg: object) -> None:
+    """The trace function the worker installs between calls: no Python frame may start.
+
+    JavaScript can still try to call back into Python after a call ended (a Pyodide API
+    finishing in the background); each such frame fails with this error before it runs.
+    """
+    raise RuntimeError(BETWEEN_CALLS)
+
+
 class Guest:
     """The sandbox-side executor; one instance per interpreter."""
 
