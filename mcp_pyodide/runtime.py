@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -105,6 +105,7 @@ class Runtime:
         self._snapshot_file: Path | None = None
         self.isolation: Isolation | None = None
         self._worker_generation = 0
+        self._network = netbroker.FetchBroker(self.config.network)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -275,7 +276,7 @@ class Runtime:
             raise NetworkDenied(
                 "network access is disabled in the sandbox (the server can allow hosts with --allow-network)"
             )
-        return await netbroker.fetch(policy, payload)
+        return await self._network.fetch(payload)
 
     def _save_snapshot(self, data: str) -> None:
         target = self.snapshot_path()
@@ -291,6 +292,7 @@ class Runtime:
             log.warning("could not save the memory snapshot: %s", exc)
 
     async def _kill_process(self) -> None:
+        self._network.cancel_all()
         process, self._process = self._process, None
         connection, self._connection = self._connection, None
         if connection is not None:
@@ -360,7 +362,7 @@ class Runtime:
             if on_output is not None:
                 on_output(stream, text)
 
-        async with self._lock:
+        async with self._lock, self._requests_end_with_the_call():
             connection = await self._ensure_process()
             watchdog = timeout / 1000 + self.config.grace_ms / 1000 + WATCHDOG_SLACK_S
             started = time.perf_counter()
@@ -465,9 +467,17 @@ class Runtime:
         """Changes whenever the interpreter is replaced, so callers can forget what it had loaded."""
         return (self._spawns, self._worker_generation)
 
+    @contextlib.asynccontextmanager
+    async def _requests_end_with_the_call(self) -> AsyncIterator[None]:
+        """Network requests a call started end with it (returned, timed out, crashed or reset)."""
+        try:
+            yield
+        finally:
+            self._network.cancel_all()
+
     async def reset(self) -> dict[str, Any]:
         """Replace the interpreter with a fresh one; all globals are lost."""
-        async with self._lock:
+        async with self._lock, self._requests_end_with_the_call():
             connection = await self._ensure_process()
             try:
                 info = await connection.request("reset")

@@ -30,8 +30,8 @@ export const SCHEDULING_ENTRY_POINTS = Object.freeze({
   "AbortSignal.timeout": "rebuilt on the run-scoped setTimeout",
   FinalizationRegistry: "cleanups of a guest registry run-scoped; the worker's deferred to the next run",
   MessageChannel: "removed",
-  MessagePort: "removed",
   BroadcastChannel: "removed",
+  MessagePort: "kept (cannot be constructed; only MessageChannel/BroadcastChannel/worker_threads make ports)",
   "Atomics.waitAsync": "removed",
   requestAnimationFrame: "absent in Node; Emscripten's fallback uses the run-scoped setTimeout",
   "Module.safeSetTimeout / _emscripten_set_timeout / _emscripten_set_interval / emscripten_async_call":
@@ -201,7 +201,9 @@ export function installScheduling(global, scope) {
   if (typeof global.FinalizationRegistry === "function") {
     global.FinalizationRegistry = scopedFinalizationRegistry(global.FinalizationRegistry, scope);
   }
-  for (const name of ["MessageChannel", "MessagePort", "BroadcastChannel"]) delete global[name];
+  // The constructors that make message ports. MessagePort itself stays (Node's Response and web
+  // streams look it up; it cannot be constructed), but nothing in reach can make one.
+  for (const name of ["MessageChannel", "BroadcastChannel"]) delete global[name];
   if (global.Atomics) delete global.Atomics.waitAsync;
   delete global.requestAnimationFrame;
 }

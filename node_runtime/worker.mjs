@@ -157,6 +157,11 @@ const pendingFetches = new Map();
 let nextFetch = 0;
 globalThis.fetch = brokerFetch;
 
+function abandonFetches() {
+  for (const resolve of pendingFetches.values()) resolve({ error: "the call that made this request ended" });
+  pendingFetches.clear();
+}
+
 async function brokerFetch(input, init = {}) {
   const request = typeof input === "string" || input instanceof URL ? null : input;
   const url = String(request ? request.url : input);
@@ -442,6 +447,7 @@ async function run(message) {
     if (FATAL.test(String(error?.message ?? error))) fatal = true;
   }
   scope.end();
+  abandonFetches(); // the broker cancels them too; nothing waits for these answers any more
   reportCallbackError = () => {};
   try {
     out?.finish();
