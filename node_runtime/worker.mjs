@@ -6,6 +6,7 @@
 // interrupt buffer.
 
 import fs from "node:fs";
+import path from "node:path";
 import { parentPort, workerData } from "node:worker_threads";
 import { installScheduling, RunScope } from "./scope.mjs";
 
@@ -187,6 +188,7 @@ async function brokerFetch(input, init = {}) {
 mountHostFolders();
 capInMemoryFiles(config.memoryLimitBytes);
 lockDownRuntime();
+freezeNodeFs();
 installGuestModules();
 const guest = pyodide.runPython("import mcp_guest_executor\nmcp_guest_executor.GUEST");
 guest.configure(pyodide.toPy(config.guestOptions ?? {}));
@@ -225,10 +227,13 @@ function mountHostFolders() {
   const mounts = [...(config.mounts ?? [])];
   // Shared by every session, so read-only here: the broker writes the font cache.
   if (config.mplConfigDir) mounts.push({ guestPath: GUEST_MPLCONFIG, hostPath: config.mplConfigDir, readOnly: true });
+  const roots = new Map();
   for (const mount of mounts) {
     FS.mkdirTree(mount.guestPath);
-    FS.mount(FS.filesystems.NODEFS, { root: mount.hostPath }, mount.guestPath);
+    const top = FS.mount(FS.filesystems.NODEFS, { root: mount.hostPath }, mount.guestPath);
+    roots.set(top.mount, path.resolve(mount.hostPath));
   }
+  fenceMountRoots(roots);
   guardReadOnlyMounts(mounts.filter((m) => m.readOnly).map((m) => m.guestPath));
   watchWrites(new Set(mounts.filter((m) => !m.readOnly).map((m) => m.guestPath)));
 }
@@ -266,6 +271,39 @@ function watchWrites(folders) {
   wrap(NODEFS.stream_ops, "write", (stream) => {
     if (watched(stream.node)) writtenPaths.add(FS.getPath(stream.node));
   });
+}
+
+/**
+ * Keep every NODEFS path inside the host folder its mount was made for. The roots live in this
+ * closure: a guest that rewrites `node.mount.opts.root`, a node's name (`..`) or `node.mount`
+ * gets EPERM, never another host path. The mount objects are frozen as well, so their options
+ * read back as they were set.
+ */
+function fenceMountRoots(roots) {
+  const { FS } = pyodide;
+  const NODEFS = FS.filesystems.NODEFS;
+  const EPERM = pyodide._module.ERRNO_CODES.EPERM;
+  for (const mount of roots.keys()) {
+    Object.freeze(mount.opts);
+    for (const key of ["opts", "type", "mountpoint", "root"]) {
+      Object.defineProperty(mount, key, { value: mount[key], writable: false, configurable: false });
+    }
+  }
+  const joined = NODEFS.realPath;
+  NODEFS.realPath = (node) => {
+    const root = roots.get(node?.mount);
+    const real = root === undefined ? null : path.resolve(joined(node));
+    if (real === null || (real !== root && !real.startsWith(root + path.sep))) throw new FS.ErrnoError(EPERM);
+    return real;
+  };
+}
+
+/** After every wrapper is in place: the guest cannot replace NODEFS's operations or realPath. */
+function freezeNodeFs() {
+  const NODEFS = pyodide.FS.filesystems.NODEFS;
+  Object.freeze(NODEFS.node_ops);
+  Object.freeze(NODEFS.stream_ops);
+  Object.freeze(NODEFS);
 }
 
 /**
@@ -360,14 +398,11 @@ function intercept(ops, name, around) {
  */
 function lockDownRuntime() {
   const { FS } = pyodide;
-  const EPERM = pyodide._module.ERRNO_CODES.EPERM;
   const refuseMount = () => {
-    throw new FS.ErrnoError(EPERM);
-  };
-  FS.filesystems.NODEFS.mount = refuseMount;
-  pyodide.mountNodeFS = () => {
     throw new Error("mounting host folders is not allowed in the sandbox");
   };
+  FS.filesystems.NODEFS.mount = refuseMount;
+  pyodide.mountNodeFS = refuseMount;
   const realRequire = globalThis.require;
   if (typeof realRequire === "function") {
     const noProcesses = () => {
