@@ -190,7 +190,7 @@ capInMemoryFiles(config.memoryLimitBytes);
 lockDownRuntime();
 freezeNodeFs();
 installGuestModules();
-const guest = pyodide.runPython("import mcp_guest_executor\nmcp_guest_executor.GUEST");
+const guest = pyodide.runPython("import mcp_guest_executor\nmcp_guest_executor.install()");
 guest.configure(pyodide.toPy(config.guestOptions ?? {}));
 // Keep our own handles and take the helpers out of user code's easy reach.
 const guestExecute = guest.execute;
