@@ -54,7 +54,8 @@ def test_the_built_wheel_carries_the_node_runtime_and_runs(tmp_path: Path) -> No
         capture_output=True,
         timeout=300,
     )
-    assert (target / "mcp_pyodide" / "node_runtime" / "host.mjs").exists()
+    for script in sorted((REPO / "node_runtime").glob("*.mjs")):
+        assert (target / "mcp_pyodide" / "node_runtime" / script.name).exists(), f"{script.name} is not in the wheel"
     assert (target / "mcp_pyodide" / "node_runtime" / "package-lock.json").exists()
     env = {**os.environ, "PYTHONPATH": str(target)}
     proc = subprocess.run(
@@ -76,3 +77,11 @@ def test_the_built_wheel_carries_the_node_runtime_and_runs(tmp_path: Path) -> No
     )
     assert ran.returncode == 0, ran.stderr
     assert "from the wheel" in ran.stdout and "42" in ran.stdout
+
+
+def test_every_runtime_script_is_readable_by_the_node_process() -> None:
+    """Node's permission model grants read access only to HOST_FILES: a new .mjs must be listed."""
+    from mcp_pyodide._runtime_files import HOST_FILES
+
+    scripts = {p.name for p in (REPO / "node_runtime").glob("*.mjs")}
+    assert scripts <= set(HOST_FILES), f"not granted: {sorted(scripts - set(HOST_FILES))}"
