@@ -37,6 +37,8 @@ export const SCHEDULING_ENTRY_POINTS = Object.freeze({
   "Module.safeSetTimeout / _emscripten_set_timeout / _emscripten_set_interval / emscripten_async_call":
     "call the global setTimeout/setInterval: run-scoped",
   "pyodide webloop (asyncio call_soon/call_later, tasks)": "through scheduleCallback: run-scoped",
+  "Emscripten callUserCallback": "not a scheduler: runs only when its (scoped) caller runs",
+  WeakRef: "no callbacks of its own; collection is only reported through FinalizationRegistry",
 });
 
 const PENDING_FOREVER = new Promise(() => {});

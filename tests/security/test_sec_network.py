@@ -121,7 +121,7 @@ def test_requests_beyond_the_queue_fail_with_a_clear_error(networked: ServerHand
         slow_host.url,
         60,
         "done, _ = await asyncio.wait([asyncio.ensure_future(p) for p in pending], timeout=2)\n"
-        "len(done), sorted({str(f.exception())[:80] for f in done})",
+        "len(done), sorted({str(f.exception()).split(' failed: ')[-1] for f in done})",
     )
     result = networked.execute(code.replace(f"{slow_host.url}/f", f"{slow_host.url}/q"), timeout_ms=30_000)
     assert not result.is_error, text_of(result)
