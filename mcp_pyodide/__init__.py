@@ -24,19 +24,20 @@ if TYPE_CHECKING:
     from .mounts import Mount, MountError
     from .packages import IntegrityError, PackageSourceError, UnknownPackageError
     from .policy import PolicyError
-    from .runtime import ExecutionError
-    from .sandbox import PackageOutcome, Result, Sandbox
+    from .result import ErrorInfo, InterpreterInfo, PackageOutcome, Result
+    from .sandbox import Sandbox
     from .sync import SyncSandbox
 
 # name -> module that defines it
 _EXPORTS: dict[str, str] = {
     "Sandbox": ".sandbox",
-    "Result": ".sandbox",
-    "PackageOutcome": ".sandbox",
+    "Result": ".result",
+    "PackageOutcome": ".result",
+    "ErrorInfo": ".result",
+    "InterpreterInfo": ".result",
     "SyncSandbox": ".sync",
     "Mount": ".mounts",
     "RuntimeConfig": ".config",
-    "ExecutionError": ".runtime",
     # errors
     "MCPPyodideError": ".errors",
     "SetupError": ".errors",
@@ -51,8 +52,9 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
-    "ExecutionError",
+    "ErrorInfo",
     "IntegrityError",
+    "InterpreterInfo",
     "IsolationUnavailable",
     "MCPPyodideError",
     "Mount",

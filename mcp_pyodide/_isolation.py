@@ -25,6 +25,7 @@ from functools import cache
 from pathlib import Path
 
 from ._node import NodeBinary
+from .errors import SetupError
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
@@ -106,7 +107,7 @@ class Isolation:
         return f"{self.level.value}: " + ", ".join(parts)
 
 
-class IsolationUnavailable(RuntimeError):
+class IsolationUnavailable(SetupError, RuntimeError):
     """--isolation strict was asked for and this machine cannot provide it."""
 
 

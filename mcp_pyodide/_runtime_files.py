@@ -1,6 +1,7 @@
-"""Locate the Node-side files and install their npm dependencies into a cache we own.
+"""Locate the Node-side files: the runtime a wheel carries, or one installed from npm.
 
-The npm packages are installed with `npm ci`, which checks every file against
+A wheel carries the verified `pyodide` package (see hatch_build.py). A checkout has
+none, so its npm packages are installed with `npm ci`, which checks every file against
 the integrity hashes in the shipped `package-lock.json`. The install goes to a
 folder named after the lockfile's hash, built beside its final place and
 renamed into it, so a half-finished install is never used and several servers
@@ -64,9 +65,20 @@ def lock_digest(folder: Path) -> str:
     return hashlib.sha256((folder / "package-lock.json").read_bytes()).hexdigest()[:16]
 
 
+def bundled_runtime(source: Path) -> RuntimeFiles | None:
+    """The pyodide package a wheel carries (put there, verified, by hatch_build.py), if any."""
+    files = RuntimeFiles(host_dir=source, modules_dir=source / "node_modules")
+    if (files.pyodide_dir / ".bundled").is_file() and (files.pyodide_dir / "pyodide.mjs").is_file():
+        return files
+    return None
+
+
 def ensure_runtime(node: NodeBinary, *, cache_dir: Path | None = None, quiet: bool = False) -> RuntimeFiles:
-    """Return the runtime files, installing the npm dependencies first if needed."""
+    """Return the runtime files: the wheel's bundled copy, or one installed from npm (checkouts)."""
     source = host_dir()
+    bundled = bundled_runtime(source)
+    if bundled is not None:
+        return bundled
     root = (cache_dir or cache_root() / "node-runtime") / f"pyodide-{PYODIDE_VERSION}-{lock_digest(source)}"
     marker = root / ".installed"
     if not marker.exists():
@@ -93,6 +105,29 @@ def _npm_for(node: NodeBinary) -> list[str]:
     raise SetupError("npm was not found; it ships with Node.js: reinstall Node.js with npm included")
 
 
+NETWORK_CODES = ("ECONNREFUSED", "ETIMEDOUT", "ENOTFOUND", "EAI_AGAIN", "ECONNRESET", "ENETUNREACH", "EHOSTUNREACH")
+RUNTIME_FIX = (
+    "fix: install mcp-pyodide from a wheel (it carries the runtime: `pip wheel --no-deps .` where npm "
+    "works, then install that wheel), or run `mcp-pyodide install-runtime` once with npm reachable "
+    "(npm_config_registry may name a mirror)"
+)
+
+
+def npm_failure(stderr: str, returncode: int) -> str:
+    """npm's many lines of errors reduced to one: what failed, and the fix."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    code = next((c for c in NETWORK_CODES if c in stderr), None)
+    if code is not None:
+        from urllib.parse import urlsplit
+
+        url = next((w for line in lines for w in line.split() if w.startswith(("http://", "https://"))), "")
+        target = f" at {urlsplit(url).scheme}://{urlsplit(url).netloc}/" if url else ""
+        return f"the Pyodide runtime is not installed and npm cannot reach its registry{target} ({code}); {RUNTIME_FIX}"
+    detail = next((line for line in lines if "ERR!" in line and "A complete log" not in line), "")
+    detail = detail or (lines[-1] if lines else "no output")
+    return f"installing the Pyodide runtime with npm failed (exit {returncode}: {detail[:300]}); {RUNTIME_FIX}"
+
+
 def _install(node: NodeBinary, source: Path, root: Path, *, quiet: bool) -> None:
     root.parent.mkdir(parents=True, exist_ok=True)
     if not quiet:
@@ -112,12 +147,12 @@ def _install(node: NodeBinary, source: Path, root: Path, *, quiet: bool) -> None
         env = dict(os.environ)
         env.setdefault("HOME", str(staging))
         cmd = [*_npm_for(node), "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--omit=dev", "--loglevel=error"]
+        # An unreachable registry must fail in seconds, not after npm's minute of retries.
+        cmd += ["--fetch-retries=1", "--fetch-retry-mintimeout=1000", "--fetch-retry-maxtimeout=2000"]
+        cmd += ["--fetch-timeout=30000"]
         proc = subprocess.run(cmd, cwd=staging, env=env, capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
-            raise SetupError(
-                f"installing the runtime with `{' '.join(cmd[-7:])}` failed (exit {proc.returncode}): "
-                f"{proc.stderr.strip()[-2000:]}"
-            )
+            raise SetupError(npm_failure(proc.stderr, proc.returncode))
         installed = json.loads((staging / "node_modules" / "pyodide" / "package.json").read_text())
         if installed.get("version") != PYODIDE_VERSION:
             raise SetupError(f"npm installed pyodide {installed.get('version')}, expected {PYODIDE_VERSION}")

@@ -41,7 +41,10 @@ class Transport:
             body = await self._reader.readexactly(size)
         except (asyncio.IncompleteReadError, ConnectionError):
             return None
-        message = json.loads(body)
+        try:
+            message = json.loads(body)
+        except RecursionError:
+            raise ValueError("a frame nested too deeply") from None
         if not isinstance(message, dict):
             raise ValueError("a frame did not hold a JSON object")
         return message

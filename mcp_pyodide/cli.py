@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import NoReturn
 
 import anyio
 
@@ -26,16 +27,43 @@ from .errors import SetupError
 from .mounts import ENV_SEPARATOR, Mount, MountError, build_mounts, output_mount, split_env_mounts
 from .netbroker import NetworkPolicy
 from .policy import DEFAULT_POLICY_JSON, PolicyError, explain, load_policy
+from .tool_names import POLICY_NAMES, ToolName
 
 SUBCOMMANDS = ("serve", "policy", "fetch-packages", "install-runtime", "config", "doctor", "run")
-KNOWN_TOOLS = (
-    "pyodide_execute",
-    "pyodide_reset",
-    "pyodide_install-packages",
-    "pyodide_get-mount-points",
-    "pyodide_list-mounted-directory",
-    "pyodide_read-image",
-)
+KNOWN_TOOLS = POLICY_NAMES
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors in one line naming the option and the rule, not a usage block.
+
+    With no subcommand typed, `serve` is implied; its errors must not name it.
+    """
+
+    implied_serve = False
+
+    def error(self, message: str) -> NoReturn:
+        prog = "mcp-pyodide" if self.implied_serve and self.prog.endswith(" serve") else self.prog
+        help_for = "mcp-pyodide serve" if prog == "mcp-pyodide" and self.implied_serve else prog
+        self.exit(2, f"{prog}: {message} (options: {help_for} --help)\n")
+
+
+def env_positive_int(name: str, default: int) -> int:
+    """A whole number > 0 from the environment; a bad value is an error naming the variable."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not a whole number of milliseconds") from None
+    if value <= 0:
+        raise ValueError(f"{name}={text!r} must be greater than zero")
+    return value
+
+
+def policy_problem(exc: PolicyError) -> str:
+    """A policy error as users should read it: it says that the file is the policy."""
+    return f"policy file {exc}"
 
 
 def _positive_int(text: str) -> int:
@@ -53,7 +81,7 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
         type=_positive_int,
-        default=int(env("MCP_PYODIDE_TIMEOUT", DEFAULT_TIMEOUT_MS)),
+        default=None,
         help=f"default run time limit per call, in ms (default {DEFAULT_TIMEOUT_MS}; env MCP_PYODIDE_TIMEOUT)",
     )
     parser.add_argument(
@@ -113,6 +141,13 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
         help="list saved figures by path and resource link only, without the image data in the result",
     )
     parser.add_argument(
+        "--notebook",
+        default=env("MCP_PYODIDE_NOTEBOOK") or None,
+        metavar="NAME",
+        help="keep the session as a Jupyter notebook NAME in the output folder, rewritten after every call "
+        "(env MCP_PYODIDE_NOTEBOOK; stdio only)",
+    )
+    parser.add_argument(
         "--cache-dir",
         type=Path,
         default=None,
@@ -122,8 +157,9 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
 
 def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
     mounts, output_dir = mount_config(args)
+    timeout = args.timeout if args.timeout is not None else env_positive_int("MCP_PYODIDE_TIMEOUT", DEFAULT_TIMEOUT_MS)
     return RuntimeConfig(
-        timeout_ms=args.timeout,
+        timeout_ms=timeout,
         max_output_chars=args.max_output,
         max_code_bytes=args.max_code_bytes,
         memory_limit_mb=args.memory_limit,
@@ -136,7 +172,19 @@ def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
         network=NetworkPolicy.parse(args.allow_network),
         mounts=mounts,
         output_dir=output_dir,
+        notebook=_notebook_name(args.notebook),
     )
+
+
+def _notebook_name(name: str | None) -> str | None:
+    if name is None:
+        return None
+    from .notebook import NotebookError, check_name
+
+    try:
+        return str(check_name(name))
+    except NotebookError as exc:
+        raise ValueError(f"--notebook: {exc}") from None
 
 
 def add_mount_options(parser: argparse.ArgumentParser) -> None:
@@ -164,7 +212,7 @@ def add_mount_options(parser: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=MAX_IMAGE_BYTES,
         metavar="BYTES",
-        help=f"largest image pyodide_read-image returns (default {MAX_IMAGE_BYTES})",
+        help=f"largest image {ToolName.READ_IMAGE} returns (default {MAX_IMAGE_BYTES})",
     )
     parser.add_argument(
         "--no-resources",
@@ -194,7 +242,7 @@ def mount_config(args: argparse.Namespace) -> tuple[tuple[Mount, ...], Path | No
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="mcp-pyodide",
         description="An MCP server that runs Python in a Pyodide sandbox. With no subcommand it serves MCP over stdio.",
     )
@@ -281,7 +329,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "--policy",
         type=Path,
         default=os.environ.get("MCP_PYODIDE_POLICY") or None,
-        help="policy.json the run must pass, as a pyodide_execute call (env MCP_PYODIDE_POLICY)",
+        help=f"policy.json the run must pass, as a {ToolName.EXECUTE} call (env MCP_PYODIDE_POLICY)",
     )
 
 
@@ -305,7 +353,8 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help", "--version"):
+    OneLineParser.implied_serve = not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help", "--version")
+    if OneLineParser.implied_serve:
         argv = ["serve", *argv]
     if argv[0] == "config":
         from .commands import config as config_command
@@ -346,7 +395,7 @@ def _policy(args: argparse.Namespace) -> int:
     try:
         policy = load_policy(args.file)
     except PolicyError as exc:
-        print(f"invalid policy: {exc}", file=sys.stderr)
+        print(f"invalid {policy_problem(exc)}", file=sys.stderr)
         return 1
     print(f"{args.file}: valid\n")
     print(explain(policy, KNOWN_TOOLS))
@@ -386,7 +435,10 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         config = runtime_config(args)
         policy = load_policy(args.policy) if args.policy else None
-    except (PolicyError, ValueError) as exc:
+    except PolicyError as exc:
+        print(f"mcp-pyodide: {policy_problem(exc)}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
         print(f"mcp-pyodide: {exc}", file=sys.stderr)
         return 2
     # Fail fast on a missing Node or isolation: the client shows our stderr, and a server
@@ -396,15 +448,24 @@ def _serve(args: argparse.Namespace) -> int:
     from ._isolation import IsolationUnavailable
     from ._isolation import choose as choose_isolation
     from ._node import find_node
+    from ._runtime_files import ensure_runtime
 
     try:
         node = find_node(config.node)
         isolation = choose_isolation(node, config.isolation)
+        ensure_runtime(node, cache_dir=config.runtime_cache_dir)  # a wheel carries it; a checkout installs it once
     except (SetupError, IsolationUnavailable) as exc:
         print(f"mcp-pyodide: {exc}", file=sys.stderr)
         return 1
     config = replace(config, node=node.path)
     http = args.transport == "streamable-http"
+    if http and config.notebook is not None:
+        print(
+            "mcp-pyodide: --notebook works with stdio only (each HTTP session has its own interpreter); "
+            "over HTTP, use the pyodide_export-notebook tool",
+            file=sys.stderr,
+        )
+        return 2
     if http:
         from .server.http import is_loopback
 

@@ -34,6 +34,7 @@ class RuntimeConfig:
     use_snapshot: bool = True  # restore a saved memory image instead of booting from scratch
     mounts: tuple[Mount, ...] = ()
     output_dir: Path | None = None
+    notebook: str | None = None  # a name in output_dir: the session is rewritten there after every call
 
     def __post_init__(self) -> None:
         for name in ("timeout_ms", "max_output_chars", "max_code_bytes", "memory_limit_mb", "grace_ms"):

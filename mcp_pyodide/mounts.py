@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import MCPPyodideError
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 GUEST_ROOT = "/mnt"
 OUTPUT_NAME = "output"
@@ -24,7 +26,7 @@ ENV_SEPARATOR = ";"  # not os.pathsep: on POSIX that is ':', which also marks th
 FLAGS = {"ro": True, "rw": False}
 
 
-class MountError(ValueError):
+class MountError(MCPPyodideError, ValueError):
     """A mount specification or a path through a mount is not acceptable."""
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from .errors import MCPPyodideError
 from .packages.source import load_httpx
 
 # Bounds per sandbox. A guest can start any number of fetches; these keep what it costs the
@@ -34,7 +35,7 @@ _DECODED_HEADERS = ("content-encoding", "content-length", "transfer-encoding")
 CANCELLED = "the request was cancelled: the call that made it ended, timed out or the interpreter was reset"
 
 
-class NetworkDenied(Exception):
+class NetworkDenied(MCPPyodideError):
     """The URL is not on the allow-list (or not http/https)."""
 
 

@@ -143,11 +143,13 @@ class MCPTestClient:
         return self._run(self._session().list_tools()).tools
 
     def execute(self, code: str, timeout_ms: int | None = None) -> types.CallToolResult:
-        """`pyodide_execute`; `result.structured_content` has stdout, stderr, result, error, figures, files."""
+        """The execute tool; `result.structured_content` has stdout, stderr, result, error, figures, files."""
         arguments: dict[str, Any] = {"code": code}
         if timeout_ms is not None:
             arguments["timeout"] = timeout_ms
-        return self.call("pyodide_execute", arguments)
+        from .tool_names import ToolName
+
+        return self.call(ToolName.EXECUTE, arguments)
 
     @staticmethod
     def text(result: types.CallToolResult) -> str:

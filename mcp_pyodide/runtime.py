@@ -3,98 +3,63 @@
 One Node process hosts one Pyodide worker. Calls run one at a time in arrival
 order; a call's timeout counts from when it starts. The Node side enforces the
 timeout (interrupt, then replace the worker); this side keeps a second, looser
-watchdog that kills the whole process if Node itself stops answering.
+watchdog that kills the whole process if Node itself stops answering. How the
+process is started lives in `_launch`, the caches it shares in `_caches`.
+Over 300 lines on purpose: every way a call can end (reply, error, crash, watchdog, death while
+idle) is handled here, in one place, so they are read together.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import logging
-import os
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import netbroker
+from . import _caches, netbroker
 from ._connection import Connection, RemoteError
-from ._isolation import Isolation, child_setup
-from ._isolation import choose as choose_isolation
-from ._node import NodeBinary, find_node
-from ._paths import cache_root
-from ._runtime_files import PYODIDE_VERSION, RuntimeFiles, ensure_runtime, lock_digest
+from ._launch import Launch, prepare
+from ._protocol import (
+    PROTOCOL_VERSION,
+    ErrorInfo,
+    Event,
+    ExecuteReply,
+    ExecuteRequest,
+    FetchRequest,
+    InitReply,
+    Limits,
+    LoadPackagesReply,
+    LoadPackagesRequest,
+    OutputBudget,
+    ResetReply,
+    ResetRequest,
+    RestartingEvent,
+    SnapshotEvent,
+)
 from ._transport import Transport
 from .config import RuntimeConfig
 from .errors import MCPPyodideError, RuntimeCrashed, RuntimeUnavailable, SetupError
-from .mounts import GUEST_ROOT, OUTPUT_NAME
 from .netbroker import NetworkDenied
-from .packages.cache import default_cache_dir
+from .result import Result
 
 log = logging.getLogger("mcp_pyodide.runtime")
 node_log = logging.getLogger("mcp_pyodide.node")
 
 OutputListener = Callable[[str, str], None]
 WATCHDOG_SLACK_S = 15.0
-OUTPUT_GUEST_PATH = f"{GUEST_ROOT}/{OUTPUT_NAME}"
-
-
-@dataclass
-class ExecutionError:
-    type: str
-    message: str
-    traceback: str
-
-
-@dataclass
-class ExecutionResult:
-    """What one run produced, as a user would want to read it."""
-
-    stdout: str = ""
-    stderr: str = ""
-    result: str | None = None
-    error: ExecutionError | None = None
-    timed_out: bool = False
-    state_reset: bool = False
-    duration_ms: float = 0.0
-    stdout_cut_chars: int = 0
-    stderr_cut_chars: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-GUEST_MODULES = ("mcp_guest_executor", "mcp_guest_figures")
-
-
-def _guest_modules() -> dict[str, str]:
-    """The Python that runs inside the sandbox, read from real .py files in this package."""
-    folder = resources.files("mcp_pyodide.guest")
-    return {name: folder.joinpath(f"{name}.py").read_text(encoding="utf-8") for name in GUEST_MODULES}
-
-
-def _cut(text: str, limit: int) -> str:
-    """Bound error text the way output is bounded: the head, then how much was cut."""
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f"... [{len(text) - limit:,} more characters cut]"
 
 
 class Runtime:
     """A long-lived sandbox: start it once, run code many times, close it at the end."""
 
-    def __init__(self, config: RuntimeConfig | None = None) -> None:
+    def __init__(self, config: RuntimeConfig | None = None, *, builds_fonts: bool = False) -> None:
         self.config = config or RuntimeConfig()
-        self.node: NodeBinary | None = None
-        self.files: RuntimeFiles | None = None
-        self.info: dict[str, Any] = {}
+        self.info = InitReply()
+        self._launch: Launch | None = None
+        self._builds_fonts = builds_fonts
         self._process: asyncio.subprocess.Process | None = None
         self._connection: Connection | None = None
         self._boot_task: asyncio.Task[None] | None = None
@@ -102,10 +67,13 @@ class Runtime:
         self._closing = False
         self._stderr_task: asyncio.Task[None] | None = None
         self._spawns = 0
-        self._snapshot_file: Path | None = None
-        self.isolation: Isolation | None = None
         self._worker_generation = 0
         self._network = netbroker.FetchBroker(self.config.network)
+        # A snapshot is kept only if this process was asked for one and no user code has run in it.
+        self._snapshot_wanted = False
+        self._watch_task: asyncio.Task[None] | None = None
+        # Why the next run starts on a fresh interpreter although it did not ask (the process died idle).
+        self._reset_note: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -119,177 +87,87 @@ class Runtime:
         assert self._boot_task is not None
         await asyncio.shield(self._boot_task)
 
-    def _child_setup(self) -> Callable[[], None] | None:
-        if not sys.platform.startswith("linux"):
-            return None
-        assert self.node is not None and self.isolation is not None
-        readable, writable = self.grants()
-        return child_setup(self.isolation, self.node, readable, writable)
+    async def lock_file(self) -> Path:
+        """Pyodide's package lock file (after the runtime files are installed)."""
+        return (await self._prepared()).files.lock_file
+
+    async def package_cache_dir(self) -> Path:
+        return (await self._prepared()).package_cache_dir
+
+    async def _prepared(self) -> Launch:
+        if self._launch is None:
+            self._launch = await prepare(self.config)
+            log.info("isolation %s", self._launch.isolation.describe())
+        return self._launch
 
     async def _boot(self) -> None:
         started = time.perf_counter()
-        if self.node is None:
-            self.node = await asyncio.to_thread(find_node, self.config.node)
-        if self.isolation is None:
-            node = self.node
-            self.isolation = await asyncio.to_thread(choose_isolation, node, self.config.isolation)
-            log.info("isolation %s", self.isolation.describe())
-        if self.files is None:
-            node = self.node
-            self.files = await asyncio.to_thread(ensure_runtime, node, cache_dir=self.config.runtime_cache_dir)
-        await self._spawn()
+        launch = await self._prepared()
+        await self._spawn(launch)
         log.info(
             "runtime ready: Pyodide %s on Node %s in %.0f ms",
-            self.info.get("pyodideVersion"),
-            self.node.version_text,
+            self.info.pyodide_version,
+            launch.node.version_text,
             (time.perf_counter() - started) * 1000,
         )
 
-    def package_cache_dir(self) -> Path:
-        return self.config.package_cache_dir or default_cache_dir()
-
-    def snapshot_path(self) -> Path:
-        """A memory image of a freshly booted interpreter: restoring it is ~10x faster than booting.
-
-        Written by this (trusted) side only; the Node process may read it, never write it.
-        """
-        assert self.node is not None and self.files is not None
-        if self._snapshot_file is None:
-            key = f"pyodide-{PYODIDE_VERSION}-{lock_digest(self.files.host_dir)}-node{self.node.major}"
-            self._snapshot_file = cache_root() / "snapshots" / f"{key}.bin"
-        return self._snapshot_file
-
-    def mpl_config_dir(self) -> Path:
-        """matplotlib's font cache, kept between runs so only the first figure ever pays for it."""
-        return cache_root() / "matplotlib"
-
-    def grants(self) -> tuple[list[Path], list[Path]]:
-        """(readable, writable) host paths: every file grant is decided here and nowhere else."""
-        assert self.files is not None
-        readable = [
-            *self.files.readable_paths(),
-            self.package_cache_dir(),
-            self.snapshot_path().parent,
-            self.mpl_config_dir(),
-        ]
-        writable: list[Path] = []
-        for mount in self.config.mounts:
-            readable.append(mount.host_path)
-            if not mount.read_only:
-                writable.append(mount.host_path)
-        if self.config.output_dir is not None:
-            writable.append(self.config.output_dir)
-        readable.extend(path for path in writable if path not in readable)
-        return readable, writable
-
-    def node_command(self) -> list[str]:
-        """The exact command line, with the permission flags that fence Node in."""
-        assert self.node is not None and self.files is not None
-        readable, writable = self.grants()
-        return [
-            self.node.path,
-            self.node.permission_flag,
-            *(f"--allow-fs-read={path}" for path in readable),
-            *(f"--allow-fs-write={path}" for path in writable),
-            "--allow-worker",
-            "--disallow-code-generation-from-strings",
-            # Python lives in wasm memory; a small JS young generation saves 10-20 MiB per process.
-            "--max-semi-space-size=1",
-            "--no-warnings",
-            str(self.files.host_script),
-        ]
-
-    async def _spawn(self) -> None:
-        assert self.files is not None
-        self.package_cache_dir().mkdir(parents=True, exist_ok=True)
-        self.mpl_config_dir().mkdir(parents=True, exist_ok=True)
-        snapshot_file = self.snapshot_path()
-        snapshot_file.parent.mkdir(parents=True, exist_ok=True)
-        snapshot = snapshot_file if self.config.use_snapshot and snapshot_file.exists() else None
-        process = await asyncio.create_subprocess_exec(
-            *self.node_command(),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={},
-            cwd=str(self.files.host_dir),
-            start_new_session=True,
-            preexec_fn=self._child_setup(),
-            limit=2**20,
-        )
+    async def _spawn(self, launch: Launch) -> None:
+        process = await launch.spawn()
         assert process.stdin is not None and process.stdout is not None and process.stderr is not None
         self._process = process
         self._spawns += 1
-        self._stderr_task = asyncio.get_running_loop().create_task(self._pump_stderr(process.stderr))
+        loop = asyncio.get_running_loop()
+        self._stderr_task = loop.create_task(self._pump_stderr(process.stderr))
+        self._watch_task = loop.create_task(self._watch(process))
         connection = Connection(
-            Transport(process.stdout, process.stdin), on_event=self._on_event, on_request=self._serve_request
+            Transport(process.stdout, process.stdin),
+            on_event=self._on_event,
+            on_request=self._serve_request,
+            limits=Limits(output=self.config.max_output_chars),
         )
         connection.start()
         self._connection = connection
-        pyodide_dir = self.files.pyodide_dir
-        self.info = await connection.request(
-            "init",
-            {
-                "pyodideDir": str(pyodide_dir) + os.sep,
-                "pyodideModule": (pyodide_dir / "pyodide.mjs").as_uri(),
-                "packageCacheDir": str(self.package_cache_dir()),
-                "guestModules": _guest_modules(),
-                "guestOptions": {"outputDir": OUTPUT_GUEST_PATH if self.config.output_dir else None},
-                "mounts": self._mount_table(),
-                "outputGuestPath": OUTPUT_GUEST_PATH if self.config.output_dir is not None else None,
-                "mplConfigDir": str(self.mpl_config_dir()),
-                "memoryLimitBytes": self.config.memory_limit_mb * 1024 * 1024,
-                "maxOutputChars": self.config.max_output_chars,
-                "graceMs": self.config.grace_ms,
-                "snapshotPath": str(snapshot_file) if self.config.use_snapshot else None,
-                "makeSnapshot": self.config.use_snapshot and snapshot is None,
-            },
-        )
-        self._worker_generation = int(self.info.get("generation", 1))
-
-    def _mount_table(self) -> list[dict[str, Any]]:
-        table = [
-            {"guestPath": m.guest_path, "hostPath": str(m.host_path), "readOnly": m.read_only}
-            for m in self.config.mounts
-        ]
-        if self.config.output_dir is not None:
-            table.append({"guestPath": OUTPUT_GUEST_PATH, "hostPath": str(self.config.output_dir), "readOnly": False})
-        return table
+        request = launch.init_request()
+        self._snapshot_wanted = request.make_snapshot
+        try:
+            self.info = await connection.request(request)
+        except RemoteError as exc:
+            if exc.code == "protocol":
+                raise SetupError(str(exc)) from None
+            raise
+        if self.info.protocol_version != PROTOCOL_VERSION:
+            raise SetupError(
+                f"the Node runtime speaks protocol version {self.info.protocol_version}, this broker "
+                f"version {PROTOCOL_VERSION}: the runtime files are from another mcp-pyodide release "
+                "(delete the runtime cache folder, or reinstall)"
+            )
+        self._worker_generation = self.info.generation or 1
 
     async def _pump_stderr(self, stream: asyncio.StreamReader) -> None:
         while line := await stream.readline():
             node_log.info("%s", line.decode("utf-8", "replace").rstrip())
 
-    def _on_event(self, payload: dict[str, Any]) -> None:
-        if payload.get("event") == "snapshot":
-            self._save_snapshot(str(payload.get("data", "")))
-        elif payload.get("event") == "restarting":
-            self._worker_generation = int(payload.get("generation", self._worker_generation + 1))
-            log.warning("the interpreter is restarting (%s)", payload.get("reason"))
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, SnapshotEvent):
+            if not self._snapshot_wanted or self._launch is None:
+                log.warning("ignored a memory snapshot the broker did not ask for (or sent after user code ran)")
+                return
+            self._snapshot_wanted = False
+            _caches.save_snapshot(self._launch.snapshot_file, event.data)
+        elif isinstance(event, RestartingEvent):
+            self._worker_generation = event.generation or self._worker_generation + 1
+            log.warning("the interpreter is restarting (%s)", event.reason)
 
-    async def _serve_request(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def _serve_request(self, request: Any) -> dict[str, Any]:
         """Requests from the sandbox side; only `fetch`, and only to allowed hosts."""
-        if kind != "fetch":
-            raise LookupError(f"unknown request {kind!r}")
+        if not isinstance(request, FetchRequest):
+            raise LookupError(f"unknown request {type(request).__name__}")
         policy = self.config.network
         if not policy.enabled:
             raise NetworkDenied(
                 "network access is disabled in the sandbox (the server can allow hosts with --allow-network)"
             )
-        return await self._network.fetch(payload)
-
-    def _save_snapshot(self, data: str) -> None:
-        target = self.snapshot_path()
-        if target.exists():
-            return
-        try:
-            raw = base64.b64decode(data, validate=True)
-            partial = target.with_suffix(f".{os.getpid()}.tmp")
-            partial.write_bytes(raw)
-            os.replace(partial, target)
-            log.info("saved a %.1f MiB memory snapshot for fast starts: %s", len(raw) / 2**20, target)
-        except (OSError, ValueError) as exc:
-            log.warning("could not save the memory snapshot: %s", exc)
+        return await self._network.fetch(request.as_netbroker())
 
     async def _kill_process(self) -> None:
         self._network.cancel_all()
@@ -304,6 +182,21 @@ class Runtime:
                 await asyncio.wait_for(process.wait(), 5)
         if self._stderr_task is not None:
             self._stderr_task.cancel()
+
+    async def _watch(self, process: asyncio.subprocess.Process) -> None:
+        """Notice the Node process ending between calls, and start its replacement at once."""
+        code = await process.wait()
+        boot = self._boot_task
+        booted = boot is not None and boot.done() and not boot.cancelled() and boot.exception() is None
+        if self._closing or self._process is not process or self._lock.locked() or not booted:
+            return  # we ended it, or a call or a boot in progress deals with it
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        log.warning("the Node process %s while idle; starting a fresh one now", how)
+        self._reset_note = (
+            f"The Node process {how} between calls (perhaps the out-of-memory killer); "
+            "this call ran on a fresh runtime, so all state was reset."
+        )
+        await self._replace_process()
 
     async def _replace_process(self) -> None:
         """End the current Node process (if any) and start booting a fresh one in the background."""
@@ -331,6 +224,9 @@ class Runtime:
                 raise
         if self._connection is None or self._connection.closed or self._process is None:
             log.warning("the Node process is gone; starting a fresh one")
+            self._reset_note = self._reset_note or (
+                "The Node process had ended between calls; this call ran on a fresh runtime, so all state was reset."
+            )
             await self._replace_process()
             await self.wait_ready()
         assert self._connection is not None
@@ -349,12 +245,19 @@ class Runtime:
 
     async def execute(
         self, code: str, *, timeout_ms: int | None = None, on_output: OutputListener | None = None
-    ) -> ExecutionResult:
-        """Run one cell. Never raises for problems in the code itself: they are in the result."""
+    ) -> tuple[Result, ExecuteReply | None]:
+        """Run one cell: the result, and the run's decoded reply (None if the runtime died).
+
+        Never raises for problems in the code itself: they are in the result.
+        """
         timeout = timeout_ms or self.config.timeout_ms
-        result = ExecutionResult()
+        result = Result()
+        budget = OutputBudget(self.config.max_output_chars)
 
         def collect(stream: str, text: str) -> None:
+            text = budget.take(stream, text)
+            if not text:
+                return
             if stream == "stderr":
                 result.stderr += text
             else:
@@ -362,21 +265,26 @@ class Runtime:
             if on_output is not None:
                 on_output(stream, text)
 
+        reply: ExecuteReply | None = None
+        remote_message = ""
         async with self._lock, self._requests_end_with_the_call():
             connection = await self._ensure_process()
+            note, self._reset_note = self._reset_note, None
             watchdog = timeout / 1000 + self.config.grace_ms / 1000 + WATCHDOG_SLACK_S
             started = time.perf_counter()
+            self._snapshot_wanted = False  # from here on, an image could hold user state
             try:
-                payload = await asyncio.wait_for(
-                    connection.request("execute", {"code": code, "timeoutMs": timeout}, on_output=collect),
+                reply = await asyncio.wait_for(
+                    connection.request(ExecuteRequest(code=code, timeout_ms=timeout), on_output=collect),
                     watchdog,
                 )
             except RemoteError as exc:
-                payload = exc.payload
+                reply, remote_message = exc.outcome, str(exc)
                 result.timed_out = exc.code == "timeout"
-                result.state_reset = bool(payload.get("stateReset"))
-                if exc.code in ("timeout", "crashed", "runtime") and not payload.get("error"):
-                    result.error = ExecutionError(
+                result.state_reset = exc.reply.state_reset
+                result.duration_ms = exc.reply.duration_ms
+                if reply is None or reply.error is None:
+                    result.error = ErrorInfo(
                         type="TimeoutError" if result.timed_out else "RuntimeCrashed",
                         message=str(exc),
                         traceback="",
@@ -385,82 +293,54 @@ class Runtime:
                 reason = str(exc) if isinstance(exc, RuntimeCrashed) else "the Node process stopped answering"
                 await self._replace_process()
                 result.state_reset = True
-                result.error = ExecutionError(
+                result.error = ErrorInfo(
                     type="RuntimeCrashed",
                     message=f"{reason}; a fresh runtime is starting and all state was reset.",
                     traceback="",
                 )
                 result.duration_ms = (time.perf_counter() - started) * 1000
-                return result
-        self._fill(result, payload)
-        return result
-
-    def _save_font_cache(self, text: str) -> None:
-        """Keep matplotlib's font list so later interpreters skip building it (checked: it is data only)."""
-        target = self.mpl_config_dir() / "fontlist.json"
-        if target.exists() or len(text) > 2_000_000:
-            return
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return
-        if not isinstance(data, dict) or "_version" not in data:
-            return
-        partial = target.with_suffix(f".{os.getpid()}.tmp")
-        try:
-            partial.write_text(json.dumps(data), encoding="utf-8")
-            os.replace(partial, target)
-        except OSError as exc:
-            log.warning("could not keep the matplotlib font cache: %s", exc)
-
-    def _fill(self, result: ExecutionResult, payload: dict[str, Any]) -> None:
-        result.duration_ms = float(payload.get("durationMs", 0.0))
-        notice = payload.get("notice")
-        if isinstance(notice, str) and notice:
+        if reply is not None:
+            self._fill(result, reply, remote_message)
+        if note:
             result.state_reset = True
-            result.stderr = f"[mcp-pyodide] {notice}\n" + result.stderr
-        result.stdout_cut_chars = int(payload.get("stdoutCut", 0))
-        result.stderr_cut_chars = int(payload.get("stderrCut", 0))
-        result.extra = dict(payload.get("extra") or {})
-        font_cache = result.extra.pop("fontCache", None)
-        if isinstance(font_cache, str):
-            self._save_font_cache(font_cache)
-        result.extra["written"] = [str(p) for p in payload.get("written") or [] if isinstance(p, str)]
-        result.extra["removed"] = [str(p) for p in payload.get("removed") or [] if isinstance(p, str)]
-        if payload.get("ok"):
-            result.result = payload.get("result")
+            result.stderr = f"[mcp-pyodide] {note}\n" + result.stderr
+        result.stdout_truncated_chars += budget.dropped["stdout"]
+        result.stderr_truncated_chars += budget.dropped["stderr"]
+        return result, reply
+
+    def _fill(self, result: Result, reply: ExecuteReply, remote_message: str) -> None:
+        result.duration_ms = reply.duration_ms or result.duration_ms
+        result.state_reset = result.state_reset or reply.state_reset
+        if reply.notice:
+            result.state_reset = True
+            result.stderr = f"[mcp-pyodide] {reply.notice}\n" + result.stderr
+        result.stdout_truncated_chars = reply.stdout_truncated_chars
+        result.stderr_truncated_chars = reply.stderr_truncated_chars
+        if reply.ok:
+            result.result = reply.result
             return
-        error = payload.get("error")
-        if isinstance(error, dict):
-            limit = self.config.max_output_chars
-            result.error = ExecutionError(
-                type=_cut(str(error.get("type", "Error")), 200),
-                message=_cut(str(error.get("message", "")), limit),
-                traceback=_cut(str(error.get("traceback", "")), limit),
-            )
+        if reply.error is not None:
+            result.error = reply.error
         if result.timed_out and result.error is not None:
             # Keep the user's traceback, but lead with what happened.
-            result.error = ExecutionError(
-                type="TimeoutError",
-                message=str(payload.get("message", "timed out")),
-                traceback=result.error.traceback,
-            )
+            message = remote_message or "timed out"
+            result.error = ErrorInfo(type="TimeoutError", message=message, traceback=result.error.traceback)
 
-    async def load_packages(self, names: list[str], timeout_ms: int = 300_000) -> dict[str, Any]:
-        """Load lock-file packages whose files are already in the package cache.
-
-        Returns {"error": str | None, "logs": [...], "loaded": {name: source}, "generation": int}.
-        """
+    async def load_packages(self, names: list[str], timeout_ms: int = 300_000) -> LoadPackagesReply:
+        """Load lock-file packages whose files are already in the package cache."""
         async with self._lock:
             connection = await self._ensure_process()
             try:
-                return await asyncio.wait_for(
-                    connection.request("load-packages", {"names": names, "timeoutMs": timeout_ms}),
+                reply: LoadPackagesReply = await asyncio.wait_for(
+                    connection.request(LoadPackagesRequest(names=names, timeout_ms=timeout_ms)),
                     timeout_ms / 1000 + WATCHDOG_SLACK_S,
                 )
             except (RuntimeCrashed, TimeoutError) as exc:
                 await self._replace_process()
                 raise RuntimeCrashed(f"the runtime died while loading packages ({exc}); state was reset") from exc
+        if "matplotlib" in reply.loaded and not self._builds_fonts:
+            _caches.build_fonts_soon(self.config)
+        return reply
 
     @property
     def interpreter_id(self) -> tuple[int, int]:
@@ -475,15 +355,16 @@ class Runtime:
         finally:
             self._network.cancel_all()
 
-    async def reset(self) -> dict[str, Any]:
+    async def reset(self) -> ResetReply:
         """Replace the interpreter with a fresh one; all globals are lost."""
         async with self._lock, self._requests_end_with_the_call():
             connection = await self._ensure_process()
+            self._reset_note = None  # a reset was asked for: nothing to explain
             try:
-                info = await connection.request("reset")
-                self._worker_generation = int(info.get("generation", self._worker_generation + 1))
+                info: ResetReply = await connection.request(ResetRequest())
+                self._worker_generation = info.generation or self._worker_generation + 1
                 return info
             except RuntimeCrashed:
                 await self._replace_process()
                 await self.wait_ready()
-                return self.info
+                return ResetReply(pyodide_version=self.info.pyodide_version, generation=self.info.generation)

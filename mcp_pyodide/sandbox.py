@@ -8,14 +8,17 @@ files written to the output folder. The MCP server is built on this class.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
+from . import _outputs
 from .config import RuntimeConfig
+from .history import History, recorded
 from .mounts import GUEST_ROOT, OUTPUT_NAME, Mount
 from .packages import (
     IntegrityError,
@@ -26,35 +29,25 @@ from .packages import (
 )
 from .packages.broker import ProgressCallback
 from .packages.imports import find_imports
-from .runtime import ExecutionError, ExecutionResult, OutputListener, Runtime
+from .result import ErrorInfo, InterpreterInfo, PackageOutcome, Result
+from .runtime import OutputListener, Runtime
+
+__all__ = ["PackageOutcome", "Result", "Sandbox", "private_cell"]  # Result and PackageOutcome: see result.py
 
 log = logging.getLogger("mcp_pyodide.sandbox")
 
 
-@dataclass
-class PackageOutcome:
-    """What happened to one requested package."""
+def private_cell(source: str) -> str:
+    """A cell that runs `source` (which defines `async def main()`) in a namespace of its own.
 
-    name: str
-    version: str | None = None
-    installed: bool = False
-    error: str | None = None
-    dependencies: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Result(ExecutionResult):
-    """An execution result plus the files and packages that came with it."""
-
-    figures: list[Path] = field(default_factory=list)
-    files: list[Path] = field(default_factory=list)
-    # Whether the run created, changed or removed anything in a writable mount.
-    mounts_changed: bool = False
-    loaded_packages: list[PackageOutcome] = field(default_factory=list)
-
-    @property
-    def value(self) -> str | None:
-        return self.result
+    It binds no name in the user's globals (not even `_`: its value is None, hidden by the `;`),
+    so the broker's own work in the user's interpreter leaves nothing behind. Report through stdout.
+    """
+    return (
+        "await (lambda ns: (__import__('builtins').exec(__import__('builtins').compile("
+        f"{source!r}, '<mcp-pyodide>', 'exec'), ns), ns['main']())[1])"
+        "({'__name__': '__mcp_pyodide__', '__builtins__': __import__('builtins')});"
+    )
 
 
 class Sandbox:
@@ -78,6 +71,8 @@ class Sandbox:
         self._loaded: dict[str, str] = {}
         self._loaded_for: tuple[int, int] | None = None
         self._install_lock = asyncio.Lock()
+        self.history = History()  # what this session ran, for export_notebook()
+        self._run_lock = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -92,9 +87,13 @@ class Sandbox:
 
     async def start(self, *, wait: bool = True) -> None:
         """Boot the runtime; with wait=False, boot in the background (the server's handshake overlaps it)."""
-        self.runtime.start()
+        self.start_soon()
         if wait:
             await self.runtime.wait_ready()
+
+    def start_soon(self) -> None:
+        """Begin booting in the background and return at once (needs a running event loop)."""
+        self.runtime.start()
 
     async def close(self) -> None:
         await self.runtime.close()
@@ -109,6 +108,7 @@ class Sandbox:
 
     # -- running code ----------------------------------------------------------------------
 
+    @recorded
     async def execute(
         self,
         code: str,
@@ -126,50 +126,65 @@ class Sandbox:
             if failed:
                 detail = "; ".join(f"{o.name}: {o.error}" for o in failed)
                 return Result(
-                    error=ExecutionError(
+                    error=ErrorInfo(
                         type="PackageError",
                         message=f"Could not load the packages this code imports ({detail}). The code was not run.",
                         traceback="",
                     ),
                     loaded_packages=outcomes,
                 )
-        plain = await self.runtime.execute(code, timeout_ms=timeout_ms, on_output=on_output)
-        result = Result(**vars(plain))
-        result.loaded_packages = [o for o in outcomes if o.installed]
-        figure_paths = (self._host_path(p) for p in plain.extra.get("figures", []) if isinstance(p, str))
-        result.figures = [p for p in figure_paths if p is not None]
-        figures = set(result.figures)
-        written = [self._host_path(p) for p in plain.extra.get("written", [])]
         output = self.output_dir
-        result.files = sorted(
-            {
-                p
-                for p in written
-                if p is not None
-                and p not in figures
-                and output is not None
-                and p.is_relative_to(output)
-                and p.is_file()
-            }
-        )
-        result.mounts_changed = bool(written or plain.extra.get("removed") or result.state_reset)
+        async with self._run_lock:  # the folder's "before" must be this run's own
+            before = await asyncio.to_thread(_outputs.scan, output) if output is not None else _outputs.Listing()
+            since_ns = time.time_ns()
+            result, reply = await self.runtime.execute(code, timeout_ms=timeout_ms, on_output=on_output)
+            after = await asyncio.to_thread(_outputs.scan, output) if output is not None else _outputs.Listing()
+        result.loaded_packages = [o for o in outcomes if o.installed]
+        if output is not None:
+            prefix = f"{GUEST_ROOT}/{OUTPUT_NAME}/"
+            figure_hints = [p[len(prefix) :] for p in (reply.figures if reply else []) if p.startswith(prefix)]
+            hints = [p[len(prefix) :] for p in (reply.written if reply else []) if p.startswith(prefix)]
+            made = _outputs.produced(output, before, after, figure_hints, hints, since_ns)
+            result.figures, result.files, result.files_not_returned = made.figures, made.files, made.not_returned
+        written = bool(reply and (reply.written or reply.removed))  # other mounts: the guest's word, a hint
+        result.mounts_changed = written or before != after or result.state_reset
         return result
 
-    async def reset(self) -> dict[str, Any]:
+    async def reset(self) -> InterpreterInfo:
+        """Replace the interpreter with a fresh one; all globals and loaded packages are gone."""
         info = await self.runtime.reset()
         self._loaded.clear()
-        return info
+        self.history.record_reset()
+        await self.after_record()
+        return InterpreterInfo(pyodide_version=info.pyodide_version, generation=info.generation)
+
+    # -- the session as a notebook ---------------------------------------------------------
+
+    async def export_notebook(self, name: str = "session.ipynb", *, overwrite: bool = True) -> Path:
+        """Write this session's history as a Jupyter notebook into the output folder; returns its path."""
+        from .notebook import export
+
+        return await asyncio.to_thread(export, self.history, self.output_dir, name, overwrite=overwrite)
+
+    async def after_record(self) -> None:
+        """With `RuntimeConfig.notebook` set, rewrite that notebook after every call."""
+        if self.config.notebook is None:
+            return
+        from .notebook import NotebookError
+
+        try:
+            await self.export_notebook(self.config.notebook)
+        except (NotebookError, OSError) as exc:
+            log.warning("could not write the notebook %s: %s", self.config.notebook, exc)
 
     # -- packages --------------------------------------------------------------------------
 
     async def broker(self) -> PackageBroker:
         if self._broker is None:
-            await self.runtime.wait_ready()
-            assert self.runtime.files is not None
             self._broker = PackageBroker(
-                self.runtime.files.lock_file,
+                await self.runtime.lock_file(),
                 self.config.package_source or None,
-                self.runtime.package_cache_dir(),
+                await self.runtime.package_cache_dir(),
             )
         return self._broker
 
@@ -231,7 +246,7 @@ class Sandbox:
             load_names = ensured.names
             reply = await self.runtime.load_packages(load_names)
             self._forget_if_replaced()
-            loaded = {normalize_name(str(k)): str(v) for k, v in dict(reply.get("loaded") or {}).items()}
+            loaded = {normalize_name(k): v for k, v in reply.loaded.items()}
             self._loaded.update(loaded)
         if from_pypi:
             await self._install_from_pypi(from_pypi, outcomes)
@@ -245,54 +260,43 @@ class Sandbox:
                 deps = [p.name for p in broker.resolve([outcome.name]) if normalize_name(p.name) != key]
                 outcome.dependencies = deps
             else:
-                outcome.error = str(reply.get("error") or "the sandbox did not load it")
+                outcome.error = reply.error or "the sandbox did not load it"
         return list(outcomes.values())
 
     async def _install_from_pypi(self, names: list[str], outcomes: dict[str, PackageOutcome]) -> None:
         """Pure-Python wheels from PyPI via micropip, inside the sandbox; the broker makes each request."""
-        code = (
-            "import micropip, json\n"
-            f"_names = {names!r}\n"
-            "_errors = {}\n"
-            "for _name in _names:\n"
-            "    try:\n"
-            "        await micropip.install(_name)\n"
-            "    except Exception as _exc:\n"
-            "        _errors[_name] = str(_exc).strip().splitlines()[0] if str(_exc).strip() else type(_exc).__name__\n"
-            "_have = {p.name.lower().replace('_', '-'): p.version for p in micropip.list().values()}\n"
-            "json.dumps({'errors': _errors, 'have': _have})"
+        source = (
+            "async def main():\n"
+            "    import json, micropip\n"
+            "    errors = {}\n"
+            f"    for name in {names!r}:\n"
+            "        try:\n"
+            "            await micropip.install(name)\n"
+            "        except Exception as exc:\n"
+            "            text = str(exc).strip()\n"
+            "            errors[name] = text.splitlines()[0] if text else type(exc).__name__\n"
+            "    have = {p.name.lower().replace('_', '-'): p.version for p in micropip.list().values()}\n"
+            "    print(json.dumps({'errors': errors, 'have': have}))\n"
         )
-        result = await self.runtime.execute(code, timeout_ms=max(self.config.timeout_ms, 120_000))
-        if result.error is not None or not result.result:
+        result, _ = await self.runtime.execute(private_cell(source), timeout_ms=max(self.config.timeout_ms, 120_000))
+        lines = result.stdout.strip().splitlines()
+        try:
+            report = json.loads(lines[-1]) if result.error is None and lines else None
+        except ValueError:
+            report = None
+        if not isinstance(report, dict):
             for name in names:
-                outcomes[
-                    name
-                ].error = f"installing from PyPI failed: {result.error.message if result.error else 'no answer'}"
+                reason = result.error.message if result.error else "no answer"
+                outcomes[name].error = f"installing from PyPI failed: {reason}"
             return
-        import ast
-        import json
-
-        report = json.loads(ast.literal_eval(result.result))
+        errors, have = dict(report.get("errors") or {}), dict(report.get("have") or {})
         for name in names:
             outcome = outcomes[name]
-            if name in report["errors"]:
-                outcome.error = f"PyPI: {report['errors'][name]}"
+            if name in errors:
+                outcome.error = f"PyPI: {str(errors[name])[:500]}"
                 continue
-            version = report["have"].get(normalize_name(name))
+            version = have.get(normalize_name(name))
             outcome.installed = version is not None
-            outcome.version = version
+            outcome.version = str(version)[:100] if version is not None else None
             if version is None:
                 outcome.error = "micropip reported no error, but the package is not installed"
-
-    # -- files -----------------------------------------------------------------------------
-
-    def _host_path(self, guest_path: str) -> Path | None:
-        """Map /mnt/NAME/... back to the host folder, or None if it is not inside a mount."""
-        tables = [(f"{GUEST_ROOT}/{OUTPUT_NAME}", self.output_dir)] if self.output_dir else []
-        tables += [(m.guest_path, m.host_path) for m in self.mounts]
-        for prefix, root in tables:
-            if root is not None and (guest_path == prefix or guest_path.startswith(prefix + "/")):
-                candidate = (root / guest_path[len(prefix) :].lstrip("/")).resolve()
-                if candidate.is_relative_to(root):
-                    return candidate
-        return None

@@ -23,10 +23,12 @@ from typing import Any, TypeVar
 
 from .config import RuntimeConfig
 from .errors import RuntimeUnavailable
+from .history import History
 from .mounts import Mount
 from .packages.broker import ProgressCallback
+from .result import InterpreterInfo, PackageOutcome, Result
 from .runtime import OutputListener
-from .sandbox import PackageOutcome, Result, Sandbox
+from .sandbox import Sandbox
 
 T = TypeVar("T")
 CLOSE_TIMEOUT_S = 30.0
@@ -137,10 +139,20 @@ class SyncSandbox:
         sandbox = self.sandbox
         return self._call(sandbox.install(list(names), progress=progress))
 
-    def reset(self) -> dict[str, Any]:
+    def reset(self) -> InterpreterInfo:
         """Start over with a fresh interpreter: every variable and import is gone."""
         sandbox = self.sandbox
         return self._call(sandbox.reset())
+
+    @property
+    def history(self) -> History:
+        """What this session ran so far (bounded), as `export_notebook` writes it."""
+        return self.sandbox.history
+
+    def export_notebook(self, name: str = "session.ipynb", *, overwrite: bool = True) -> Path:
+        """Write the session so far as a Jupyter notebook in the output folder; returns its path."""
+        sandbox = self.sandbox
+        return self._call(sandbox.export_notebook(name, overwrite=overwrite))
 
     # -- the loop thread -------------------------------------------------------------------
 

@@ -8,7 +8,7 @@
 
 import fs from "node:fs";
 import { Worker } from "node:worker_threads";
-import { readFrames, sendFrame } from "./protocol.mjs";
+import { PROTOCOL_VERSION, readFrames, sendFrame } from "./protocol.mjs";
 
 const WORKER_URL = new URL("./worker.mjs", import.meta.url);
 const SIGINT = 2;
@@ -200,7 +200,20 @@ class WorkerRuntime {
     this.current = null;
     stopTimers(run);
     outputs.flush(run.id);
-    const payload = { ...outcome, durationMs: performance.now() - run.started, generation: this.generation };
+    /** @type {import("./protocol.mjs").ExecuteReply} */
+    const payload = {
+      ok: outcome.ok,
+      result: outcome.result,
+      error: outcome.error,
+      figures: outcome.figures,
+      written: outcome.written,
+      removed: outcome.removed,
+      stdoutTruncatedChars: outcome.stdoutTruncatedChars,
+      stderrTruncatedChars: outcome.stderrTruncatedChars,
+      fatal: outcome.fatal,
+      durationMs: performance.now() - run.started,
+      generation: this.generation,
+    };
     if (run.notice) {
       payload.notice = run.notice;
       payload.stateReset = true;
@@ -350,13 +363,30 @@ async function handle(message) {
   try {
     switch (kind) {
       case "init": {
+        if (payload?.protocolVersion !== PROTOCOL_VERSION) {
+          send({
+            id,
+            kind: "error",
+            payload: {
+              code: "protocol",
+              message: `the broker speaks protocol version ${payload?.protocolVersion}, this Node runtime version ${PROTOCOL_VERSION}: the runtime files are from another mcp-pyodide release`,
+            },
+          });
+          break;
+        }
         config = payload;
         runtime = new WorkerRuntime();
         const version = await runtime.ready;
         send({
           id,
           kind: "result",
-          payload: { pyodideVersion: version, nodeVersion: process.version, generation: runtime.generation, bootedFrom: runtime.bootedFrom },
+          payload: {
+            protocolVersion: PROTOCOL_VERSION,
+            pyodideVersion: version,
+            nodeVersion: process.version,
+            generation: runtime.generation,
+            bootedFrom: runtime.bootedFrom ?? "",
+          },
         });
         break;
       }

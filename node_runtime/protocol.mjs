@@ -11,8 +11,125 @@
 //   {"id": null, "kind": "event", "payload": {...}}     node -> broker (no reply)
 //
 // Nothing else in the runtime reads stdin or writes stdout: logs go to stderr.
+//
+// The message catalogue below is the same as mcp_pyodide/_protocol.py (the broker's side, which
+// decodes and bounds everything this process sends) and docs/protocol.md. A field is spelled once:
+// camelCase here, the same words in snake_case in Python (stdoutTruncatedChars <-> stdout_truncated_chars).
+
+/** Bumped whenever a message or field changes meaning; checked by both sides at `init`. */
+export const PROTOCOL_VERSION = 2;
 
 const MAX_FRAME = 256 * 1024 * 1024;
+
+// ---- broker -> node requests: {id: number, kind, payload} ------------------------------------
+
+/**
+ * @typedef {object} MountSpec
+ * @property {string} guestPath
+ * @property {string} hostPath
+ * @property {boolean} readOnly
+ *
+ * @typedef {object} InitRequest  kind "init"; reply InitReply
+ * @property {number} protocolVersion  must equal PROTOCOL_VERSION, else an ErrorReply with code "protocol"
+ * @property {string} pyodideDir
+ * @property {string} pyodideModule  file: URL of pyodide.mjs
+ * @property {string} packageCacheDir
+ * @property {Record<string, string>} guestModules  module name -> Python source
+ * @property {{outputDir: string | null}} guestOptions
+ * @property {MountSpec[]} mounts
+ * @property {string} mplConfigDir  read-only in the sandbox; only the broker writes it
+ * @property {number} memoryLimitBytes
+ * @property {number} maxOutputChars
+ * @property {number} graceMs
+ * @property {string | null} snapshotPath
+ * @property {boolean} makeSnapshot
+ *
+ * @typedef {{code: string, timeoutMs: number}} ExecuteRequest  kind "execute"; reply ExecuteReply
+ * @typedef {{names: string[], timeoutMs: number}} LoadPackagesRequest  kind "load-packages"; reply LoadPackagesReply
+ * @typedef {{}} ResetRequest  kind "reset"; reply ResetReply
+ * @typedef {{}} PingRequest  kind "ping"; reply PingReply
+ */
+
+// ---- node -> broker replies: {id, kind: "result" | "error" | "output", payload} ----------------
+
+/**
+ * @typedef {{protocolVersion: number, pyodideVersion: string, nodeVersion: string, generation: number, bootedFrom: string}} InitReply
+ * @typedef {{type: string, message: string, traceback: string}} ErrorInfo
+ *
+ * @typedef {object} ExecuteReply  figures/written/removed are hints: the broker decides what to serve
+ * @property {boolean} ok
+ * @property {string | null} result  repr of the last expression
+ * @property {ErrorInfo | null} error
+ * @property {string[]} figures  guest paths of saved PNGs
+ * @property {string[]} written  guest paths written in writable mounts
+ * @property {string[]} removed
+ * @property {number} stdoutTruncatedChars
+ * @property {number} stderrTruncatedChars
+ * @property {boolean} fatal
+ * @property {number} durationMs
+ * @property {number} generation
+ * @property {string} [notice]  why state was reset before or after this run
+ * @property {boolean} [stateReset]
+ *
+ * @typedef {{error: string | null, logs: string[], loaded: Record<string, string>, generation: number}} LoadPackagesReply
+ * @typedef {{pyodideVersion: string, generation: number}} ResetReply
+ * @typedef {{generation: number}} PingReply
+ *
+ * @typedef {object} ErrorReply  kind "error"; for execute it also carries the ExecuteReply fields
+ * @property {"timeout" | "crashed" | "runtime" | "protocol"} code
+ * @property {string} message
+ * @property {boolean} [stateReset]
+ * @property {number} [durationMs]
+ *
+ * @typedef {{stream: "stdout" | "stderr", text: string}} Output  kind "output", before the reply
+ */
+
+// ---- node -> broker, unsolicited ---------------------------------------------------------------
+
+/**
+ * Events: {id: null, kind: "event", payload}.
+ * @typedef {{event: "snapshot", data: string}} SnapshotEvent  base64 memory image made before any user code
+ * @typedef {{event: "restarting", reason: string, generation: number}} RestartingEvent
+ * @typedef {{event: "ready", version: string, generation: number}} ReadyEvent
+ *
+ * Requests this process makes of the broker: {id: "n<k>", kind: "fetch", payload}; the broker
+ * answers {id, kind: "result", payload: FetchResponse} or {id, kind: "error", payload: {message}}.
+ * @typedef {{url: string, method: string, headers: [string, string][], body: string | null}} FetchRequest  body base64
+ * @typedef {{url: string, status: number, statusText: string, headers: [string, string][], body: string}} FetchResponse
+ */
+
+// ---- host (main thread) <-> worker: postMessage ------------------------------------------------
+
+/**
+ * workerData: the InitRequest fields plus {snapshot: Uint8Array | null, interruptBuffer: SharedArrayBuffer}.
+ *
+ * host -> worker:
+ * @typedef {{type: "run", runId: number, code: string}} WorkerRun
+ * @typedef {{type: "load", runId: number, names: string[]}} WorkerLoad
+ * @typedef {{type: "fetched", fetchId: number, response?: FetchResponse, error?: string}} WorkerFetched
+ *
+ * worker -> host:
+ * @typedef {{type: "booted", from: "snapshot" | "scratch", ms?: number}} WorkerBooted
+ * @typedef {{type: "ready", version: string, bootMs: number}} WorkerReady
+ * @typedef {{type: "snapshot", data: Uint8Array}} WorkerSnapshot  only when makeSnapshot, before user code
+ * @typedef {{type: "snapshot-failed", reason: string}} WorkerSnapshotFailed
+ * @typedef {{type: "started", runId: number}} WorkerStarted  the run began: its timeout starts now
+ * @typedef {{type: "output", runId: number, stream: "stdout" | "stderr", text: string}} WorkerOutput
+ * @typedef {{type: "done", runId: number, outcome: RunOutcome}} WorkerDone
+ * @typedef {{type: "loaded", runId: number, outcome: {error: string | null, logs: string[], loaded: Record<string, string>}}} WorkerLoaded
+ * @typedef {{type: "fetch", fetchId: number, request: FetchRequest}} WorkerFetch
+ *
+ * @typedef {object} RunOutcome  what the worker says one run produced; the host adds durationMs, generation, notice
+ * @property {boolean} ok
+ * @property {string | null} result
+ * @property {ErrorInfo | null} error
+ * @property {string[]} figures
+ * @property {string[]} written
+ * @property {string[]} removed
+ * @property {number} stdoutTruncatedChars
+ * @property {number} stderrTruncatedChars
+ * @property {boolean} fatal
+ */
 
 /** Encode one message as a length-prefixed frame. */
 export function encodeFrame(message) {

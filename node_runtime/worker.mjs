@@ -469,11 +469,12 @@ async function run(message) {
         awaitable.destroy?.();
       }
     }
-    outcome = JSON.parse(reply);
+    const report = JSON.parse(reply);
+    outcome = { ok: report.ok === true, result: report.result ?? null, error: report.error ?? null, figures: report.extra?.figures ?? [] };
   } catch (error) {
     const text = String(error?.message ?? error);
     fatal = FATAL.test(text);
-    outcome = { ok: false, error: { type: error?.type ?? error?.name ?? "Error", message: text, traceback: text } };
+    outcome = { ok: false, result: null, error: { type: error?.type ?? error?.name ?? "Error", message: text, traceback: text }, figures: [] };
   }
   // Everything below touches the interpreter again; if that fails, it is beyond use.
   try {
@@ -495,8 +496,8 @@ async function run(message) {
   }
   outcome.written = [...writtenPaths];
   outcome.removed = [...removedPaths];
-  outcome.stdoutCut = out?.cutChars ?? 0;
-  outcome.stderrCut = err?.cutChars ?? 0;
+  outcome.stdoutTruncatedChars = out?.cutChars ?? 0;
+  outcome.stderrTruncatedChars = err?.cutChars ?? 0;
   outcome.fatal = fatal;
   parentPort.postMessage({ type: "done", runId: message.runId, outcome });
 }

@@ -3,9 +3,8 @@
 
 Creates `.venv` (if missing), installs the package with its test extras,
 installs and verifies the Node-side runtime, prepares the verified offline
-Pyodide package set in `test-packages/`, then runs pytest and the JavaScript tests
-(`node --test tests/js/*.test.mjs`). Extra arguments go to pytest, e.g.
-`python3 scripts/test.py -k policy -x`.
+Pyodide package set in `test-packages/`, then runs pytest. Extra arguments go
+to pytest, e.g. `python3 scripts/test.py -k policy -x`.
 Standard library only, so it runs with any Python 3.11+.
 """
 
@@ -53,7 +52,6 @@ def main() -> int:
     # The whole suite, on the Node.js the product picks by default (the newest it finds: with the
     # test extras that is Node 24 from PyPI)...
     first = subprocess.run([str(python), "-m", "pytest", *sys.argv[1:]], cwd=REPO, env=env).returncode
-    first = first or js_tests(python)
     # ...and the red-team suite again on the machine's own Node.js, when that is another version.
     system_node = shutil.which("node")
     default_node = node_version(python, None)
@@ -66,17 +64,6 @@ def main() -> int:
         ).returncode
         return first or second
     return first
-
-
-def js_tests(python: Path) -> int:
-    """The JavaScript helpers' own tests, with Node's built-in runner (no npm dependency)."""
-    code = "from mcp_pyodide._node import find_node\nprint(find_node(None).path)"
-    node = subprocess.run(
-        [str(python), "-c", code], check=True, capture_output=True, text=True, cwd=REPO
-    ).stdout.strip()
-    files = sorted(str(p.relative_to(REPO)) for p in (REPO / "tests" / "js").glob("*.test.mjs"))
-    print("+", node, "--test", *files, flush=True)
-    return subprocess.run([node, "--test", *files], cwd=REPO).returncode
 
 
 def node_version(python: Path, explicit: str | None) -> str:

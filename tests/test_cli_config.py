@@ -28,8 +28,10 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-def test_claude_entry_uses_the_installed_command_and_passes_server_options() -> None:
-    proc = cli("config", "claude", "--", "--mount", "data=~/data:ro", "--timeout", "5000")
+def test_claude_entry_uses_the_installed_command_and_passes_server_options(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    env = {"HOME": str(tmp_path)}
+    proc = cli("config", "claude", "--", "--mount", "data=~/data:ro", "--timeout", "5000", env=env)
     assert proc.returncode == 0, proc.stderr
     entry = json.loads(proc.stdout)["mcpServers"]["pyodide"]
     assert Path(entry["command"]).is_absolute()
@@ -37,15 +39,63 @@ def test_claude_entry_uses_the_installed_command_and_passes_server_options() -> 
     assert entry["args"][-4:] == ["--mount", "data=~/data:ro", "--timeout", "5000"]
 
 
-def test_uvx_name_and_other_clients() -> None:
+def test_uvx_form_names_where_this_installation_came_from() -> None:
+    """Not on PyPI yet: `uvx mcp-pyodide` alone fails, so the entry says `--from` this checkout."""
     claude = json.loads(cli("config", "claude", "--uvx", "--name", "py").stdout)
-    assert claude == {"mcpServers": {"py": {"command": "uvx", "args": ["mcp-pyodide"]}}}
+    assert claude == {"mcpServers": {"py": {"command": "uvx", "args": ["--from", str(REPO), "mcp-pyodide"]}}}
     cursor = json.loads(cli("config", "cursor", "--uvx").stdout)
-    assert cursor == {"mcpServers": {"pyodide": {"command": "uvx", "args": ["mcp-pyodide"]}}}
+    assert cursor == {"mcpServers": {"pyodide": {"command": "uvx", "args": ["--from", str(REPO), "mcp-pyodide"]}}}
     vscode = json.loads(cli("config", "vscode", "--uvx", "--", "--isolation", "standard").stdout)
     assert vscode == {
-        "servers": {"pyodide": {"type": "stdio", "command": "uvx", "args": ["mcp-pyodide", "--isolation", "standard"]}}
+        "servers": {
+            "pyodide": {
+                "type": "stdio",
+                "command": "uvx",
+                "args": ["--from", str(REPO), "mcp-pyodide", "--isolation", "standard"],
+            }
+        }
     }
+
+
+def test_install_source_reads_how_a_wheel_or_git_install_was_made(monkeypatch: Any, tmp_path: Path) -> None:
+    from mcp_pyodide.commands import config
+
+    class Dist:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        def read_text(self, name: str) -> str:
+            return self.text
+
+    monkeypatch.setattr(config, "__file__", str(tmp_path / "site" / "mcp_pyodide" / "commands" / "config.py"))
+    git = '{"url": "https://github.com/me/mcp-pyodide", "vcs_info": {"vcs": "git", "commit_id": "abc123"}}'
+    monkeypatch.setattr("importlib.metadata.distribution", lambda name: Dist(git))
+    assert config.install_source() == "git+https://github.com/me/mcp-pyodide@abc123"
+    wheel = '{"url": "file:///tmp/dist/mcp_pyodide-0.1.0-py3-none-any.whl", "archive_info": {}}'
+    monkeypatch.setattr("importlib.metadata.distribution", lambda name: Dist(wheel))
+    assert config.install_source() == "/tmp/dist/mcp_pyodide-0.1.0-py3-none-any.whl"
+    monkeypatch.setattr("importlib.metadata.distribution", lambda name: Dist(""))
+    assert config.install_source() == "mcp-pyodide"  # from an index: the short form
+
+
+def test_an_entry_that_would_start_a_dead_server_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "claude_desktop_config.json"
+    missing = tmp_path / "no-such-folder"
+    cases = {
+        f"data={missing}:ro": "does not exist",
+        "data=relative/folder": "use an absolute path",
+    }
+    for spec, expected in cases.items():
+        proc = cli("config", "claude", "--write", "--config-file", str(path), "--", "--mount", spec)
+        assert proc.returncode == 2
+        assert proc.stderr.count("\n") == 1 and expected in proc.stderr and "--mount" in proc.stderr
+    bad_option = cli("config", "claude", "--write", "--config-file", str(path), "--", "--timeout", "-5")
+    assert bad_option.returncode == 2 and "--timeout" in bad_option.stderr and "greater than zero" in bad_option.stderr
+    bad_policy = tmp_path / "bad.json"
+    bad_policy.write_text('{"version": "1", "default": "x"}')
+    refused = cli("config", "cursor", "--", "--policy", str(bad_policy))
+    assert refused.returncode == 2 and f"policy file {bad_policy}" in refused.stderr and refused.stdout == ""
+    assert not path.exists() and not missing.exists()  # nothing written
 
 
 def test_write_merges_keeps_everything_else_and_backs_up(tmp_path: Path) -> None:
@@ -55,12 +105,12 @@ def test_write_merges_keeps_everything_else_and_backs_up(tmp_path: Path) -> None
         "mcpServers": {"other": {"command": "other-server", "args": ["--x"]}, "pyodide": {"command": "old"}},
     }
     path.write_text(json.dumps(original))
-    proc = cli("config", "claude", "--write", "--config-file", str(path), "--uvx", "--", "--timeout", "9000")
+    proc = cli("config", "claude", "--write", "--config-file", str(path), "--", "--timeout", "9000")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(path.read_text())
     assert data["globalShortcut"] == "Ctrl+Space"
     assert data["mcpServers"]["other"] == {"command": "other-server", "args": ["--x"]}
-    assert data["mcpServers"]["pyodide"] == {"command": "uvx", "args": ["mcp-pyodide", "--timeout", "9000"]}
+    assert data["mcpServers"]["pyodide"]["args"][-2:] == ["--timeout", "9000"]
     backups = list(tmp_path.glob("claude_desktop_config.json.*.bak"))
     assert len(backups) == 1 and json.loads(backups[0].read_text()) == original
     assert "backup" in proc.stdout

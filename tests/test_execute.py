@@ -133,3 +133,13 @@ def test_output_streams_to_the_client_while_the_code_runs(server: ServerHandle) 
     assert "step 0" in streamed and "step 2" in streamed
     first_at = next(at for at, message in seen if "step 0" in message)
     assert finished - first_at > 0.5, "the first line arrived only with the result"
+
+
+def test_structured_results_match_the_served_output_schema(server: ServerHandle) -> None:
+    import jsonschema
+
+    schema = {tool.name: tool for tool in server.list_tools()}["pyodide_execute"].output_schema
+    assert schema is not None and set(schema["required"]) >= {"stdout", "error", "state_reset", "figures"}
+    for code in ("print('x')\n1 + 1", "1 / 0", "import sys; sys.stderr.write('e' * 10)"):
+        result = server.execute(code)
+        jsonschema.validate(result.structured_content, schema)

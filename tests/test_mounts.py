@@ -211,10 +211,10 @@ def test_listing_is_sorted_bounded_and_typed(mount: Mount) -> None:
     for i in range(5):
         (mount.host_path / f"f{i}.bin").write_bytes(b"x" * i)
     listing = list_directory(mount, "", limit=3)
-    assert [e["name"] for e in listing["entries"]] == ["sub", "f0.bin", "f1.bin"]
-    assert listing["entries"][0]["type"] == "directory" and listing["entries"][2]["size"] == 1
-    assert listing["total"] == 6 and listing["omitted"] == 3
-    assert list_directory(mount, "/mnt/data/sub")["entries"][0]["name"] == "file.txt"
+    assert [e.name for e in listing.entries] == ["sub", "f0.bin", "f1.bin"]
+    assert listing.entries[0].type == "directory" and listing.entries[2].size == 1
+    assert listing.total == 6 and listing.omitted == 3
+    assert list_directory(mount, "/mnt/data/sub").entries[0].name == "file.txt"
 
 
 def test_resources_walk_list_read_and_notice_changes(mount: Mount, tmp_path: Path) -> None:

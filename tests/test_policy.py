@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -474,22 +473,24 @@ def test_engine_policy_is_immutable(example: PolicyEngine) -> None:
         example.policy.tools["new"] = example.policy.tools["pyodide_execute"]  # type: ignore[index]
 
 
-def test_window_slides_in_real_time() -> None:
+def test_one_second_window_slides_call_by_call(clock: FakeClock) -> None:
     data = {
         "version": "1",
         "default": "allow",
         "tools": {"t": {"limits": [{"counter": "t", "window": 1, "max": 2}]}},
     }
-    engine = PolicyEngine(parse_policy(data, "rt.json"), clock=time.monotonic)
+    engine = PolicyEngine(parse_policy(data, "rt.json"), clock=clock)
     assert run(engine, "t").allowed
-    time.sleep(0.3)
+    clock.now += 0.3
     assert run(engine, "t").allowed
     d = run(engine, "t")
     assert not d.allowed and d.retry_after == 1
-    time.sleep(0.8)  # first call (about 1.1 s ago) has left the window, second has not
+    clock.now += 0.69  # the first call is 0.99 s old: still in the window
+    assert not run(engine, "t").allowed
+    clock.now += 0.02  # now 1.01 s: it has left, the second (0.71 s old) has not
     assert run(engine, "t").allowed
     assert not run(engine, "t").allowed
-    time.sleep(0.6)  # second call left too
+    clock.now += 0.3  # the second call left too
     assert run(engine, "t").allowed
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from support import REPO
@@ -57,7 +58,16 @@ def test_the_built_wheel_carries_the_node_runtime_and_runs(tmp_path: Path) -> No
     for script in sorted((REPO / "node_runtime").glob("*.mjs")):
         assert (target / "mcp_pyodide" / "node_runtime" / script.name).exists(), f"{script.name} is not in the wheel"
     assert (target / "mcp_pyodide" / "node_runtime" / "package-lock.json").exists()
-    env = {**os.environ, "PYTHONPATH": str(target)}
+    bundled = target / "mcp_pyodide" / "node_runtime" / "node_modules" / "pyodide"
+    assert (bundled / "pyodide.asm.wasm").is_file() and (bundled / ".bundled").is_file()
+    assert not (target / "mcp_pyodide" / "node_runtime" / "node_modules" / "ws").exists()
+    # First start needs nothing but Node.js: no runtime cached, and npm unreachable.
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(target),
+        "MCP_PYODIDE_CACHE_ROOT": str(tmp_path / "empty-cache"),
+        "npm_config_registry": "http://127.0.0.1:9/",
+    }
     proc = subprocess.run(
         [sys.executable, "-c", "import mcp_pyodide._runtime_files as f; print(f.host_dir())"],
         capture_output=True,
@@ -77,6 +87,25 @@ def test_the_built_wheel_carries_the_node_runtime_and_runs(tmp_path: Path) -> No
     )
     assert ran.returncode == 0, ran.stderr
     assert "from the wheel" in ran.stdout and "42" in ran.stdout
+    assert "installing" not in ran.stderr and not (tmp_path / "empty-cache" / "node-runtime").exists()
+
+
+def test_an_unreachable_npm_registry_fails_fast_in_one_line(tmp_path: Path) -> None:
+    """A checkout has no bundled runtime; with npm unreachable, start-up ends in seconds with the fix."""
+    started = time.monotonic()
+    proc = run_server(
+        "--output-dir",
+        str(tmp_path / "out"),
+        env={"MCP_PYODIDE_CACHE_ROOT": str(tmp_path / "empty"), "npm_config_registry": "http://127.0.0.1:9/"},
+    )
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 1
+    assert elapsed < 30, f"took {elapsed:.1f} s"
+    errors = [line for line in proc.stderr.splitlines() if not line.startswith("mcp-pyodide: installing")]
+    assert len(errors) == 1, proc.stderr
+    assert "npm cannot reach its registry at http://127.0.0.1:9/ (ECONNREFUSED)" in errors[0]
+    assert "fix:" in errors[0] and "install-runtime" in errors[0]
+    assert not list((tmp_path / "empty" / "node-runtime").glob("*/.installed"))
 
 
 def test_every_runtime_script_is_readable_by_the_node_process() -> None:

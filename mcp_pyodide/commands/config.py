@@ -3,7 +3,8 @@
 Each MCP client wants the same facts in a slightly different JSON shape. The
 command uses the absolute path of the installed `mcp-pyodide` so the entry
 works whatever PATH the client app starts with (Claude Desktop's is minimal),
-or `uvx mcp-pyodide` when asked. Writing merges into the existing file: every
+or `uvx --from SOURCE mcp-pyodide` when asked. The options for the server are
+checked first: an entry that would start a dead server is refused. Writing merges into the existing file: every
 other server and key is kept, a timestamped backup is made first, and a file
 that is not valid JSON is left alone.
 """
@@ -18,7 +19,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 CLIENTS = ("claude", "cursor", "vscode")
 DEFAULT_NAME = "pyodide"
@@ -44,7 +45,12 @@ def add_parser(sub: Any) -> None:
     ):
         p = clients.add_parser(client, help=text)
         p.add_argument("--name", default=DEFAULT_NAME, help=f"the server's key in the file (default {DEFAULT_NAME})")
-        p.add_argument("--uvx", action="store_true", help="start the server with `uvx mcp-pyodide` (no install needed)")
+        p.add_argument(
+            "--uvx",
+            action="store_true",
+            help="start the server with `uvx --from SOURCE mcp-pyodide`, SOURCE being where this installation "
+            "came from (a checkout, a wheel, a git URL); plain `uvx mcp-pyodide` once it is on PyPI",
+        )
         if client != "vscode":
             p.add_argument("--write", action="store_true", help="merge the entry into the client's config file")
             p.add_argument(
@@ -74,7 +80,8 @@ def server_command(*, uvx: bool, argv0: str | None = None) -> tuple[str, list[st
     but symlinks are kept: resolving a virtualenv's python would step out of it.
     """
     if uvx:
-        return "uvx", ["mcp-pyodide"]
+        source = install_source()
+        return "uvx", (["--from", source, "mcp-pyodide"] if source != PACKAGE else [PACKAGE])
     script = "mcp-pyodide.exe" if sys.platform == "win32" else "mcp-pyodide"
     beside = Path(sys.executable).parent / script
     if beside.is_file():
@@ -86,6 +93,44 @@ def server_command(*, uvx: bool, argv0: str | None = None) -> tuple[str, list[st
     if argv0 and Path(argv0).name.startswith("mcp-pyodide") and Path(argv0).is_file():
         return os.path.abspath(argv0), []
     return os.path.abspath(sys.executable), ["-m", "mcp_pyodide"]
+
+
+PACKAGE = "mcp-pyodide"
+
+
+def install_source() -> str:
+    """What `uvx --from` needs to get this very installation: a checkout, a wheel, a git URL.
+
+    The package is not on PyPI yet, so `uvx mcp-pyodide` alone only works once it is
+    published; until then an entry must name where the code came from. Returns PACKAGE
+    when it was installed from an index.
+    """
+    package_dir = Path(__file__).resolve().parent.parent
+    checkout = package_dir.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "node_runtime" / "host.mjs").is_file():
+        return str(checkout)
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        text = distribution(PACKAGE).read_text("direct_url.json")
+    except PackageNotFoundError:
+        return PACKAGE
+    if not text:
+        return PACKAGE
+    try:
+        origin = json.loads(text)
+    except json.JSONDecodeError:
+        return PACKAGE
+    url = str(origin.get("url", ""))
+    vcs = origin.get("vcs_info")
+    if isinstance(vcs, dict) and vcs.get("vcs") == "git":
+        commit = vcs.get("commit_id")
+        return f"git+{url}" + (f"@{commit}" if commit else "")
+    if url.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(url).path)
+    return url or PACKAGE
 
 
 def entry_for(client: str, command: str, args: list[str]) -> dict[str, Any]:
@@ -155,7 +200,80 @@ def merge_into_file(path: Path, client: str, name: str, entry: dict[str, Any]) -
     return backup
 
 
+PATH_OPTIONS = ("--output-dir", "--policy", "--audit-log", "--cache-dir", "--node")
+
+
+def check_server_args(server_args: list[str]) -> str | None:
+    """Why the server would not start with these options, or None.
+
+    The client starts the server later, from a folder of its choosing and with no terminal
+    to show an error: so the options must parse, the mounts, the output folder and the
+    policy must be usable now, and every path must be absolute (or start with ~).
+    """
+    from ..cli import OneLineParser, add_serve_options, add_transport_options, policy_problem, runtime_config
+    from ..mounts import MountError
+    from ..policy import PolicyError, load_policy
+
+    class Refuse(Exception):
+        pass
+
+    class Checking(OneLineParser):
+        def error(self, message: str) -> NoReturn:
+            raise Refuse(message)
+
+    parser = Checking(prog="mcp-pyodide", add_help=False)
+    add_serve_options(parser)
+    add_transport_options(parser)
+    try:
+        parsed = parser.parse_args(server_args)
+    except Refuse as exc:
+        return f"the server options do not parse: {exc}"
+    relative = _relative_paths(parsed)
+    if relative:
+        return (
+            f"{', '.join(relative)}: use an absolute path (or one starting with ~); "
+            "the client starts the server from a folder of its own"
+        )
+    try:
+        runtime_config(parsed)
+        if parsed.policy is not None:
+            load_policy(Path(parsed.policy).expanduser())
+    except PolicyError as exc:
+        return policy_problem(exc)
+    except (MountError, ValueError) as exc:
+        return str(exc)
+    if parsed.node is not None and not Path(parsed.node).expanduser().is_file():
+        return f"--node {parsed.node}: no such file"
+    return None
+
+
+def _relative_paths(parsed: argparse.Namespace) -> list[str]:
+    """The path options (and mount paths) that are neither absolute nor start with ~."""
+    found: list[tuple[str, str, str]] = []
+    for option in PATH_OPTIONS:
+        value = getattr(parsed, option[2:].replace("-", "_"))
+        if value is not None:
+            found.append((option, str(value), str(value)))
+    for spec in parsed.mount:
+        found.append(("--mount", spec, _mount_path(spec)))
+    return [
+        f"{option} {shown}" for option, shown, path in found if not (path.startswith("~") or Path(path).is_absolute())
+    ]
+
+
+def _mount_path(spec: str) -> str:
+    _, _, path = spec.partition("=")
+    for flag in (":ro", ":rw"):
+        if path.endswith(flag):
+            return path[: -len(flag)]
+    return path
+
+
 def run(args: argparse.Namespace, server_args: list[str]) -> int:
+    problem = check_server_args(server_args)
+    if problem is not None:
+        print(f"mcp-pyodide config: refused, the server would not start: {problem}", file=sys.stderr)
+        return 2
     command, lead = server_command(uvx=args.uvx)
     full_args = [*lead, *server_args]
     client: str = args.client

@@ -27,7 +27,7 @@ from typing import Any, Literal, TextIO
 from .. import __version__
 from .._isolation import IsolationUnavailable
 from .._isolation import choose as choose_isolation
-from .._node import NodeBinary, _candidates, find_node, probe_version
+from .._node import SUPPORTED, NodeBinary, _candidates, find_node, probe_version
 from .._runtime_files import PYODIDE_VERSION, RuntimeFiles, ensure_runtime, host_dir
 from ..config import RuntimeConfig
 from ..errors import MCPPyodideError, SetupError
@@ -93,7 +93,7 @@ def check_node(explicit: str | None) -> tuple[Check, NodeBinary | None]:
             "fail",
             str(exc).split(" (", 1)[0],
             notes=notes,
-            fix="install Node.js 22 or 24 (https://nodejs.org), or `pip install 'mcp-pyodide[node]'`, "
+            fix=f"install {SUPPORTED} (https://nodejs.org), or `pip install 'mcp-pyodide[node]'`, "
             "or pass --node /path/to/node",
         ), None
     return Check("Node.js", "ok", f"{node.version_text} at {node.path}", notes=notes), node
@@ -141,6 +141,8 @@ def check_runtime(node: NodeBinary, config: RuntimeConfig) -> tuple[Check, Runti
             "; ".join(problems),
             fix=f"delete {files.modules_dir.parent} and run `mcp-pyodide install-runtime`",
         ), None
+    if (files.pyodide_dir / ".bundled").is_file():
+        return Check(name, "ok", f"Pyodide {PYODIDE_VERSION} bundled with the package in {files.pyodide_dir}"), files
     return Check(name, "ok", f"Pyodide {PYODIDE_VERSION} installed and verified in {files.modules_dir.parent}"), files
 
 

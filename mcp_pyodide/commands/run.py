@@ -18,9 +18,11 @@ from typing import Any, TextIO
 
 from .._isolation import IsolationUnavailable
 from ..errors import MCPPyodideError
+from ..escaping import shown
 from ..policy import PolicyEngine, PolicyError, default_policy, load_policy
+from ..tool_names import ToolName
 
-EXECUTE_TOOL = "pyodide_execute"
+EXECUTE_TOOL = ToolName.EXECUTE
 CLI_SESSION = "cli"
 EXIT_OK, EXIT_RAISED, EXIT_REFUSED = 0, 1, 2
 
@@ -68,7 +70,7 @@ def _ask(prompt: str) -> bool:
 
 
 def _admit(args: argparse.Namespace, code: str, timeout_ms: int) -> str | None:
-    """Apply the policy as a `pyodide_execute` call; None when admitted, else the refusal to print."""
+    """Apply the policy as an execute-tool call; None when admitted, else the refusal to print."""
     policy = load_policy(args.policy) if args.policy else default_policy()
     engine = PolicyEngine(policy)
     decision = engine.decide_now(EXECUTE_TOOL, {"code": code, "timeout": timeout_ms}, CLI_SESSION)
@@ -85,7 +87,10 @@ def run(args: argparse.Namespace, runtime_config: Any) -> int:
         code, _origin = read_code(args, sys.stdin)
         config = runtime_config(args)
         refusal = _admit(args, code, config.timeout_ms)
-    except (ValueError, PolicyError) as exc:
+    except PolicyError as exc:
+        print(f"mcp-pyodide run: policy file {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except ValueError as exc:
         print(f"mcp-pyodide run: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     if refusal is not None:
@@ -125,7 +130,7 @@ async def _execute(code: str, config: Any) -> int:
         print(value)
     for label, paths in (("figure", result.figures), ("file", result.files)):
         for path in paths:
-            print(f"saved {label}: {path}", file=sys.stderr)
+            print(f"saved {label}: {shown(str(path))}", file=sys.stderr)  # a name cannot drive the terminal
     sys.stdout.flush()
     if result.error is not None:
         error = result.error
@@ -141,10 +146,10 @@ def _finish_streams(result: Any, *, more_stdout: bool) -> None:
     """End a partial last line before we add our own lines after it; note cut output."""
     if more_stdout and result.stdout and not result.stdout.endswith("\n"):
         sys.stdout.write("\n")
-    more_stderr = result.error is not None or result.figures or result.files or result.stdout_cut_chars
-    if (more_stderr or result.stderr_cut_chars) and result.stderr and not result.stderr.endswith("\n"):
+    more_stderr = result.error is not None or result.figures or result.files or result.stdout_truncated_chars
+    if (more_stderr or result.stderr_truncated_chars) and result.stderr and not result.stderr.endswith("\n"):
         sys.stderr.write("\n")
-    for name, cut in (("stdout", result.stdout_cut_chars), ("stderr", result.stderr_cut_chars)):
+    for name, cut in (("stdout", result.stdout_truncated_chars), ("stderr", result.stderr_truncated_chars)):
         if cut:
             print(f"mcp-pyodide: {cut:,} more characters of {name} were cut (--max-output)", file=sys.stderr)
     sys.stdout.flush()

@@ -19,6 +19,7 @@ import anyio
 import anyio.to_thread
 
 from .._paths import cache_root
+from ..errors import MCPPyodideError
 from .lock import LockEntry
 
 __all__ = ["IntegrityError", "PackageCache", "default_cache_dir", "sha256_file"]
@@ -32,7 +33,7 @@ def default_cache_dir() -> Path:
     return cache_root() / "packages"
 
 
-class IntegrityError(Exception):
+class IntegrityError(MCPPyodideError):
     """A package file's sha256 does not match the lock; the file was deleted."""
 
     def __init__(self, file_name: str, expected: str, actual: str, source: str | None = None) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ..errors import MCPPyodideError
+
 __all__ = [
     "LockEntry",
     "LockError",
@@ -32,11 +34,11 @@ def normalize_name(name: str) -> str:
     return _SEPARATORS.sub("-", name.strip()).lower()
 
 
-class LockError(Exception):
+class LockError(MCPPyodideError):
     """The lock file is missing, unreadable or not a Pyodide lock."""
 
 
-class UnknownPackageError(LookupError):
+class UnknownPackageError(MCPPyodideError, LookupError):
     """Raised by :meth:`PyodideLock.resolve` with *all* unknown names at once.
 
     Reporting every unknown name (not just the first) lets a caller fix a
@@ -137,7 +139,15 @@ class PyodideLock:
         if unknown:
             imports = self.import_map()
             hints = {n: imports[n] for n in unknown if n in imports}
-            hints.update({n: imports[n.lower()] for n in unknown if n not in hints and n.lower() in imports})
+            # Names arrive PEP 503-normalised from the install tool ('PIL' as 'pil'): match import names so too.
+            normalised = {normalize_name(k): v for k, v in imports.items()}
+            hints.update(
+                {
+                    n: normalised[normalize_name(n)]
+                    for n in unknown
+                    if n not in hints and normalize_name(n) in normalised
+                }
+            )
             raise UnknownPackageError(unknown, self.info.version, hints)
 
         order: list[LockEntry] = []

@@ -20,6 +20,8 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 
+from ..errors import MCPPyodideError
+
 __all__ = [
     "DEFAULT_PACKAGE_SOURCE",
     "DEFAULT_TIMEOUT",
@@ -40,7 +42,7 @@ BytesCallback = Callable[[int, int | None], None]
 """Called as ``(bytes_written_so_far, total_bytes_or_None)`` while copying."""
 
 
-class PackageSourceError(Exception):
+class PackageSourceError(MCPPyodideError):
     """A file could not be obtained; the message names the file and the source."""
 
     def __init__(self, file_name: str, source: str, reason: str) -> None:

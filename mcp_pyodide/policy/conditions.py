@@ -110,12 +110,41 @@ def apply_operator(condition: Condition, actual: object) -> Outcome:
     raise ValueError(f"unknown operator {op!r}")  # unreachable: the loader rejects it
 
 
+_WHOLE_LIST_OPS = ("contains", "max_length")
+
+
+def per_element(condition: Condition, actual: object) -> bool:
+    """True when the condition applies to each member of a list argument rather than to the list.
+
+    A list of package names is checked name by name: ``deny_if package equals numpy``
+    fires when any name is numpy, ``require package in [...]`` needs every name listed.
+    ``contains`` and ``max_length`` ask about the list itself, and ``equals`` with a list
+    value compares whole lists.
+    """
+    if not isinstance(actual, (list, tuple)) or condition.op in _WHOLE_LIST_OPS:
+        return False
+    return not (condition.op in ("equals", "not_equals") and isinstance(condition.value, (list, tuple)))
+
+
 def evaluate(condition: Condition, arguments: Mapping[str, Any]) -> Outcome:
-    """Evaluate one condition; ``MISSING`` when its path is absent from the arguments."""
+    """Evaluate one condition; ``MISSING`` when its path is absent from the arguments.
+
+    For a list checked per element the outcome is the one that decides: a wrong type
+    anywhere fails closed; ``deny_if`` is true when any member makes it true, ``require``
+    only when every member does (an empty list passes both).
+    """
     found, actual = resolve_path(arguments, condition.path)
     if not found:
         return Outcome.MISSING
-    return apply_operator(condition, actual)
+    if not per_element(condition, actual):
+        return apply_operator(condition, actual)
+    outcomes = {apply_operator(condition, member) for member in actual}
+    if Outcome.WRONG_TYPE in outcomes:
+        return Outcome.WRONG_TYPE
+    deciding = Outcome.TRUE if condition.kind == "deny_if" else Outcome.FALSE
+    if deciding in outcomes:
+        return deciding
+    return Outcome.FALSE if condition.kind == "deny_if" else Outcome.TRUE
 
 
 def violation(condition: Condition, arguments: Mapping[str, Any]) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..tool_names import ToolName
 from .loader import parse_policy
 from .model import Policy
 
@@ -12,10 +13,10 @@ DEFAULT_POLICY: dict[str, Any] = {
     "version": "1",
     "default": "allow",
     "tools": {
-        "pyodide_execute": {
+        ToolName.EXECUTE.value: {
             "limits": [
                 {
-                    "counter": "pyodide_execute_rate",
+                    "counter": f"{ToolName.EXECUTE}_rate",
                     "window": "minute",
                     "max": 10,
                     "scope": "grant",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import MCPPyodideError
 
-class PolicyError(Exception):
+
+class PolicyError(MCPPyodideError):
     """A policy file is unusable; the message names the file, the place and the problem.
 
     Loading is all-or-nothing: when this is raised no part of the file is applied,

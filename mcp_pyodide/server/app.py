@@ -22,19 +22,21 @@ from mcp.server import Server
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions
 from mcp.server.models import InitializationOptions
+from mcp.shared.exceptions import MCPError
 
 from .. import __version__
 from ..errors import MCPPyodideError
 from ..policy import AuditLog, Decision, PolicyEngine, audit_record
+from ..tool_names import ToolName
 from .registry import CallContext, ToolFailure, ToolSpec, text_result
-from .resources import MountResources
+from .resources import MountResources, resource_decision
 from .sessions import SandboxProvider, SingleSandbox
 
 log = logging.getLogger("mcp_pyodide.server")
 
 INSTRUCTIONS = (
-    "Runs Python code in a sandboxed Pyodide interpreter. Use pyodide_execute to run code; state "
-    "persists between calls until pyodide_reset."
+    f"Runs Python code in a sandboxed Pyodide interpreter. Use {ToolName.EXECUTE} to run code; state "
+    f"persists between calls until {ToolName.RESET}."
 )
 
 
@@ -123,15 +125,14 @@ def build_server(state: ServerState) -> Server[Any]:
         session_id = state.session_id(ctx.session)
         spec = state.tools.get(name)
         if spec is None or not state.engine.is_visible(name):
-            return text_result(f"Unknown tool {name!r}. Available: {', '.join(state.tools)}", is_error=True)
+            visible = ", ".join(state.engine.visible_tools(state.tools))
+            return text_result(f"Unknown tool {name!r}. Available: {visible or 'none'}", is_error=True)
         try:
             args = spec.parse(raw_args)
         except ToolFailure as exc:
             return text_result(str(exc), is_error=True)
-        # The policy sees arguments with defaults filled in, so `require` rules apply to what will run.
-        policy_args = args.model_dump()
-        if "timeout" in policy_args and policy_args["timeout"] is None:
-            policy_args["timeout"] = state.sandboxes.config.timeout_ms
+        # The tool's definition says what the policy sees: defaults filled in, names normalised.
+        policy_args = spec.policy_arguments(args)
         decision = await state.engine.decide(name, policy_args, session_id)
         if decision.needs_approval:
             approved, why = await _ask_approval(ctx, _with_summary(decision, policy_args))
@@ -169,11 +170,21 @@ def build_server(state: ServerState) -> Server[Any]:
 
     resources = state.resources
 
+    async def admit_resources(ctx: ServerRequestContext[Any], arguments: dict[str, Any]) -> None:
+        """The policy decides resources requests as calls to the `resources` pseudo-tool."""
+        started = time.perf_counter()
+        decision = await resource_decision(state.engine, arguments, state.session_id(ctx.session))
+        _audit(state, decision, arguments, started, "ok" if decision.allowed else "refused")
+        if not decision.allowed:
+            raise MCPError(code=types.INVALID_REQUEST, message=decision.message)
+
     async def list_resources(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
         assert resources is not None
-        return await anyio.to_thread.run_sync(resources.list, params.cursor if params else None)
+        await admit_resources(ctx, {"operation": "list"})
+        cursor = params.cursor if params else None
+        return await anyio.to_thread.run_sync(resources.list, cursor, state.engine.policy)
 
     async def list_resource_templates(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -185,7 +196,10 @@ def build_server(state: ServerState) -> Server[Any]:
         ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         assert resources is not None
-        return await anyio.to_thread.run_sync(resources.read, params.uri)
+        # The policy sees the URI that will be read (decoded, `..` and symlinks resolved), and only that is read.
+        arguments = await anyio.to_thread.run_sync(resources.read_arguments, params.uri)
+        await admit_resources(ctx, arguments)
+        return await anyio.to_thread.run_sync(resources.read, arguments["uri"])
 
     return Server(
         "mcp-pyodide",

@@ -10,9 +10,11 @@ from typing import Any
 import mcp_types as types
 from pydantic import BaseModel, ConfigDict, Field
 
+from .._outputs import PNG_SIGNATURE, read_inside
 from ..config import RuntimeConfig
-from ..runtime import ExecutionResult
-from ..sandbox import Result
+from ..escaping import shown
+from ..result import Result
+from ..tool_names import ToolName
 from .registry import CallContext, OutputStreamer, ToolFailure, ToolSpec, progress_forwarder, text_result
 
 MAX_INLINE_IMAGE_BYTES = 2 * 1024 * 1024
@@ -34,35 +36,56 @@ class ExecuteArgs(BaseModel):
     )
 
 
+def execute_policy_arguments(args: ExecuteArgs, config: RuntimeConfig) -> dict[str, Any]:
+    """The policy sees the timeout that will apply, so `require timeout lte N` holds for defaults too."""
+    return {"code": args.code, "timeout": config.timeout_ms if args.timeout is None else args.timeout}
+
+
 class ResetArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-EXECUTE_OUTPUT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "stdout": {"type": "string"},
-        "stderr": {"type": "string"},
-        "result": {"type": ["string", "null"], "description": "repr() of the last expression, if not None"},
-        "error": {
-            "type": ["object", "null"],
-            "properties": {
-                "type": {"type": "string"},
-                "message": {"type": "string"},
-                "traceback": {"type": "string"},
-            },
-        },
-        "timed_out": {"type": "boolean"},
-        "state_reset": {"type": "boolean"},
-        "duration_ms": {"type": "number"},
-        "stdout_truncated_chars": {"type": "integer"},
-        "stderr_truncated_chars": {"type": "integer"},
-        "figures": {"type": "array", "items": {"type": "string"}, "description": "saved PNGs, host paths"},
-        "files": {"type": "array", "items": {"type": "string"}, "description": "files written to the output folder"},
-        "loaded_packages": {"type": "array", "items": {"type": "string"}},
-    },
-    "required": ["stdout", "stderr", "result", "error", "timed_out", "state_reset", "duration_ms"],
-}
+class ErrorOutput(BaseModel):
+    type: str = Field(description="the exception's class name")
+    message: str
+    traceback: str
+
+
+class ExecuteOutput(BaseModel):
+    """The structured result of pyodide_execute; its JSON schema is the tool's outputSchema."""
+
+    stdout: str
+    stderr: str
+    result: str | None = Field(description="repr() of the last expression, if not None")
+    error: ErrorOutput | None
+    timed_out: bool
+    state_reset: bool = Field(description="the interpreter was replaced: variables from earlier calls are gone")
+    duration_ms: float
+    stdout_truncated_chars: int = Field(description="characters of stdout cut by the output limit")
+    stderr_truncated_chars: int
+    figures: list[str] = Field(description="saved PNGs, host paths")
+    files: list[str] = Field(description="files written to the output folder by this run, host paths")
+    files_not_returned: int = Field(description="more figures and files this run made than one result lists")
+    loaded_packages: list[str] = Field(description="packages loaded for this run, as 'name version'")
+
+    @classmethod
+    def of(cls, result: Result) -> ExecuteOutput:
+        error = result.error
+        return cls(
+            stdout=result.stdout,
+            stderr=result.stderr,
+            result=result.result,
+            error=ErrorOutput(type=error.type, message=error.message, traceback=error.traceback) if error else None,
+            timed_out=result.timed_out,
+            state_reset=result.state_reset,
+            duration_ms=round(result.duration_ms, 3),
+            stdout_truncated_chars=result.stdout_truncated_chars,
+            stderr_truncated_chars=result.stderr_truncated_chars,
+            figures=[str(p) for p in result.figures],
+            files=[str(p) for p in result.files],
+            files_not_returned=result.files_not_returned,
+            loaded_packages=[f"{o.name} {o.version}" for o in result.loaded_packages],
+        )
 
 
 def execute_description(config: RuntimeConfig) -> str:
@@ -80,7 +103,7 @@ def execute_description(config: RuntimeConfig) -> str:
     return (
         "Run Python 3.12 code in a sandboxed Pyodide (WebAssembly) interpreter and return its output.\n"
         "- State persists between calls like a notebook: variables, imports and functions stay defined "
-        "until pyodide_reset (or a crash/forced restart, which the result reports).\n"
+        f"until {ToolName.RESET} (or a crash/forced restart, which the result reports).\n"
         "- The value of the last expression is returned (its repr), like a notebook cell; end the line "
         "with ';' to hide it. Top-level `await` works.\n"
         "- stdout and stderr are returned separately; each is cut after "
@@ -96,7 +119,7 @@ def execute_description(config: RuntimeConfig) -> str:
     )
 
 
-def format_result(result: ExecutionResult) -> str:
+def format_result(result: Result) -> str:
     """Plain-text rendering, most useful first; every section labelled."""
     sections: list[str] = []
     if result.error is not None:
@@ -106,59 +129,43 @@ def format_result(result: ExecutionResult) -> str:
         body = result.error.traceback.rstrip() if result.error.traceback else ""
         sections.append("--- error ---\n" + head + ("\n" + body if body and body not in head else ""))
     for name, text, cut in (
-        ("stdout", result.stdout, result.stdout_cut_chars),
-        ("stderr", result.stderr, result.stderr_cut_chars),
+        ("stdout", result.stdout, result.stdout_truncated_chars),
+        ("stderr", result.stderr, result.stderr_truncated_chars),
     ):
         if text or cut:
             note = f"\n[... {cut:,} more characters cut]" if cut else ""
             sections.append(f"--- {name} ---\n{text}{note}")
     if result.result is not None:
         sections.append(f"--- result ---\n{result.result}")
-    if isinstance(result, Result):
-        if result.figures:
-            sections.append("--- figures saved ---\n" + "\n".join(str(p) for p in result.figures))
-        if result.files:
-            sections.append("--- files written ---\n" + "\n".join(str(p) for p in result.files))
-        if result.loaded_packages:
-            loaded = ", ".join(f"{o.name} {o.version}" for o in result.loaded_packages)
-            sections.append(f"--- packages loaded ---\n{loaded}")
+    if result.figures:
+        sections.append("--- figures saved ---\n" + "\n".join(shown(str(p)) for p in result.figures))
+    if result.files:
+        sections.append("--- files written ---\n" + "\n".join(shown(str(p)) for p in result.files))
+    if result.files_not_returned:
+        sections.append(
+            f"--- not listed ---\n{result.files_not_returned:,} more figures or files (over the per-call cap)"
+        )
+    if result.loaded_packages:
+        loaded = ", ".join(f"{o.name} {o.version}" for o in result.loaded_packages)
+        sections.append(f"--- packages loaded ---\n{loaded}")
     if not sections:
         sections.append("(no output)")
     return "\n\n".join(sections)
 
 
-def structured(result: ExecutionResult) -> dict[str, Any]:
-    error = None
-    if result.error is not None:
-        error = {"type": result.error.type, "message": result.error.message, "traceback": result.error.traceback}
-    return {
-        "stdout": result.stdout,
-        "stderr": result.stderr,
-        "result": result.result,
-        "error": error,
-        "timed_out": result.timed_out,
-        "state_reset": result.state_reset,
-        "duration_ms": round(result.duration_ms, 3),
-        "stdout_truncated_chars": result.stdout_cut_chars,
-        "stderr_truncated_chars": result.stderr_cut_chars,
-        "figures": [str(p) for p in result.figures] if isinstance(result, Result) else [],
-        "files": [str(p) for p in result.files] if isinstance(result, Result) else [],
-        "loaded_packages": [f"{o.name} {o.version}" for o in result.loaded_packages]
-        if isinstance(result, Result)
-        else [],
-    }
+def structured(result: Result) -> dict[str, Any]:
+    return ExecuteOutput.of(result).model_dump(mode="json")
 
 
-def figure_blocks(result: Result, inline: bool, link_for: LinkMaker | None) -> list[types.ContentBlock]:
-    """Each saved figure inline (bounded) and as a resource link, so no client loses it."""
+def figure_blocks(
+    result: Result, inline: bool, link_for: LinkMaker | None, output_dir: Path | None
+) -> list[types.ContentBlock]:
+    """Each saved figure inline (bounded, read without following links) and as a resource link."""
     blocks: list[types.ContentBlock] = []
     for index, path in enumerate(result.figures):
-        if inline and index < MAX_INLINE_IMAGES:
-            try:
-                data = path.read_bytes()
-            except OSError:
-                data = b""
-            if data and len(data) <= MAX_INLINE_IMAGE_BYTES:
+        if inline and index < MAX_INLINE_IMAGES and output_dir is not None:
+            data = read_inside(output_dir, path, MAX_INLINE_IMAGE_BYTES)
+            if data and data.startswith(PNG_SIGNATURE):
                 blocks.append(
                     types.ImageContent(type="image", data=base64.b64encode(data).decode("ascii"), mime_type="image/png")
                 )
@@ -188,7 +195,7 @@ def build_execute_tools(config: RuntimeConfig, link_for: LinkMaker | None = None
             await streamer.close()
         ctx.files_changed = result.mounts_changed
         content: list[types.ContentBlock] = [types.TextContent(type="text", text=format_result(result))]
-        content += figure_blocks(result, config.inline_images, link_for)
+        content += figure_blocks(result, config.inline_images, link_for, sandbox.output_dir)
         return types.CallToolResult(
             content=content,
             structured_content=structured(result),
@@ -198,12 +205,12 @@ def build_execute_tools(config: RuntimeConfig, link_for: LinkMaker | None = None
     async def reset(args: ResetArgs, ctx: CallContext) -> types.CallToolResult:
         info = await (await ctx.sandbox()).reset()
         return text_result(
-            f"Started a fresh interpreter (Pyodide {info.get('pyodideVersion', '?')}); all previous state is gone."
+            f"Started a fresh interpreter (Pyodide {info.pyodide_version or '?'}); all previous state is gone."
         )
 
     return [
         ToolSpec(
-            name="pyodide_execute",
+            name=ToolName.EXECUTE,
             title="Run Python code",
             description=execute_description(config),
             arguments=ExecuteArgs,
@@ -215,10 +222,11 @@ def build_execute_tools(config: RuntimeConfig, link_for: LinkMaker | None = None
                 idempotent_hint=False,
                 open_world_hint=False,
             ),
-            output_schema=EXECUTE_OUTPUT_SCHEMA,
+            output=ExecuteOutput,
+            policy_view=lambda args: execute_policy_arguments(args, config),
         ),
         ToolSpec(
-            name="pyodide_reset",
+            name=ToolName.RESET,
             title="Reset the Python interpreter",
             description="Discard all Python state (variables, imports, loaded packages) and start a fresh "
             "interpreter. Files in mounted folders are not touched.",

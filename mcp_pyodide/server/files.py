@@ -13,13 +13,15 @@ import stat
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import anyio
 import mcp_types as types
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..escaping import json_safe, shown
 from ..mounts import Mount, MountError, find_mount, open_inside, read_bounded, resolve_inside
+from ..tool_names import ToolName
 from .registry import CallContext, ToolFailure, ToolSpec
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
@@ -88,6 +90,9 @@ def is_text(head: bytes) -> bool:
 # -- argument models ---------------------------------------------------------------------------
 
 
+MOUNT_NAME_HELP = f"Name of the mount, as shown by {ToolName.GET_MOUNT_POINTS} (e.g. 'output')."
+
+
 class MountPointsArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -96,7 +101,7 @@ class ListDirectoryArgs(BaseModel):
     # Field names are the wire names, so policy rules see exactly what the client sent.
     model_config = ConfigDict(extra="forbid")
 
-    mountName: str = Field(description="Name of the mount, as shown by pyodide_get-mount-points (e.g. 'output').")
+    mountName: str = Field(description=MOUNT_NAME_HELP)
     path: str = Field(
         default="",
         description="Folder inside the mount: relative ('plots/2024') or as Python sees it ('/mnt/output/plots'). "
@@ -107,56 +112,40 @@ class ListDirectoryArgs(BaseModel):
 class ReadImageArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    mountName: str = Field(description="Name of the mount, as shown by pyodide_get-mount-points (e.g. 'output').")
+    mountName: str = Field(description=MOUNT_NAME_HELP)
     imagePath: str = Field(
         description="Image file inside the mount: relative ('plot.png') or as Python sees it ('/mnt/output/plot.png')."
     )
 
 
-MOUNT_POINTS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "mounts": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "name": {"type": "string"},
-                    "hostPath": {"type": "string", "description": "the folder on the server's machine"},
-                    "pythonPath": {"type": "string", "description": "where Python sees it, e.g. /mnt/output"},
-                    "readOnly": {"type": "boolean"},
-                },
-                "required": ["name", "hostPath", "pythonPath", "readOnly"],
-            },
-        }
-    },
-    "required": ["mounts"],
-}
+# -- output models (the tools' output schemas are derived from these) -------------------------
 
-LIST_DIRECTORY_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "mountName": {"type": "string"},
-        "path": {"type": "string", "description": "the folder, relative to the mount ('' for its top)"},
-        "pythonPath": {"type": "string"},
-        "entries": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "name": {"type": "string"},
-                    "type": {"type": "string", "enum": ["file", "directory", "symlink", "other"]},
-                    "size": {"type": ["integer", "null"], "description": "bytes; null for folders and links"},
-                    "modified": {"type": ["string", "null"], "description": "ISO 8601, UTC"},
-                },
-                "required": ["name", "type", "size", "modified"],
-            },
-        },
-        "total": {"type": "integer", "description": "entries in the folder"},
-        "omitted": {"type": "integer", "description": "entries left out of the listing"},
-    },
-    "required": ["mountName", "path", "pythonPath", "entries", "total", "omitted"],
-}
+
+class MountInfo(BaseModel):
+    name: str
+    hostPath: str = Field(description="the folder on the server's machine")
+    pythonPath: str = Field(description="where Python sees it, e.g. /mnt/output")
+    readOnly: bool
+
+
+class MountPointsOutput(BaseModel):
+    mounts: list[MountInfo]
+
+
+class DirectoryEntry(BaseModel):
+    name: str
+    type: Literal["file", "directory", "symlink", "other"]
+    size: int | None = Field(description="bytes; null for folders and links")
+    modified: str | None = Field(description="ISO 8601, UTC")
+
+
+class Listing(BaseModel):
+    mountName: str
+    path: str = Field(description="the folder, relative to the mount ('' for its top)")
+    pythonPath: str
+    entries: list[DirectoryEntry]
+    total: int = Field(description="entries in the folder")
+    omitted: int = Field(description="entries left out of the listing")
 
 
 # -- the work, done in a worker thread ---------------------------------------------------------
@@ -175,88 +164,92 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _entry(entry: os.DirEntry[str]) -> dict[str, Any]:
+def _entry(entry: os.DirEntry[str]) -> DirectoryEntry:
     """Describe one entry without following symlinks: a link's target may be outside the mount."""
     try:
         info = entry.stat(follow_symlinks=False)
     except OSError:
-        return {"name": entry.name, "type": "other", "size": None, "modified": None}
+        return DirectoryEntry(name=json_safe(entry.name), type="other", size=None, modified=None)
+    kind: Literal["file", "directory", "symlink", "other"]
+    size: int | None = None
     if stat.S_ISLNK(info.st_mode):
-        kind, size = "symlink", None
+        kind = "symlink"
     elif stat.S_ISDIR(info.st_mode):
-        kind, size = "directory", None
+        kind = "directory"
     elif stat.S_ISREG(info.st_mode):
         kind, size = "file", info.st_size
     else:
-        kind, size = "other", None
-    return {"name": entry.name, "type": kind, "size": size, "modified": _iso(info.st_mtime)}
+        kind = "other"
+    return DirectoryEntry(name=json_safe(entry.name), type=kind, size=size, modified=_iso(info.st_mtime))
 
 
-def list_directory(mount: Mount, path: str, limit: int = MAX_LIST_ENTRIES) -> dict[str, Any]:
+def list_directory(mount: Mount, path: str, limit: int = MAX_LIST_ENTRIES) -> Listing:
     """Folders first, then files, each by name; at most `limit` entries, the rest counted."""
     folder = resolve_inside(mount, path, strict=True)
     if not folder.is_dir():
-        raise MountError(f"{path!r} in mount {mount.name!r} is a file, not a folder")
+        raise MountError(f"'{shown(path)}' in mount {mount.name!r} is a file, not a folder")
     rel = folder.relative_to(mount.host_path).as_posix()
     rel = "" if rel == "." else rel
     try:
         with os.scandir(folder) as it:
             entries = [_entry(e) for e in it]
     except OSError as exc:
-        raise MountError(f"cannot list {path or '/'!r} in mount {mount.name!r}: {exc.strerror or exc}") from None
-    entries.sort(key=lambda e: (e["type"] != "directory", e["name"].lower(), e["name"]))
-    shown = entries[:limit]
-    return {
-        "mountName": mount.name,
-        "path": rel,
-        "pythonPath": f"{mount.guest_path}/{rel}".rstrip("/"),
-        "entries": shown,
-        "total": len(entries),
-        "omitted": len(entries) - len(shown),
-    }
+        raise MountError(f"cannot list '{shown(path or '/')}' in mount {mount.name!r}: {exc.strerror or exc}") from None
+    entries.sort(key=lambda e: (e.type != "directory", e.name.lower(), e.name))
+    kept = entries[:limit]
+    return Listing(
+        mountName=mount.name,
+        path=rel,
+        pythonPath=json_safe(f"{mount.guest_path}/{rel}".rstrip("/")),
+        entries=kept,
+        total=len(entries),
+        omitted=len(entries) - len(kept),
+    )
 
 
-def format_listing(listing: dict[str, Any]) -> str:
-    entries = listing["entries"]
-    files = sum(1 for e in entries if e["type"] == "file")
-    folders = sum(1 for e in entries if e["type"] == "directory")
+def format_listing(listing: Listing) -> str:
+    """The listing as text; every name is escaped, so a file name cannot forge a line."""
+    entries = listing.entries
+    files = sum(1 for e in entries if e.type == "file")
+    folders = sum(1 for e in entries if e.type == "directory")
     lines = [
-        f"{listing['pythonPath']}: {folders} folders, {files} files"
-        + (f" (showing {len(entries)} of {listing['total']} entries)" if listing["omitted"] else "")
+        f"{shown(listing.pythonPath)}: {folders} folders, {files} files"
+        + (f" (showing {len(entries)} of {listing.total} entries)" if listing.omitted else "")
     ]
     if not entries:
         lines.append("(empty)")
     for e in entries:
-        modified = (e["modified"] or "").replace("T", " ").rstrip("Z")[:16]
-        if e["type"] == "directory":
-            lines.append(f"  {e['name']}/  [folder, modified {modified}]")
-        elif e["type"] == "file":
-            lines.append(f"  {e['name']}  [{human_size(e['size'])}, modified {modified}]")
+        modified = (e.modified or "").replace("T", " ").rstrip("Z")[:16]
+        if e.type == "directory":
+            lines.append(f"  {shown(e.name)}/  [folder, modified {modified}]")
+        elif e.type == "file":
+            lines.append(f"  {shown(e.name)}  [{human_size(e.size or 0)}, modified {modified}]")
         else:
-            lines.append(f"  {e['name']}  [{e['type']}]")
-    if listing["omitted"]:
-        lines.append(f"[... {listing['omitted']:,} more entries not shown]")
+            lines.append(f"  {shown(e.name)}  [{e.type}]")
+    if listing.omitted:
+        lines.append(f"[... {listing.omitted:,} more entries not shown]")
     return "\n".join(lines)
 
 
 def read_image(mount: Mount, image_path: str, max_bytes: int) -> tuple[bytes, str, Path]:
     """Return (bytes, MIME type, resolved path), or raise ToolFailure saying what is wrong."""
+    named = f"'{shown(image_path)}'"
     fd, info, path = open_inside(mount, image_path)
     try:
         if info.st_size > max_bytes:
             raise ToolFailure(
-                f"{image_path!r} is {human_size(info.st_size)}, over the image limit of {human_size(max_bytes)}; "
+                f"{named} is {human_size(info.st_size)}, over the image limit of {human_size(max_bytes)}; "
                 "save a smaller image (lower dpi or size) and read that."
             )
         data = read_bounded(fd, max_bytes)
     finally:
         os.close(fd)
     if len(data) > max_bytes:
-        raise ToolFailure(f"{image_path!r} grew past the image limit of {human_size(max_bytes)} while being read")
+        raise ToolFailure(f"{named} grew past the image limit of {human_size(max_bytes)} while being read")
     mime, what = sniff(data[:SNIFF_BYTES])
     if mime is None:
         raise ToolFailure(
-            f"{image_path!r} is not a supported image: it looks like {what}. Supported: PNG, JPEG, GIF, WebP, SVG."
+            f"{named} is not a supported image: it looks like {what}. Supported: PNG, JPEG, GIF, WebP, SVG."
         )
     return data, mime, path
 
@@ -276,20 +269,22 @@ def build_file_tools(mounts: Sequence[Mount], *, max_image_bytes: int = MAX_IMAG
     mounts = tuple(mounts)
 
     async def get_mount_points(args: MountPointsArgs, ctx: CallContext) -> types.CallToolResult:
-        described = [
-            {"name": m.name, "hostPath": str(m.host_path), "pythonPath": m.guest_path, "readOnly": m.read_only}
-            for m in mounts
-        ]
-        if described:
+        described = MountPointsOutput(
+            mounts=[
+                MountInfo(name=m.name, hostPath=str(m.host_path), pythonPath=m.guest_path, readOnly=m.read_only)
+                for m in mounts
+            ]
+        )
+        if described.mounts:
             text = "\n".join(
-                f"{d['name']}: {d['pythonPath']} in Python <- {d['hostPath']} on the host "
-                f"({'read-only' if d['readOnly'] else 'read-write'})"
-                for d in described
+                f"{d.name}: {d.pythonPath} in Python <- {d.hostPath} on the host "
+                f"({'read-only' if d.readOnly else 'read-write'})"
+                for d in described.mounts
             )
         else:
             text = "No folders are mounted (start the server with --mount NAME=PATH or --output-dir PATH)."
         return types.CallToolResult(
-            content=[types.TextContent(type="text", text=text)], structured_content={"mounts": described}
+            content=[types.TextContent(type="text", text=text)], structured_content=described.model_dump(mode="json")
         )
 
     async def list_mounted_directory(args: ListDirectoryArgs, ctx: CallContext) -> types.CallToolResult:
@@ -299,7 +294,8 @@ def build_file_tools(mounts: Sequence[Mount], *, max_image_bytes: int = MAX_IMAG
         except MountError as exc:
             raise ToolFailure(str(exc)) from None
         return types.CallToolResult(
-            content=[types.TextContent(type="text", text=format_listing(listing))], structured_content=listing
+            content=[types.TextContent(type="text", text=format_listing(listing))],
+            structured_content=listing.model_dump(mode="json"),
         )
 
     async def read_image_tool(args: ReadImageArgs, ctx: CallContext) -> types.CallToolResult:
@@ -308,18 +304,18 @@ def build_file_tools(mounts: Sequence[Mount], *, max_image_bytes: int = MAX_IMAG
             data, mime, path = await anyio.to_thread.run_sync(read_image, mount, args.imagePath, max_image_bytes)
         except MountError as exc:
             raise ToolFailure(str(exc)) from None
-        rel = path.relative_to(mount.host_path).as_posix()
+        where = f"{mount.guest_path}/{path.relative_to(mount.host_path).as_posix()}"
         return types.CallToolResult(
             content=[
                 types.ImageContent(type="image", data=base64.b64encode(data).decode("ascii"), mime_type=mime),
-                types.TextContent(type="text", text=f"{mount.guest_path}/{rel}: {mime}, {human_size(len(data))}"),
+                types.TextContent(type="text", text=f"{shown(where)}: {mime}, {human_size(len(data))}"),
             ]
         )
 
     where = ", ".join(f"{m.name} ({m.guest_path})" for m in mounts) or "none configured"
     return [
         ToolSpec(
-            name="pyodide_get-mount-points",
+            name=ToolName.GET_MOUNT_POINTS,
             title="List mounted folders",
             description="List the host folders mounted into Python: each mount's name, its host path, where Python "
             "sees it (/mnt/NAME) and whether it is read-only. Files Python writes under /mnt/output (or another "
@@ -327,10 +323,10 @@ def build_file_tools(mounts: Sequence[Mount], *, max_image_bytes: int = MAX_IMAG
             arguments=MountPointsArgs,
             handler=get_mount_points,
             annotations=_READ_ONLY.model_copy(update={"title": "List mounted folders"}),
-            output_schema=MOUNT_POINTS_SCHEMA,
+            output=MountPointsOutput,
         ),
         ToolSpec(
-            name="pyodide_list-mounted-directory",
+            name=ToolName.LIST_MOUNTED_DIRECTORY,
             title="List a mounted folder",
             description="List the files and folders in a mounted folder (or a sub-folder via `path`), with sizes, "
             f"types and modification times; folders first, then by name. At most {MAX_LIST_ENTRIES:,} entries "
@@ -338,10 +334,10 @@ def build_file_tools(mounts: Sequence[Mount], *, max_image_bytes: int = MAX_IMAG
             arguments=ListDirectoryArgs,
             handler=list_mounted_directory,
             annotations=_READ_ONLY.model_copy(update={"title": "List a mounted folder"}),
-            output_schema=LIST_DIRECTORY_SCHEMA,
+            output=Listing,
         ),
         ToolSpec(
-            name="pyodide_read-image",
+            name=ToolName.READ_IMAGE,
             title="Read an image from a mounted folder",
             description="Return an image file from a mounted folder as an image the model can see, e.g. a plot "
             "saved with plt.savefig('/mnt/output/plot.png'). PNG, JPEG, GIF, WebP and SVG, detected from the "

@@ -1,4 +1,11 @@
-"""A tool as the server sees it: its MCP description, its argument model and its handler."""
+"""A tool as the server sees it: one definition holding everything about it.
+
+A :class:`ToolSpec` is the only place a tool is described: its name (from
+:class:`~mcp_pyodide.tool_names.ToolName`), title, description, argument model,
+output model (the output schema is derived from it), annotations, how the
+policy sees its arguments, and its handler. The dispatcher in `app.py` knows
+nothing about any particular tool.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import MCPPyodideError
 from ..sandbox import Sandbox
+from ..tool_names import ToolName
 
 
 class ToolFailure(MCPPyodideError):
@@ -36,27 +44,57 @@ class CallContext:
         return await self.get_sandbox()
 
 
+PolicyView = Callable[[Any], dict[str, Any]]
+"""Turns a call's validated arguments into what the policy checks (defaults filled, names normalised)."""
+
+
+def plain_arguments(args: BaseModel) -> dict[str, Any]:
+    """The policy's view for most tools: the validated arguments as JSON values."""
+    return args.model_dump(mode="json")
+
+
 @dataclass(frozen=True)
 class ToolSpec:
-    name: str
+    """Everything about one tool; built once per server by the tool's module."""
+
+    name: ToolName
     title: str
     description: str
     arguments: type[BaseModel]
     handler: Handler
     annotations: types.ToolAnnotations
+    output: type[BaseModel] | None = None
+    """The model of `structured_content`; the output schema is derived from it."""
     output_schema: dict[str, Any] | None = None
+    """A hand-written output schema, only for a tool whose output is not (yet) a model."""
+    policy_view: PolicyView = plain_arguments
+
+    def __post_init__(self) -> None:
+        if self.output is not None and self.output_schema is not None:
+            raise ValueError(f"{self.name}: give an output model or a schema, not both")
+
+    def derived_output_schema(self) -> dict[str, Any] | None:
+        if self.output is None:
+            return self.output_schema
+        schema = self.output.model_json_schema(mode="serialization")
+        schema.pop("title", None)
+        return schema
 
     def to_mcp(self) -> types.Tool:
         schema = self.arguments.model_json_schema(by_alias=True)
         schema.pop("title", None)
         return types.Tool(
-            name=self.name,
+            name=self.name.value,
             title=self.title,
             description=self.description,
             input_schema=schema,
-            output_schema=self.output_schema,
+            output_schema=self.derived_output_schema(),
             annotations=self.annotations,
         )
+
+    def policy_arguments(self, args: BaseModel) -> dict[str, Any]:
+        """What the policy sees for this call: exactly the values the handler will use."""
+        return self.policy_view(args)
 
     def parse(self, arguments: dict[str, Any] | None) -> BaseModel:
         """Validate arguments, turning pydantic's report into one readable sentence."""
@@ -66,7 +104,7 @@ class ToolSpec:
             problems = []
             for error in exc.errors():
                 where = ".".join(str(part) for part in error["loc"]) or "arguments"
-                problems.append(f"{where}: {error['msg']}")
+                problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
             raise ToolFailure(f"Invalid arguments for {self.name}: " + "; ".join(problems)) from exc
 
 

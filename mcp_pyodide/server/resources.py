@@ -4,6 +4,14 @@ The URI is the path Python sees, so a model can pass a path printed by its
 code straight to ``resources/read`` (the original TypeScript server used the
 same form). Listing is bounded, never follows symlinks and skips hidden
 files; reading goes through `mounts.open_inside`, like the file tools.
+
+The policy governs resources as if they were one tool named ``resources``
+(`tool_names.RESOURCES`): a policy that hides or denies it means the server
+offers no resources at all; otherwise each ``resources/list`` and
+``resources/read`` is one call to it (conditions, rate limits), with the
+arguments ``{"operation": "list"}`` or ``{"operation": "read", "uri": URI,
+"path": PATH}``. The URI a policy sees is the one that is read: decoded,
+``..`` and symlinks resolved, then written in the form resources/list uses.
 """
 
 from __future__ import annotations
@@ -25,7 +33,11 @@ import anyio
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
 
-from ..mounts import GUEST_ROOT, Mount, MountError, find_mount, open_inside, read_bounded
+from ..escaping import json_safe, shown
+from ..mounts import GUEST_ROOT, Mount, MountError, find_mount, open_inside, read_bounded, resolve_inside
+from ..policy import Decision, Policy, PolicyEngine
+from ..policy.conditions import violation
+from ..tool_names import RESOURCES
 from .files import SNIFF_BYTES, human_size, sniff
 
 log = logging.getLogger("mcp_pyodide.server")
@@ -48,7 +60,8 @@ class FileEntry:
 
 
 def resource_uri(mount: Mount, rel: str) -> str:
-    return f"{URI_PREFIX}{quote(mount.name)}/{quote(rel)}"
+    """Percent-encoded, so no character of a name reaches the model raw (undecodable bytes stay bytes)."""
+    return f"{URI_PREFIX}{quote(mount.name)}/{quote(rel, errors='surrogateescape')}"
 
 
 def walk_files(mounts: Sequence[Mount], budget: int = MAX_SCAN_ENTRIES) -> Iterator[FileEntry]:
@@ -83,6 +96,41 @@ def walk_files(mounts: Sequence[Mount], budget: int = MAX_SCAN_ENTRIES) -> Itera
                     yield FileEntry(mount, rel, info.st_size)
 
 
+# -- the policy's say ------------------------------------------------------------------------
+
+
+def offered_by(policy: Policy) -> bool:
+    """False when the policy hides or denies ``resources`` outright: then none are offered."""
+    if policy.is_hidden(RESOURCES):
+        return False
+    rule = policy.rule_for(RESOURCES)
+    if rule is None:
+        return policy.default == "allow"
+    return rule.action != "deny"
+
+
+def read_arguments(mount: Mount, rel: str) -> dict[str, Any]:
+    """The policy's view of a read of a canonical mount path."""
+    path = json_safe(f"{mount.guest_path}/{rel}".rstrip("/"))
+    return {"operation": "read", "uri": resource_uri(mount, rel), "path": path}
+
+
+def readable(policy: Policy, arguments: dict[str, Any]) -> bool:
+    """Whether the policy's conditions would let this be read (no quota used): for filtering lists."""
+    rule = policy.rule_for(RESOURCES)
+    if rule is None:
+        return True
+    return all(violation(c, arguments) is None for c in (*rule.deny_if, *rule.require))
+
+
+async def resource_decision(engine: PolicyEngine, arguments: dict[str, Any], session_id: str) -> Decision:
+    """Decide one resources request like a tool call; approval cannot be asked for a resource."""
+    decision = await engine.decide(RESOURCES, arguments, session_id)
+    if decision.needs_approval:
+        decision = engine.release(decision, "resources cannot be approved by the user; the policy asks for approval")
+    return decision
+
+
 def guess_type(name: str) -> str | None:
     mime, _ = mimetypes.guess_type(name, strict=False)
     return mime
@@ -112,20 +160,22 @@ class MountResources:
             ]
         )
 
-    def list(self, cursor: str | None = None) -> types.ListResourcesResult:
-        """One page of files; the cursor is the offset of the next page."""
+    def list(self, cursor: str | None = None, policy: Policy | None = None) -> types.ListResourcesResult:
+        """One page of files (only those the policy would let be read); the cursor is the next page's offset."""
         try:
             start = int(cursor) if cursor else 0
         except ValueError:
             raise MCPError(code=types.INVALID_PARAMS, message=f"invalid cursor {cursor!r}") from None
-        files = list(walk_files(self.mounts))
+        files = [
+            f for f in walk_files(self.mounts) if policy is None or readable(policy, read_arguments(f.mount, f.rel))
+        ]
         page = files[start : start + PAGE_SIZE]
         resources = [
             types.Resource(
                 uri=resource_uri(f.mount, f.rel),
-                name=f"{f.mount.name}/{f.rel}",
-                title=f.rel.rsplit("/", 1)[-1],
-                description=f"{f.mount.guest_path}/{f.rel} ({human_size(f.size)})",
+                name=shown(f"{f.mount.name}/{f.rel}"),
+                title=shown(f.rel.rsplit("/", 1)[-1]),
+                description=f"{shown(f'{f.mount.guest_path}/{f.rel}')} ({human_size(f.size)})",
                 mime_type=guess_type(f.rel),
                 size=f.size,
             )
@@ -148,8 +198,8 @@ class MountResources:
                 return types.ResourceLink(
                     type="resource_link",
                     uri=resource_uri(mount, rel),
-                    name=f"{mount.name}/{rel}",
-                    title=resolved.name,
+                    name=shown(f"{mount.name}/{rel}"),
+                    title=shown(resolved.name),
                     mime_type=guess_type(rel),
                     size=size,
                 )
@@ -164,7 +214,7 @@ class MountResources:
             raise MCPError(
                 code=types.INVALID_PARAMS, message=f"not a mount file URI: {uri!r}; expected {URI_PREFIX}NAME/PATH"
             )
-        path = unquote(parts.path)
+        path = unquote(parts.path, errors="surrogateescape")
         root = GUEST_ROOT + "/"
         if not path.startswith(root):
             raise MCPError(code=types.INVALID_PARAMS, message=f"{uri!r} is outside the mounts ({root}NAME/PATH)")
@@ -175,13 +225,33 @@ class MountResources:
             raise MCPError(code=RESOURCE_NOT_FOUND, message=str(exc), data={"uri": uri}) from None
         return mount, rel
 
-    def read(self, uri: str) -> types.ReadResourceResult:
+    def canonical(self, uri: str) -> tuple[Mount, str]:
+        """(mount, path inside it) that a read of `uri` really opens: `..` and symlinks resolved."""
         mount, rel = self.locate(uri)
         try:
-            fd, info, _ = open_inside(mount, rel)
+            resolved = resolve_inside(mount, rel, strict=False)
+        except MountError as exc:
+            raise MCPError(code=types.INVALID_PARAMS, message=str(exc), data={"uri": uri}) from None
+        canonical = resolved.relative_to(mount.host_path).as_posix()
+        return mount, "" if canonical == "." else canonical
+
+    def read_arguments(self, uri: str) -> dict[str, Any]:
+        """What the policy sees for ``resources/read``; pass its ``uri`` to :meth:`read`."""
+        return read_arguments(*self.canonical(uri))
+
+    def read(self, uri: str) -> types.ReadResourceResult:
+        """Read a canonical URI (from :meth:`read_arguments`); refuse one that now leads elsewhere."""
+        mount, rel = self.locate(uri)
+        try:
+            fd, info, opened = open_inside(mount, rel)
         except MountError as exc:
             code = RESOURCE_NOT_FOUND if "does not exist" in str(exc) else types.INVALID_PARAMS
             raise MCPError(code=code, message=str(exc), data={"uri": uri}) from None
+        if opened != mount.host_path / rel:
+            os.close(fd)
+            raise MCPError(
+                code=types.INVALID_PARAMS, message=f"{uri} changed while it was being read", data={"uri": uri}
+            )
         try:
             if info.st_size > self.max_bytes:
                 raise MCPError(

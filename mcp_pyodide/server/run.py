@@ -6,23 +6,43 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 from mcp.server.stdio import stdio_server
 
 from ..config import RuntimeConfig
-from ..mounts import with_output
+from ..mounts import Mount, with_output
 from ..policy import AuditLog, Policy, PolicyEngine, default_policy
 from ..sandbox import Sandbox
 from .app import ServerState, build_server, initialization_options, tool_map
-from .execute import build_execute_tools
+from .execute import LinkMaker, build_execute_tools
 from .files import MAX_IMAGE_BYTES, build_file_tools
+from .notebook_tool import build_notebook_tools
 from .packages import build_package_tools
-from .resources import MountResources
+from .registry import ToolSpec
+from .resources import MountResources, offered_by
 from .sessions import SandboxProvider, SingleSandbox
+from .stdin_guard import answer_bad_lines
 
 log = logging.getLogger("mcp_pyodide.server")
+
+
+def build_tools(
+    config: RuntimeConfig,
+    mounts: Sequence[Mount],
+    *,
+    link_for: LinkMaker | None = None,
+    max_image_bytes: int = MAX_IMAGE_BYTES,
+) -> list[ToolSpec]:
+    """The definition of every tool, one per `ToolName`, for this configuration."""
+    return [
+        *build_execute_tools(config, link_for=link_for),
+        *build_package_tools(),
+        *build_file_tools(mounts, max_image_bytes=max_image_bytes),
+        *build_notebook_tools(config.output_dir, link_for=link_for),
+    ]
 
 
 def make_state(
@@ -36,22 +56,18 @@ def make_state(
 ) -> ServerState:
     sandboxes = provider or SingleSandbox(Sandbox(config=config))
     config = sandboxes.config
+    policy = policy or default_policy()
     mounts = with_output(config.mounts, config.output_dir)
-    shared = MountResources(mounts) if mounts else None
+    # A policy that hides or denies `resources` gets none: no capability, no list, no links.
+    shared = MountResources(mounts) if mounts and resources and offered_by(policy) else None
     link_for = shared.link_for if shared is not None else None
-    tools = tool_map(
-        [
-            *build_execute_tools(config, link_for=link_for),
-            *build_package_tools(),
-            *build_file_tools(mounts, max_image_bytes=max_image_bytes),
-        ]
-    )
+    tools = tool_map(build_tools(config, mounts, link_for=link_for, max_image_bytes=max_image_bytes))
     return ServerState(
         sandboxes=sandboxes,
         tools=tools,
-        engine=PolicyEngine(policy or default_policy()),
+        engine=PolicyEngine(policy),
         audit=AuditLog(audit_log) if audit_log else None,
-        resources=shared if resources else None,
+        resources=shared,
     )
 
 
@@ -73,7 +89,10 @@ async def serve_stdio(state: ServerState) -> None:
 
         group.start_soon(watch_signals)
         try:
-            async with stdio_server() as (read_stream, write_stream):
+            async with (
+                stdio_server() as (raw_read, write_stream),
+                answer_bad_lines(raw_read, write_stream) as read_stream,
+            ):
                 await server.run(read_stream, write_stream, initialization_options(server, state))
         finally:
             group.cancel_scope.cancel()

@@ -47,7 +47,7 @@ class SingleSandbox(SandboxProvider):
         self.config = sandbox.config
 
     def start(self) -> None:
-        self.sandbox.runtime.start()
+        self.sandbox.start_soon()
 
     async def get(self, session_id: str) -> Sandbox:
         return self.sandbox
@@ -102,7 +102,7 @@ class PerSessionSandboxes(SandboxProvider):
                 if len(self._entries) >= self.max_sessions:
                     await self._evict_one()
                 entry = _Entry(Sandbox(config=self.config))
-                entry.sandbox.runtime.start()
+                entry.sandbox.start_soon()
                 self._entries[session_id] = entry
                 log.info("session %s: new interpreter (%d running)", session_id, len(self._entries))
             entry.last_used = time.monotonic()

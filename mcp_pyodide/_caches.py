@@ -1,0 +1,153 @@
+"""Caches kept between runs and shared by every server on the machine: the snapshot and the font list.
+
+Both are written by the broker only, and only from runs no user code took part in:
+- the memory snapshot is taken by a fresh worker right after boot, before the first request runs
+  (worker.mjs `boot()`); its key names everything it was made from, our own code included;
+- matplotlib's font list is built by a one-off runtime the broker starts itself (`build_fonts`),
+  with no mounts, no network and only the broker's code. A user's run never hands one back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._paths import cache_root
+from ._protocol import PROTOCOL_VERSION
+from ._runtime_files import HOST_FILES, PYODIDE_VERSION, lock_digest
+from .netbroker import NetworkPolicy
+
+if TYPE_CHECKING:
+    from .config import RuntimeConfig
+
+log = logging.getLogger("mcp_pyodide.runtime")
+
+GUEST_MODULES = ("mcp_guest_executor", "mcp_guest_figures")
+FONT_LIST = "fontlist.json"
+MAX_FONT_LIST_CHARS = 4_000_000
+
+
+def guest_modules() -> dict[str, str]:
+    """The Python that runs inside the sandbox, read from real .py files in this package."""
+    folder = resources.files("mcp_pyodide.guest")
+    return {name: folder.joinpath(f"{name}.py").read_text(encoding="utf-8") for name in GUEST_MODULES}
+
+
+def code_digest(host_dir: Path) -> str:
+    """What our own runtime code is: the Node scripts, the guest sources and the protocol version."""
+    digest = hashlib.sha256(f"protocol {PROTOCOL_VERSION}\n".encode())
+    for name in sorted(n for n in HOST_FILES if n.endswith(".mjs")):
+        digest.update(name.encode() + b"\0" + (host_dir / name).read_bytes() + b"\0")
+    for name, source in sorted(guest_modules().items()):
+        digest.update(name.encode() + b"\0" + source.encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def snapshot_file(host_dir: Path, node_major: int) -> Path:
+    """A memory image of a freshly booted interpreter: restoring it is ~10x faster than booting.
+
+    The key changes with Pyodide, its npm lock, the Node major version and our own code, so an
+    upgraded server never restores an image made by older code. The Node process may read it,
+    never write it.
+    """
+    key = f"pyodide-{PYODIDE_VERSION}-{lock_digest(host_dir)}-{code_digest(host_dir)}-node{node_major}"
+    return cache_root() / "snapshots" / f"{key}.bin"
+
+
+def save_snapshot(target: Path, raw: bytes) -> None:
+    if target.exists():
+        return
+    try:
+        partial = target.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_bytes(raw)
+        os.replace(partial, target)
+        log.info("saved a %.1f MiB memory snapshot for fast starts: %s", len(raw) / 2**20, target)
+    except OSError as exc:
+        log.warning("could not save the memory snapshot: %s", exc)
+
+
+def mpl_config_dir() -> Path:
+    """matplotlib's font list, kept between runs so only the first figure on a machine pays for it."""
+    return cache_root() / "matplotlib"
+
+
+def font_list_ok(text: str) -> bool:
+    """The shape matplotlib's font list has; a failed build must not be kept."""
+    if len(text) > MAX_FONT_LIST_CHARS:
+        return False
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and "_version" in data and isinstance(data.get("ttflist"), list)
+
+
+def save_font_list(text: str) -> bool:
+    target = mpl_config_dir() / FONT_LIST
+    if target.exists() or not font_list_ok(text):
+        return False
+    partial = target.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, target)
+    except OSError as exc:
+        log.warning("could not keep the matplotlib font cache: %s", exc)
+        return False
+    log.info("built matplotlib's font cache in a clean interpreter: %s", target)
+    return True
+
+
+# Runs in the clean one-off interpreter: no user code, only this.
+_FONT_BUILD_CODE = """
+import glob, os, sys
+import matplotlib, matplotlib.font_manager as _fm
+_paths = [os.path.join(os.path.dirname(_fm.__file__), "fontlist.json")]
+_paths += sorted(glob.glob(os.path.join(matplotlib.get_cachedir(), "fontlist-*.json")))
+for _path in _paths:
+    if os.path.exists(_path):
+        sys.stdout.write(open(_path, encoding="utf-8").read())
+        break
+"""
+
+_font_build: asyncio.Task[None] | None = None
+
+
+def build_fonts_soon(config: RuntimeConfig) -> None:
+    """Start building the font list in a clean runtime, once per process, if no server has one yet."""
+    global _font_build
+    if _font_build is not None or (mpl_config_dir() / FONT_LIST).exists():
+        return
+    _font_build = asyncio.get_running_loop().create_task(build_fonts(config))
+
+
+async def build_fonts(config: RuntimeConfig) -> None:
+    from .runtime import Runtime  # the builder is a runtime of its own
+
+    clean = replace(
+        config,
+        mounts=(),
+        output_dir=None,
+        network=NetworkPolicy(),
+        max_output_chars=MAX_FONT_LIST_CHARS,
+        timeout_ms=300_000,
+    )
+    builder = Runtime(clean, builds_fonts=True)
+    try:
+        loaded = await builder.load_packages(["matplotlib"])
+        if loaded.error:
+            log.warning("could not build the matplotlib font cache: %s", loaded.error)
+            return
+        result, _ = await builder.execute(_FONT_BUILD_CODE)
+        if result.error is not None or not save_font_list(result.stdout):
+            log.warning("the clean interpreter made no usable font cache (%s)", result.error or "bad output")
+    except Exception as exc:  # noqa: BLE001 - a cache we could not build is only slower figures
+        log.warning("could not build the matplotlib font cache: %s", exc)
+    finally:
+        await builder.close()

@@ -1,0 +1,128 @@
+"""How the Node process is started: which Node, which files it may touch, its flags and fences.
+
+Every file grant is decided in `grants()` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import _caches
+from ._isolation import Isolation, child_setup
+from ._isolation import choose as choose_isolation
+from ._node import NodeBinary, find_node
+from ._protocol import PROTOCOL_VERSION, GuestOptions, InitRequest, MountSpec
+from ._runtime_files import RuntimeFiles, ensure_runtime
+from .config import RuntimeConfig
+from .mounts import GUEST_ROOT, OUTPUT_NAME
+from .packages.cache import default_cache_dir
+
+OUTPUT_GUEST_PATH = f"{GUEST_ROOT}/{OUTPUT_NAME}"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything needed to start one Node process for `config`."""
+
+    config: RuntimeConfig
+    node: NodeBinary
+    isolation: Isolation
+    files: RuntimeFiles
+    snapshot_file: Path
+
+    @property
+    def package_cache_dir(self) -> Path:
+        return self.config.package_cache_dir or default_cache_dir()
+
+    def grants(self) -> tuple[list[Path], list[Path]]:
+        """(readable, writable) host paths."""
+        readable = [
+            *self.files.readable_paths(),
+            self.package_cache_dir,
+            self.snapshot_file.parent,
+            _caches.mpl_config_dir(),
+        ]
+        writable: list[Path] = []
+        for mount in self.config.mounts:
+            readable.append(mount.host_path)
+            if not mount.read_only:
+                writable.append(mount.host_path)
+        if self.config.output_dir is not None:
+            writable.append(self.config.output_dir)
+        readable.extend(path for path in writable if path not in readable)
+        return readable, writable
+
+    def command(self) -> list[str]:
+        """The exact command line, with the permission flags that fence Node in."""
+        readable, writable = self.grants()
+        return [
+            self.node.path,
+            self.node.permission_flag,
+            *(f"--allow-fs-read={path}" for path in readable),
+            *(f"--allow-fs-write={path}" for path in writable),
+            "--allow-worker",
+            "--disallow-code-generation-from-strings",
+            # Python lives in wasm memory; a small JS young generation saves 10-20 MiB per process.
+            "--max-semi-space-size=1",
+            "--no-warnings",
+            str(self.files.host_script),
+        ]
+
+    def _child_setup(self) -> Callable[[], None] | None:
+        if not sys.platform.startswith("linux"):
+            return None
+        readable, writable = self.grants()
+        return child_setup(self.isolation, self.node, readable, writable)
+
+    async def spawn(self) -> asyncio.subprocess.Process:
+        self.package_cache_dir.mkdir(parents=True, exist_ok=True)
+        _caches.mpl_config_dir().mkdir(parents=True, exist_ok=True)
+        self.snapshot_file.parent.mkdir(parents=True, exist_ok=True)
+        return await asyncio.create_subprocess_exec(
+            *self.command(),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={},
+            cwd=str(self.files.host_dir),
+            start_new_session=True,
+            preexec_fn=self._child_setup(),
+            limit=2**20,
+        )
+
+    def init_request(self) -> InitRequest:
+        config = self.config
+        use_snapshot = config.use_snapshot
+        mounts = [MountSpec(m.guest_path, str(m.host_path), m.read_only) for m in config.mounts]
+        if config.output_dir is not None:
+            mounts.append(MountSpec(OUTPUT_GUEST_PATH, str(config.output_dir), False))
+        pyodide_dir = self.files.pyodide_dir
+        return InitRequest(
+            protocol_version=PROTOCOL_VERSION,
+            pyodide_dir=str(pyodide_dir) + os.sep,
+            pyodide_module=(pyodide_dir / "pyodide.mjs").as_uri(),
+            package_cache_dir=str(self.package_cache_dir),
+            guest_modules=_caches.guest_modules(),
+            guest_options=GuestOptions(output_dir=OUTPUT_GUEST_PATH if config.output_dir else None),
+            mounts=mounts,
+            mpl_config_dir=str(_caches.mpl_config_dir()),
+            memory_limit_bytes=config.memory_limit_mb * 1024 * 1024,
+            max_output_chars=config.max_output_chars,
+            grace_ms=config.grace_ms,
+            snapshot_path=str(self.snapshot_file) if use_snapshot else None,
+            make_snapshot=use_snapshot and not self.snapshot_file.exists(),
+        )
+
+
+async def prepare(config: RuntimeConfig) -> Launch:
+    """Find Node, choose the isolation level and make sure the runtime files are installed."""
+    node = await asyncio.to_thread(find_node, config.node)
+    isolation = await asyncio.to_thread(choose_isolation, node, config.isolation)
+    files = await asyncio.to_thread(ensure_runtime, node, cache_dir=config.runtime_cache_dir)
+    snapshot = await asyncio.to_thread(_caches.snapshot_file, files.host_dir, node.major)
+    return Launch(config, node, isolation, files, snapshot)

@@ -1,0 +1,77 @@
+"""Answer lines on stdin that are not JSON-RPC instead of dropping them silently.
+
+The MCP SDK's stdio reader turns an unparsable line into an exception on the read stream
+and the dispatcher discards it at debug level: the client waits forever for a reply that
+never comes, and nothing is logged. This sits between the two: it logs the line (bounded)
+and answers with a JSON-RPC error with `"id": null`, as JSON-RPC 2.0 prescribes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from mcp.shared.message import SessionMessage
+from mcp_types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError
+from pydantic import ValidationError
+
+log = logging.getLogger("mcp_pyodide.server")
+MAX_LOGGED_CHARS = 200
+
+
+def describe(exc: Exception) -> tuple[int, str]:
+    """(JSON-RPC error code, short message) for what the reader could not decode."""
+    if isinstance(exc, ValidationError):
+        errors = exc.errors()
+        if errors and errors[0].get("type") == "json_invalid":
+            return PARSE_ERROR, "Parse error: the line is not valid JSON"
+        return INVALID_REQUEST, "Invalid Request: the line is JSON but not a JSON-RPC 2.0 message"
+    return PARSE_ERROR, f"Parse error: {type(exc).__name__}"
+
+
+def error_reply(exc: Exception) -> SessionMessage:
+    code, message = describe(exc)
+    return SessionMessage(JSONRPCError(jsonrpc="2.0", id=None, error=ErrorData(code=code, message=message)))
+
+
+def _input_of(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        for error in exc.errors():
+            value: Any = error.get("input")
+            if value is not None:
+                text = value if isinstance(value, str) else repr(value)
+                return text[:MAX_LOGGED_CHARS] + ("..." if len(text) > MAX_LOGGED_CHARS else "")
+    return ""
+
+
+@asynccontextmanager
+async def answer_bad_lines(
+    read_stream: ObjectReceiveStream[SessionMessage | Exception],
+    write_stream: ObjectSendStream[SessionMessage],
+) -> AsyncIterator[ObjectReceiveStream[SessionMessage | Exception]]:
+    """A read stream like `read_stream` from which undecodable lines were answered and removed."""
+    send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+
+    async def pump() -> None:
+        async with send:
+            async for item in read_stream:
+                if isinstance(item, Exception):
+                    _, message = describe(item)
+                    log.warning("ignored a line on stdin (%s): %r", message, _input_of(item))
+                    try:
+                        await write_stream.send(error_reply(item))
+                    except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                        return
+                    continue
+                await send.send(item)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(pump)
+        try:
+            yield receive
+        finally:
+            group.cancel_scope.cancel()
