@@ -29,7 +29,7 @@ from .netbroker import NetworkPolicy
 from .policy import DEFAULT_POLICY_JSON, PolicyError, explain, load_policy
 from .tool_names import POLICY_NAMES, ToolName
 
-SUBCOMMANDS = ("serve", "policy", "fetch-packages", "install-runtime", "config", "doctor", "run")
+SUBCOMMANDS = ("serve", "policy", "fetch-packages", "install-runtime", "config", "doctor", "run", "token")
 KNOWN_TOOLS = POLICY_NAMES
 
 
@@ -256,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .commands import config as config_command
     from .commands import doctor as doctor_command
     from .commands import run as run_command
+    from .commands import scale
+
+    scale.add_options(serve)
+    scale.add_token_parser(sub)
 
     config_command.add_parser(sub)
     doctor_command.add_parser(sub, add_serve_options)
@@ -306,8 +310,8 @@ def add_transport_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-remote",
         action="store_true",
-        help="HTTP: allow a --host that is not loopback. There is no authentication: anyone who can reach "
-        "the port can run code in the sandbox.",
+        help="HTTP: allow a --host that is not loopback without authentication: anyone who can reach "
+        "the port can run code in the sandbox (not needed with --auth-tokens or --oauth-issuer).",
     )
 
 
@@ -377,6 +381,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _policy(args)
     if args.command == "install-runtime":
         return _install_runtime(args)
+    if args.command == "token":
+        from .commands import scale
+
+        return scale.run_token(args)
     if args.command == "doctor":
         from .commands import doctor
 
@@ -425,6 +433,7 @@ def _install_runtime(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from .commands import scale
     from .server import make_state, serve_stdio
 
     logging.basicConfig(
@@ -435,6 +444,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         config = runtime_config(args)
         policy = load_policy(args.policy) if args.policy else None
+        auth = scale.http_auth(args)
     except PolicyError as exc:
         print(f"mcp-pyodide: {policy_problem(exc)}", file=sys.stderr)
         return 2
@@ -469,7 +479,7 @@ def _serve(args: argparse.Namespace) -> int:
     if http:
         from .server.http import is_loopback
 
-        if not is_loopback(args.host):
+        if not is_loopback(args.host) and auth is None:
             if not args.allow_remote:
                 print(
                     f"mcp-pyodide: refusing to listen on {args.host}, which is not a loopback address: the HTTP "
@@ -496,6 +506,11 @@ def _serve(args: argparse.Namespace) -> int:
         resources=not args.no_resources,
         provider=provider,
     )
+    try:
+        scale.apply_state(state, args.state)
+    except ValueError as exc:
+        print(f"mcp-pyodide: {exc}", file=sys.stderr)
+        return 2
     where = f"Streamable HTTP at http://{args.host}:{args.port}/mcp" if http else "stdio"
     logging.getLogger("mcp_pyodide.server").info(
         "mcp-pyodide %s serving on %s; Node %s at %s; isolation %s; policy: %s",
@@ -518,6 +533,7 @@ def _serve(args: argparse.Namespace) -> int:
                 idle_timeout_s=float(args.idle_timeout),
                 max_connections=max(16, 4 * args.max_sessions),
                 log_level=args.log_level,
+                auth=auth,
             )
             anyio.run(serve)
         else:

@@ -60,6 +60,7 @@ def audit_record(
     record: dict[str, Any] = {
         "time": utc_now_iso(),
         "session": decision.session_id,
+        **({"principal": decision.principal} if decision.principal else {}),
         "tool": decision.tool,
         "decision": decision.kind,
         "rule": decision.rule,

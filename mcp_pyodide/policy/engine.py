@@ -15,8 +15,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from .conditions import violation
-from .model import Policy
+from .model import Limit, Policy, ToolRule
 from .ratelimit import Blocked, Reservation, SlidingWindowLimiter
+from .store import LimitStore, StoreUnavailable
 
 DENIED_PREFIX = "[POLICY DENIED]"
 APPROVAL_PREFIX = "[POLICY APPROVAL REQUIRED]"
@@ -39,7 +40,8 @@ class Decision:
     tool: str = ""
     session_id: str = ""
     retry_after: int | None = None
-    ticket: int | None = field(default=None, repr=False, compare=False)
+    ticket: int | str | None = field(default=None, repr=False, compare=False)
+    principal: str = ""
 
     @property
     def kind(self) -> Literal["allow", "deny", "needs_approval"]:
@@ -49,7 +51,9 @@ class Decision:
         return "allow" if self.allowed else "deny"
 
 
-def _deny(tool: str, session_id: str, rule: str, reason: str, retry: int | None = None) -> Decision:
+def _deny(
+    tool: str, session_id: str, rule: str, reason: str, retry: int | None = None, principal: str = ""
+) -> Decision:
     return Decision(
         allowed=False,
         needs_approval=False,
@@ -59,6 +63,7 @@ def _deny(tool: str, session_id: str, rule: str, reason: str, retry: int | None 
         tool=tool,
         session_id=session_id,
         retry_after=retry,
+        principal=principal,
     )
 
 
@@ -83,9 +88,12 @@ class PolicyEngine:
     elicitation still releases.
     """
 
-    def __init__(self, policy: Policy, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, policy: Policy, clock: Callable[[], float] = time.monotonic, store: LimitStore | None = None
+    ) -> None:
         self._policy = policy
         self._limiter = SlidingWindowLimiter(policy.all_limits(), clock)
+        self._store = store  # None: counts live in this process (the limiter above)
         self._lock = threading.Lock()
         self._tickets = itertools.count(1)
         self._pending: dict[int, Reservation] = {}
@@ -114,53 +122,81 @@ class PolicyEngine:
         """Filter tool names for tools/list, keeping order."""
         return [name for name in tools if self.is_visible(name)]
 
-    async def decide(self, tool: str, arguments: Mapping[str, Any], session_id: str) -> Decision:
+    async def decide(self, tool: str, arguments: Mapping[str, Any], session_id: str, principal: str = "") -> Decision:
         """Decide one call and record its quota if admitted.
 
-        Async for the server's convenience, but it never awaits: check and
-        record happen in one step, so concurrent calls cannot overshoot a limit.
-        ``arguments`` should already have defaults filled in (see docs: a
-        ``require`` on a missing argument fails).
+        With the in-process limiter this never awaits: check and record happen
+        in one step, so concurrent calls cannot overshoot a limit. With a shared
+        store (Redis) the store does the same in one atomic script. ``arguments``
+        should already have defaults filled in (see docs: a ``require`` on a
+        missing argument fails).
         """
-        return self.decide_now(tool, arguments, session_id)
-
-    def decide_now(self, tool: str, arguments: Mapping[str, Any], session_id: str) -> Decision:
-        """Synchronous form of :meth:`decide` (same semantics)."""
-        policy = self._policy
-        if policy.is_hidden(tool):
-            return _deny(tool, session_id, "hide", "tool is hidden by policy")
-        rule = policy.rule_for(tool)
-        if rule is not None and rule.action == "deny":
-            reason = rule.reason or "not allowed by policy"
-            return _deny(tool, session_id, f"{rule.place}.action", f"{reason} (action deny)")
-        if rule is None and policy.default == "deny":
-            return _deny(tool, session_id, "default", "not allowed by policy (default deny)")
-        if rule is not None:
-            for condition in rule.deny_if:
-                problem = violation(condition, arguments)
-                if problem is not None:
-                    return _deny(tool, session_id, condition.place, problem)
-            for condition in rule.require:
-                problem = violation(condition, arguments)
-                if problem is not None:
-                    return _deny(tool, session_id, condition.place, problem)
-
-        limits = policy.all_tools_limits + (rule.limits if rule is not None else ())
-        outcome = self._limiter.try_acquire(limits, session_id)
-        if isinstance(outcome, Blocked):
+        if self._store is None:
+            return self.decide_now(tool, arguments, session_id, principal)
+        checked = self._check(tool, arguments, session_id, principal)
+        if isinstance(checked, Decision):
+            return checked
+        rule, limits = checked
+        if not limits:
+            return self._admit(tool, rule, session_id, principal, None)
+        try:
+            outcome = await self._store.try_acquire(limits, session_id, principal)
+            if isinstance(outcome, Blocked):
+                return self._blocked(tool, session_id, principal, outcome)
+            if rule is not None and rule.action == "require_approval":
+                return self._admit(tool, rule, session_id, principal, await self._store.hold(outcome))
+        except StoreUnavailable as exc:
             return _deny(
-                tool,
-                session_id,
-                outcome.limit.place,
-                _rate_reason(outcome),
-                outcome.retry_seconds,
+                tool, session_id, "state", f"{exc}; limited tools are refused until it answers", None, principal
             )
+        return self._admit(tool, rule, session_id, principal, None)
 
+    def decide_now(self, tool: str, arguments: Mapping[str, Any], session_id: str, principal: str = "") -> Decision:
+        """Synchronous form of :meth:`decide` for the in-process limiter (same semantics)."""
+        if self._store is not None:
+            raise RuntimeError("a policy engine with a shared store decides through `decide`")
+        checked = self._check(tool, arguments, session_id, principal)
+        if isinstance(checked, Decision):
+            return checked
+        rule, limits = checked
+        outcome = self._limiter.try_acquire(limits, session_id, principal)
+        if isinstance(outcome, Blocked):
+            return self._blocked(tool, session_id, principal, outcome)
+        ticket = None
         if rule is not None and rule.action == "require_approval":
-            reason = rule.reason or "this tool needs the user's approval"
             with self._lock:
                 ticket = next(self._tickets)
                 self._pending[ticket] = outcome
+        return self._admit(tool, rule, session_id, principal, ticket)
+
+    def _check(
+        self, tool: str, arguments: Mapping[str, Any], session_id: str, principal: str
+    ) -> Decision | tuple[ToolRule | None, tuple[Limit, ...]]:
+        """Every check before the rate limits: a refusal, or the rule and the limits that apply."""
+        policy = self._policy
+        if policy.is_hidden(tool):
+            return _deny(tool, session_id, "hide", "tool is hidden by policy", None, principal)
+        rule = policy.rule_for(tool)
+        if rule is not None and rule.action == "deny":
+            reason = rule.reason or "not allowed by policy"
+            return _deny(tool, session_id, f"{rule.place}.action", f"{reason} (action deny)", None, principal)
+        if rule is None and policy.default == "deny":
+            return _deny(tool, session_id, "default", "not allowed by policy (default deny)", None, principal)
+        if rule is not None:
+            for condition in (*rule.deny_if, *rule.require):
+                problem = violation(condition, arguments)
+                if problem is not None:
+                    return _deny(tool, session_id, condition.place, problem, None, principal)
+        return rule, tuple(policy.all_tools_limits) + (tuple(rule.limits) if rule is not None else ())
+
+    @staticmethod
+    def _blocked(tool: str, session_id: str, principal: str, outcome: Blocked) -> Decision:
+        return _deny(tool, session_id, outcome.limit.place, _rate_reason(outcome), outcome.retry_seconds, principal)
+
+    @staticmethod
+    def _admit(tool: str, rule: ToolRule | None, session_id: str, principal: str, ticket: int | str | None) -> Decision:
+        if rule is not None and rule.action == "require_approval":
+            reason = rule.reason or "this tool needs the user's approval"
             return Decision(
                 allowed=False,
                 needs_approval=True,
@@ -170,18 +206,29 @@ class PolicyEngine:
                 tool=tool,
                 session_id=session_id,
                 ticket=ticket,
+                principal=principal,
             )
         if rule is not None:
-            return Decision(True, False, rule.place, "allowed by policy", "", tool, session_id)
+            return Decision(True, False, rule.place, "allowed by policy", "", tool, session_id, principal=principal)
         return Decision(
-            True,
-            False,
-            "default",
-            "allowed by policy (default allow)",
-            "",
-            tool,
-            session_id,
+            True, False, "default", "allowed by policy (default allow)", "", tool, session_id, principal=principal
         )
+
+    async def settle(self, decision: Decision, approved: bool, reason: str = "approval declined by user") -> Decision:
+        """Resolve a pending approval either way (works with the in-process limiter and a shared store)."""
+        if self._store is None or not isinstance(decision.ticket, str):
+            return self.commit(decision) if approved else self.release(decision, reason)
+        try:
+            reservation = await self._store.take(decision.ticket)
+            if approved:
+                if reservation is None:
+                    raise ValueError(f"approval for {decision.tool} is no longer pending")
+                return replace(decision, allowed=True, needs_approval=False, reason="approved by user", message="")
+            if reservation is not None:
+                await self._store.release(reservation)
+        except StoreUnavailable as exc:
+            return _deny(decision.tool, decision.session_id, "state", str(exc), None, decision.principal)
+        return _deny(decision.tool, decision.session_id, decision.rule, reason, None, decision.principal)
 
     def commit(self, decision: Decision) -> Decision:
         """The user approved: keep the reserved quota and return an allowed decision.
@@ -191,7 +238,7 @@ class PolicyEngine:
         """
         if decision.allowed and not decision.needs_approval:
             return decision
-        if not decision.needs_approval or decision.ticket is None:
+        if not decision.needs_approval or not isinstance(decision.ticket, int):
             raise ValueError(f"cannot commit a refused call to {decision.tool}")
         with self._lock:
             reservation = self._pending.pop(decision.ticket, None)
@@ -211,9 +258,9 @@ class PolicyEngine:
         Safe to call more than once (later calls change no counts); for a
         decision that was not awaiting approval nothing is released.
         """
-        if decision.ticket is not None:
+        if isinstance(decision.ticket, int):
             with self._lock:
                 reservation = self._pending.pop(decision.ticket, None)
             if reservation is not None:
                 self._limiter.release(reservation)
-        return _deny(decision.tool, decision.session_id, decision.rule, reason)
+        return _deny(decision.tool, decision.session_id, decision.rule, reason, None, decision.principal)

@@ -20,7 +20,7 @@ SWEEP_EVERY = 1000
 """Admitted calls between sweeps of idle session counters."""
 
 CounterKey = tuple[str, str, str]
-"""(counter name, scope, session id or "" for grant scope)."""
+"""(counter name, scope, session id for session scope or the principal for grant scope)."""
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,9 @@ class Blocked:
         return max(1, math.ceil(self.retry_after))
 
 
-def counter_key(limit: Limit, session_id: str) -> CounterKey:
-    """Grant-scope limits share one count server-wide; session-scope ones count per session."""
-    return (limit.counter, limit.scope, session_id if limit.scope == "session" else "")
+def counter_key(limit: Limit, session_id: str, principal: str = "") -> CounterKey:
+    """Grant-scope limits count per credential (one server-wide count without auth); session-scope per session."""
+    return (limit.counter, limit.scope, session_id if limit.scope == "session" else principal)
 
 
 class SlidingWindowLimiter:
@@ -96,20 +96,20 @@ class SlidingWindowLimiter:
         must_leave = len(in_window) - limit.max
         return Blocked(limit, in_window[must_leave] + limit.window - now)
 
-    def try_acquire(self, limits: Sequence[Limit], session_id: str) -> Reservation | Blocked:
+    def try_acquire(self, limits: Sequence[Limit], session_id: str, principal: str = "") -> Reservation | Blocked:
         """Admit and record the call, or report the limit that blocks it the longest."""
         with self._lock:
             now = self._clock()
             worst: Blocked | None = None
             for limit in limits:
-                blocked = self._blocked(limit, self._prune(counter_key(limit, session_id), now), now)
+                blocked = self._blocked(limit, self._prune(counter_key(limit, session_id, principal), now), now)
                 if blocked is None:
                     continue
                 if worst is None or _later(blocked, worst):
                     worst = blocked
             if worst is not None:
                 return worst
-            keys = list(dict.fromkeys(counter_key(limit, session_id) for limit in limits))
+            keys = list(dict.fromkeys(counter_key(limit, session_id, principal) for limit in limits))
             for key in keys:
                 self._calls.setdefault(key, deque()).append(now)
             self._admitted += 1
@@ -131,11 +131,11 @@ class SlidingWindowLimiter:
                 if not calls:
                     del self._calls[key]
 
-    def count(self, limit: Limit, session_id: str = "") -> int:
+    def count(self, limit: Limit, session_id: str = "", principal: str = "") -> int:
         """Calls currently inside ``limit``'s window (for diagnostics and tests)."""
         with self._lock:
             now = self._clock()
-            calls = self._prune(counter_key(limit, session_id), now)
+            calls = self._prune(counter_key(limit, session_id, principal), now)
             return sum(1 for t in calls if now - t < limit.window)
 
 

@@ -28,6 +28,7 @@ from .. import __version__
 from ..errors import MCPPyodideError
 from ..policy import AuditLog, Decision, PolicyEngine, audit_record
 from ..tool_names import ToolName
+from .auth import current_principal
 from .registry import CallContext, ToolFailure, ToolSpec, text_result
 from .resources import MountResources, resource_decision
 from .sessions import SandboxProvider, SingleSandbox
@@ -133,10 +134,10 @@ def build_server(state: ServerState) -> Server[Any]:
             return text_result(str(exc), is_error=True)
         # The tool's definition says what the policy sees: defaults filled in, names normalised.
         policy_args = spec.policy_arguments(args)
-        decision = await state.engine.decide(name, policy_args, session_id)
+        decision = await state.engine.decide(name, policy_args, session_id, current_principal())
         if decision.needs_approval:
             approved, why = await _ask_approval(ctx, _with_summary(decision, policy_args))
-            decision = state.engine.commit(decision) if approved else state.engine.release(decision, why)
+            decision = await state.engine.settle(decision, approved, why)
         if not decision.allowed:
             _audit(state, decision, policy_args, started, "refused")
             return text_result(decision.message, is_error=True)
@@ -173,7 +174,7 @@ def build_server(state: ServerState) -> Server[Any]:
     async def admit_resources(ctx: ServerRequestContext[Any], arguments: dict[str, Any]) -> None:
         """The policy decides resources requests as calls to the `resources` pseudo-tool."""
         started = time.perf_counter()
-        decision = await resource_decision(state.engine, arguments, state.session_id(ctx.session))
+        decision = await resource_decision(state.engine, arguments, state.session_id(ctx.session), current_principal())
         _audit(state, decision, arguments, started, "ok" if decision.allowed else "refused")
         if not decision.allowed:
             raise MCPError(code=types.INVALID_REQUEST, message=decision.message)

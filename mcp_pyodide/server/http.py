@@ -10,6 +10,9 @@ idle timeout) its connection's exit stack releases the interpreter.
 The 2026-07-28 protocol's single-exchange requests carry no session at all
 (every request would be a new "session", a fresh interpreter and fresh quota),
 so they are refused here with a message saying to use the session handshake.
+
+With ``--auth-tokens``/``--oauth-issuer`` (see ``auth.py``) every request must carry a
+verified bearer token, and the SDK binds each MCP session to the principal that opened it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .app import ServerState, build_server
+from .auth import AuthFailureDetail, HttpAuth
 
 log = logging.getLogger("mcp_pyodide.server")
 
@@ -99,15 +103,25 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-def build_app(state: ServerState, *, host: str, idle_timeout_s: float, max_connections: int | None) -> ASGIApp:
+def build_app(
+    state: ServerState,
+    *,
+    host: str,
+    idle_timeout_s: float,
+    max_connections: int | None,
+    auth: HttpAuth | None = None,
+) -> ASGIApp:
     server = build_server(state)
     app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         host=host,
         session_idle_timeout=idle_timeout_s,
         max_sessions=max_connections,
+        auth=auth.sdk_settings() if auth else None,
+        token_verifier=auth.verifier if auth else None,
+        custom_starlette_routes=auth.root_metadata_route() if auth else None,
     )
-    return RefuseSessionless(app)
+    return RefuseSessionless(AuthFailureDetail(app) if auth else app)
 
 
 async def serve_http(
@@ -118,9 +132,10 @@ async def serve_http(
     idle_timeout_s: float = 900.0,
     max_connections: int | None = None,
     log_level: str = "info",
+    auth: HttpAuth | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM/SIGHUP; every interpreter is closed before this returns."""
-    app = build_app(state, host=host, idle_timeout_s=idle_timeout_s, max_connections=max_connections)
+    app = build_app(state, host=host, idle_timeout_s=idle_timeout_s, max_connections=max_connections, auth=auth)
     config = uvicorn.Config(
         app,
         host=host,

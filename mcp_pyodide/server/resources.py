@@ -123,11 +123,14 @@ def readable(policy: Policy, arguments: dict[str, Any]) -> bool:
     return all(violation(c, arguments) is None for c in (*rule.deny_if, *rule.require))
 
 
-async def resource_decision(engine: PolicyEngine, arguments: dict[str, Any], session_id: str) -> Decision:
+async def resource_decision(
+    engine: PolicyEngine, arguments: dict[str, Any], session_id: str, principal: str = ""
+) -> Decision:
     """Decide one resources request like a tool call; approval cannot be asked for a resource."""
-    decision = await engine.decide(RESOURCES, arguments, session_id)
+    decision = await engine.decide(RESOURCES, arguments, session_id, principal)
     if decision.needs_approval:
-        decision = engine.release(decision, "resources cannot be approved by the user; the policy asks for approval")
+        why = "resources cannot be approved by the user; the policy asks for approval"
+        decision = await engine.settle(decision, False, why)
     return decision
 
 

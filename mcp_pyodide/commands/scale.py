@@ -1,0 +1,129 @@
+"""Options for serving past one machine: HTTP authentication and shared state (`--state redis://...`).
+
+All opt-in: without these options the server is exactly what it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("mcp_pyodide.server")
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    group = parser.add_argument_group("authentication (Streamable HTTP)")
+    group.add_argument(
+        "--auth-tokens",
+        type=Path,
+        default=env("MCP_PYODIDE_AUTH_TOKENS") or None,
+        metavar="FILE",
+        help="accept bearer tokens whose sha256 is listed in FILE ('sha256:<hex> <principal>' lines, re-read when "
+        "it changes; add one with `mcp-pyodide token add`) (env MCP_PYODIDE_AUTH_TOKENS)",
+    )
+    group.add_argument(
+        "--oauth-issuer",
+        default=env("MCP_PYODIDE_OAUTH_ISSUER") or None,
+        metavar="URL",
+        help="accept OAuth 2.1 JWT access tokens from this issuer (its `iss`)",
+    )
+    group.add_argument(
+        "--oauth-jwks-url",
+        default=env("MCP_PYODIDE_OAUTH_JWKS_URL") or None,
+        metavar="URL",
+        help="the issuer's JWKS, for checking token signatures (needed with --oauth-issuer)",
+    )
+    group.add_argument(
+        "--oauth-audience",
+        default=env("MCP_PYODIDE_OAUTH_AUDIENCE") or None,
+        metavar="AUD",
+        help="the `aud` a token must carry (default: --resource-url)",
+    )
+    group.add_argument(
+        "--resource-url",
+        default=env("MCP_PYODIDE_RESOURCE_URL") or None,
+        metavar="URL",
+        help="this server's public MCP URL, as clients reach it through any proxy; named in the "
+        "RFC 9728 metadata (default http://HOST:PORT/mcp)",
+    )
+    group.add_argument(
+        "--state",
+        default=env("MCP_PYODIDE_STATE") or None,
+        metavar="URL",
+        help="keep rate-limit windows, pending approvals and the audit stream in Redis (redis://host:6379/0), so "
+        "replicas share one policy; the [redis] extra (env MCP_PYODIDE_STATE)",
+    )
+
+
+def http_auth(args: argparse.Namespace) -> Any:
+    """The configured :class:`~mcp_pyodide.server.auth.HttpAuth`, or None. Raises ValueError for bad options."""
+    from ..server.auth import Authenticator, HttpAuth, JwtVerifier, OAuthSettings, TokenFile
+
+    if args.oauth_jwks_url and not args.oauth_issuer:
+        raise ValueError("--oauth-jwks-url needs --oauth-issuer")
+    if args.auth_tokens is None and args.oauth_issuer is None:
+        return None
+    if args.transport != "streamable-http":
+        raise ValueError("--auth-tokens and --oauth-issuer apply to --transport streamable-http")
+    resource = args.resource_url or f"http://{args.host}:{args.port}/mcp"
+    tokens = None
+    if args.auth_tokens is not None:
+        try:
+            tokens = TokenFile(args.auth_tokens)
+        except OSError as exc:
+            raise ValueError(f"--auth-tokens {args.auth_tokens}: {exc.strerror or exc}") from exc
+    oauth = None
+    if args.oauth_issuer:
+        if not args.oauth_jwks_url:
+            raise ValueError("--oauth-issuer needs --oauth-jwks-url (where the issuer publishes its signing keys)")
+        oauth = JwtVerifier(OAuthSettings(args.oauth_issuer, args.oauth_audience or resource, args.oauth_jwks_url))
+    return HttpAuth(Authenticator(tokens, oauth), resource_url=resource, issuer=args.oauth_issuer)
+
+
+def apply_state(state: Any, url: str | None) -> None:
+    """Point the server's policy engine and audit log at Redis (``--state``); nothing when ``url`` is None."""
+    if not url:
+        return
+    from ..policy import PolicyEngine
+    from ..state.redis_audit import AuditTee
+    from ..state.redis_store import RedisLimitStore, connect, safe_url
+
+    client = connect(url)
+    policy = state.engine.policy
+    state.engine = PolicyEngine(policy, store=RedisLimitStore(client, url, policy.all_limits()))
+    state.audit = AuditTee(state.audit, client)
+    try:
+        import redis
+
+        redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping()
+    except Exception as exc:  # noqa: BLE001 - reported, and served fail-closed until Redis answers
+        log.error("state store %s does not answer (%s): limited tools are refused until it does", safe_url(url), exc)
+
+
+def add_token_parser(sub: Any) -> None:
+    token = sub.add_parser("token", help="manage bearer tokens for Streamable HTTP")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    add = token_sub.add_parser("add", help="mint a token for a principal: prints it once, stores only its sha256")
+    add.add_argument("principal", help="who the token stands for (rate limits with scope grant count per principal)")
+    add.add_argument("--file", type=Path, required=True, help="the token file the server reads (--auth-tokens)")
+
+
+def run_token(args: argparse.Namespace) -> int:
+    from ..server.auth import add_token
+
+    try:
+        token = add_token(args.file, args.principal)
+    except (OSError, ValueError) as exc:
+        print(f"mcp-pyodide: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    print(
+        f"token for {args.principal!r} added to {args.file} (only its hash is stored; it is shown this once)",
+        file=sys.stderr,
+    )
+    return 0

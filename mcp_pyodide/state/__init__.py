@@ -1,0 +1,1 @@
+"""State shared between replicas (``--state redis://...``, the ``[redis]`` extra). Nothing here is used otherwise."""
