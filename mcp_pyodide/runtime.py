@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ class Runtime:
         self._stderr_task: asyncio.Task[None] | None = None
         self._spawns = 0
         self._worker_generation = 0
+        self._network = netbroker.FetchBroker(self.config.network)
         # A snapshot is kept only if this process was asked for one and no user code has run in it.
         self._snapshot_wanted = False
         self._watch_task: asyncio.Task[None] | None = None
@@ -166,9 +167,10 @@ class Runtime:
             raise NetworkDenied(
                 "network access is disabled in the sandbox (the server can allow hosts with --allow-network)"
             )
-        return await netbroker.fetch(policy, request.as_netbroker())
+        return await self._network.fetch(request.as_netbroker())
 
     async def _kill_process(self) -> None:
+        self._network.cancel_all()
         process, self._process = self._process, None
         connection, self._connection = self._connection, None
         if connection is not None:
@@ -263,7 +265,7 @@ class Runtime:
 
         reply: ExecuteReply | None = None
         remote_message = ""
-        async with self._lock:
+        async with self._lock, self._requests_end_with_the_call():
             connection = await self._ensure_process()
             note, self._reset_note = self._reset_note, None
             watchdog = timeout / 1000 + self.config.grace_ms / 1000 + WATCHDOG_SLACK_S
@@ -344,9 +346,17 @@ class Runtime:
         """Changes whenever the interpreter is replaced, so callers can forget what it had loaded."""
         return (self._spawns, self._worker_generation)
 
+    @contextlib.asynccontextmanager
+    async def _requests_end_with_the_call(self) -> AsyncIterator[None]:
+        """Network requests a call started end with it (returned, timed out, crashed or reset)."""
+        try:
+            yield
+        finally:
+            self._network.cancel_all()
+
     async def reset(self) -> ResetReply:
         """Replace the interpreter with a fresh one; all globals are lost."""
-        async with self._lock:
+        async with self._lock, self._requests_end_with_the_call():
             connection = await self._ensure_process()
             self._reset_note = None  # a reset was asked for: nothing to explain
             try:
