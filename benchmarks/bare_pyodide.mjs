@@ -4,7 +4,8 @@
 //
 // Prints JSON lines on stdout:
 //   {"event": "first", ...}  as soon as the first runPython("1+1") has answered
-//   {"event": "done",  ...}  after `calls` more timed runPython("1+1") calls
+//   {"event": "done",  ...}  after `calls` more timed runPython("1+1") calls, then two big
+//                            outputs (100,000 printed lines, one 10 MB line) captured in full
 // All times are milliseconds measured inside this process; RSS is
 // process.memoryUsage().rss (the same number as psutil's rss) after the loop.
 import { pathToFileURL } from "node:url";
@@ -45,5 +46,22 @@ for (let i = 0; i < calls; i++) {
   pyodide.runPython("1+1");
   per_call_ms[i] = performance.now() - a;
 }
-emit({ event: "done", per_call_ms, rss_bytes: process.memoryUsage().rss });
+const rss_bytes = process.memoryUsage().rss;
+
+// Big output, captured the way any host must: a write handler that decodes and keeps the text.
+function timedOutput(code) {
+  const parts = [];
+  const decoder = new TextDecoder();
+  pyodide.setStdout({ write: (bytes) => (parts.push(decoder.decode(bytes, { stream: true })), bytes.length) });
+  const a = performance.now();
+  pyodide.runPython(code);
+  parts.push(decoder.decode());
+  const text = parts.join("");
+  const ms = performance.now() - a;
+  pyodide.setStdout({});
+  return { ms, chars: text.length };
+}
+const print100k = timedOutput("for i in range(100000): print(i)");
+const line10m = timedOutput("print('x' * 10_000_000)");
+emit({ event: "done", per_call_ms, rss_bytes, print100k, line10m });
 process.exit(0);

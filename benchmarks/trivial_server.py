@@ -16,5 +16,11 @@ def echo(code: str) -> str:
     return code
 
 
+@server.tool()
+def size(code: str) -> int:
+    """Return the argument's length (the floor for sending a big cell: nothing big comes back)."""
+    return len(code)
+
+
 if __name__ == "__main__":
     server.run()

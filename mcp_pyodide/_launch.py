@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import _caches
+from . import _caches, _prewarm
 from ._isolation import Isolation, child_setup
 from ._isolation import choose as choose_isolation
 from ._node import NodeBinary, find_node
@@ -116,13 +116,18 @@ class Launch:
             grace_ms=config.grace_ms,
             snapshot_path=str(self.snapshot_file) if use_snapshot else None,
             make_snapshot=use_snapshot and not self.snapshot_file.exists(),
+            spare_interpreter=config.spare_interpreter,
         )
 
 
 async def prepare(config: RuntimeConfig) -> Launch:
     """Find Node, choose the isolation level and make sure the runtime files are installed."""
-    node = await asyncio.to_thread(find_node, config.node)
-    isolation = await asyncio.to_thread(choose_isolation, node, config.isolation)
-    files = await asyncio.to_thread(ensure_runtime, node, cache_dir=config.runtime_cache_dir)
+    probe = _prewarm.done_for(config)
+    if probe is not None:  # the CLI found these while the server imported
+        node, isolation, files = probe.node, probe.isolation, probe.files
+    else:
+        node = await asyncio.to_thread(find_node, config.node)
+        isolation = await asyncio.to_thread(choose_isolation, node, config.isolation)
+        files = await asyncio.to_thread(ensure_runtime, node, cache_dir=config.runtime_cache_dir)
     snapshot = await asyncio.to_thread(_caches.snapshot_file, files.host_dir, node.major)
     return Launch(config, node, isolation, files, snapshot)

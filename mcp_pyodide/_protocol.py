@@ -106,6 +106,7 @@ class InitRequest:
     grace_ms: int
     snapshot_path: str | None
     make_snapshot: bool
+    spare_interpreter: bool = False  # keep a second worker restored ahead, swapped in on reset
 
 
 @dataclass(frozen=True)

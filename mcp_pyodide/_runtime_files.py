@@ -25,7 +25,7 @@ from ._paths import cache_root
 from .errors import SetupError
 
 PYODIDE_VERSION = "0.27.7"
-HOST_FILES = ("host.mjs", "worker.mjs", "protocol.mjs", "package.json", "package-lock.json")
+HOST_FILES = ("host.mjs", "worker.mjs", "protocol.mjs", "scope.mjs", "package.json", "package-lock.json")
 
 
 @dataclass(frozen=True)

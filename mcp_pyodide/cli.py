@@ -141,6 +141,20 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
         help="list saved figures by path and resource link only, without the image data in the result",
     )
     parser.add_argument(
+        "--preload",
+        default=env("MCP_PYODIDE_PRELOAD", ""),
+        metavar="PKG,...",
+        help="Pyodide packages to load in the background after start-up, e.g. numpy,matplotlib "
+        "(matplotlib is also imported, so the first figure is quick; env MCP_PYODIDE_PRELOAD)",
+    )
+    parser.add_argument(
+        "--spare-interpreter",
+        action="store_true",
+        default=env("MCP_PYODIDE_SPARE_INTERPRETER", "") not in ("", "0"),
+        help="keep a second interpreter ready in the background so pyodide_reset (and recovery after a "
+        "timeout or crash) is a swap, not a boot; costs one interpreter's memory (env MCP_PYODIDE_SPARE_INTERPRETER)",
+    )
+    parser.add_argument(
         "--notebook",
         default=env("MCP_PYODIDE_NOTEBOOK") or None,
         metavar="NAME",
@@ -172,6 +186,8 @@ def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
         network=NetworkPolicy.parse(args.allow_network),
         mounts=mounts,
         output_dir=output_dir,
+        preload=tuple(name.strip() for name in args.preload.split(",") if name.strip()),
+        spare_interpreter=args.spare_interpreter,
         notebook=_notebook_name(args.notebook),
     )
 
@@ -434,7 +450,6 @@ def _install_runtime(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from .commands import scale
-    from .server import make_state, serve_stdio
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
@@ -455,15 +470,15 @@ def _serve(args: argparse.Namespace) -> int:
     # without its runtime helps nobody.
     from dataclasses import replace
 
+    from . import _prewarm
     from ._isolation import IsolationUnavailable
-    from ._isolation import choose as choose_isolation
-    from ._node import find_node
-    from ._runtime_files import ensure_runtime
+
+    probe = _prewarm.begin(config)  # Node, isolation and runtime files, found while the server imports
+    from .server import make_state, serve_stdio
 
     try:
-        node = find_node(config.node)
-        isolation = choose_isolation(node, config.isolation)
-        ensure_runtime(node, cache_dir=config.runtime_cache_dir)  # a wheel carries it; a checkout installs it once
+        found = probe.result()  # a wheel carries the runtime; a checkout installs it once (in the probe)
+        node, isolation = found.node, found.isolation
     except (SetupError, IsolationUnavailable) as exc:
         print(f"mcp-pyodide: {exc}", file=sys.stderr)
         return 1

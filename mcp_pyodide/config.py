@@ -34,6 +34,8 @@ class RuntimeConfig:
     use_snapshot: bool = True  # restore a saved memory image instead of booting from scratch
     mounts: tuple[Mount, ...] = ()
     output_dir: Path | None = None
+    preload: tuple[str, ...] = ()  # lock-file packages loaded in the background after start-up
+    spare_interpreter: bool = False  # keep a second interpreter ready so a reset is a swap (costs memory)
     notebook: str | None = None  # a name in output_dir: the session is rewritten there after every call
 
     def __post_init__(self) -> None:
@@ -45,6 +47,8 @@ class RuntimeConfig:
             raise ValueError(f"isolation must be auto, strict or standard, got {self.isolation!r}")
         if self.memory_limit_mb < 64:
             raise ValueError(f"memory_limit_mb must be at least 64, got {self.memory_limit_mb}")
+        if any(not name or not name.strip() for name in self.preload):
+            raise ValueError(f"preload names must not be empty, got {list(self.preload)}")
         names = [mount.name for mount in self.mounts]
         if len(set(names)) != len(names) or OUTPUT_NAME in names:
             raise ValueError(f"mount names must be unique and not {OUTPUT_NAME!r} (use output_dir), got {names}")

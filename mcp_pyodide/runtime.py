@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ class Runtime:
         self._stderr_task: asyncio.Task[None] | None = None
         self._spawns = 0
         self._worker_generation = 0
+        self._network = netbroker.FetchBroker(self.config.network)
         # A snapshot is kept only if this process was asked for one and no user code has run in it.
         self._snapshot_wanted = False
         self._watch_task: asyncio.Task[None] | None = None
@@ -166,9 +167,10 @@ class Runtime:
             raise NetworkDenied(
                 "network access is disabled in the sandbox (the server can allow hosts with --allow-network)"
             )
-        return await netbroker.fetch(policy, request.as_netbroker())
+        return await self._network.fetch(request.as_netbroker())
 
     async def _kill_process(self) -> None:
+        self._network.cancel_all()
         process, self._process = self._process, None
         connection, self._connection = self._connection, None
         if connection is not None:
@@ -251,21 +253,19 @@ class Runtime:
         timeout = timeout_ms or self.config.timeout_ms
         result = Result()
         budget = OutputBudget(self.config.max_output_chars)
+        chunks: dict[str, list[str]] = {"stdout": [], "stderr": []}
 
         def collect(stream: str, text: str) -> None:
             text = budget.take(stream, text)
             if not text:
                 return
-            if stream == "stderr":
-                result.stderr += text
-            else:
-                result.stdout += text
+            chunks["stderr" if stream == "stderr" else "stdout"].append(text)  # joined once, not += per chunk
             if on_output is not None:
                 on_output(stream, text)
 
         reply: ExecuteReply | None = None
         remote_message = ""
-        async with self._lock:
+        async with self._lock, self._requests_end_with_the_call():
             connection = await self._ensure_process()
             note, self._reset_note = self._reset_note, None
             watchdog = timeout / 1000 + self.config.grace_ms / 1000 + WATCHDOG_SLACK_S
@@ -297,6 +297,7 @@ class Runtime:
                     traceback="",
                 )
                 result.duration_ms = (time.perf_counter() - started) * 1000
+        result.stdout, result.stderr = "".join(chunks["stdout"]), "".join(chunks["stderr"])
         if reply is not None:
             self._fill(result, reply, remote_message)
         if note:
@@ -345,9 +346,17 @@ class Runtime:
         """Changes whenever the interpreter is replaced, so callers can forget what it had loaded."""
         return (self._spawns, self._worker_generation)
 
+    @contextlib.asynccontextmanager
+    async def _requests_end_with_the_call(self) -> AsyncIterator[None]:
+        """Network requests a call started end with it (returned, timed out, crashed or reset)."""
+        try:
+            yield
+        finally:
+            self._network.cancel_all()
+
     async def reset(self) -> ResetReply:
         """Replace the interpreter with a fresh one; all globals are lost."""
-        async with self._lock:
+        async with self._lock, self._requests_end_with_the_call():
             connection = await self._ensure_process()
             self._reset_note = None  # a reset was asked for: nothing to explain
             try:

@@ -8,6 +8,7 @@ files written to the output folder. The MCP server is built on this class.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -35,6 +36,10 @@ from .runtime import OutputListener, Runtime
 __all__ = ["PackageOutcome", "Result", "Sandbox", "private_cell"]  # Result and PackageOutcome: see result.py
 
 log = logging.getLogger("mcp_pyodide.sandbox")
+
+# Run after preloading matplotlib: importing pyplot is most of a first figure's cost (font
+# cache, backend). A private cell, so nothing is left in the user's namespace.
+WARM_MATPLOTLIB = "async def main():\n    import matplotlib.pyplot\n"
 
 
 def private_cell(source: str) -> str:
@@ -71,6 +76,7 @@ class Sandbox:
         self._loaded: dict[str, str] = {}
         self._loaded_for: tuple[int, int] | None = None
         self._install_lock = asyncio.Lock()
+        self._preload_task: asyncio.Task[None] | None = None
         self.history = History()  # what this session ran, for export_notebook()
         self._run_lock = asyncio.Lock()
 
@@ -92,11 +98,35 @@ class Sandbox:
             await self.runtime.wait_ready()
 
     def start_soon(self) -> None:
-        """Begin booting in the background and return at once (needs a running event loop)."""
+        """Begin booting (and preloading, if configured) without waiting; needs a running loop."""
         self.runtime.start()
+        if self.config.preload and self._preload_task is None:
+            self._preload_task = asyncio.get_running_loop().create_task(self._preload(self.config.preload))
 
     async def close(self) -> None:
+        if self._preload_task is not None and not self._preload_task.done():
+            self._preload_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._preload_task
         await self.runtime.close()
+
+    async def _preload(self, names: tuple[str, ...]) -> None:
+        """Load `names` one at a time once the runtime is up, so a call that arrives meanwhile
+        waits at most for the package being loaded (calls queued before start-up go first)."""
+        try:
+            await self.runtime.wait_ready()
+            started = time.perf_counter()
+            for name in names:
+                for outcome in await self.install([name]):
+                    if outcome.error:
+                        log.warning("--preload %s: %s", name, outcome.error)
+                if normalize_name(name) == "matplotlib" and "matplotlib" in self._loaded:
+                    await self.runtime.execute(private_cell(WARM_MATPLOTLIB), timeout_ms=300_000)
+            log.info("preloaded %s in %.0f ms", ", ".join(names), (time.perf_counter() - started) * 1000)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - preloading is an optimisation; calls still load on demand
+            log.warning("preloading %s failed: %s", ", ".join(names), exc)
 
     @property
     def mounts(self) -> tuple[Mount, ...]:

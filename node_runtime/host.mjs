@@ -317,9 +317,39 @@ function readSnapshot() {
   }
 }
 
+/**
+ * With `config.spareInterpreter`, a second worker is restored from the snapshot while the
+ * current one is idle, so a reset (or a replacement after a timeout or crash) swaps it in
+ * instead of waiting for a boot. It costs one more interpreter's memory, hence optional.
+ */
+const SPARE_DELAY_MS = 1000; // after start-up or a swap, so the boot does not compete with the next calls
+let spare = null;
+let spareTimer = null;
+
+function prepareSpareSoon() {
+  if (!config?.spareInterpreter) return;
+  clearTimeout(spareTimer);
+  spareTimer = setTimeout(() => {
+    if (spare && !spare.dead) return;
+    const prepared = (spare = new WorkerRuntime());
+    prepared.ready.then(
+      () => log(`spare interpreter ${prepared.generation} ready`),
+      () => {},
+    );
+  }, SPARE_DELAY_MS);
+  spareTimer.unref();
+}
+
+function takeSpare() {
+  const taken = spare && !spare.dead ? spare : null;
+  spare = null;
+  return taken;
+}
+
 function replaceRuntime(why) {
   if (runtime && !runtime.dead) runtime.terminate();
-  runtime = new WorkerRuntime();
+  runtime = takeSpare() ?? new WorkerRuntime();
+  prepareSpareSoon();
   send({ id: null, kind: "event", payload: { event: "restarting", reason: why, generation: runtime.generation } });
   runtime.ready.then(
     (version) => send({ id: null, kind: "event", payload: { event: "ready", version, generation: runtime.generation } }),
@@ -377,6 +407,7 @@ async function handle(message) {
         config = payload;
         runtime = new WorkerRuntime();
         const version = await runtime.ready;
+        prepareSpareSoon();
         send({
           id,
           kind: "result",

@@ -43,6 +43,7 @@ const MAX_FRAME = 256 * 1024 * 1024;
  * @property {number} graceMs
  * @property {string | null} snapshotPath
  * @property {boolean} makeSnapshot
+ * @property {boolean} [spareInterpreter]  keep a second worker restored ahead, swapped in on reset
  *
  * @typedef {{code: string, timeoutMs: number}} ExecuteRequest  kind "execute"; reply ExecuteReply
  * @typedef {{names: string[], timeoutMs: number}} LoadPackagesRequest  kind "load-packages"; reply LoadPackagesReply

@@ -6,7 +6,9 @@
 // interrupt buffer.
 
 import fs from "node:fs";
+import path from "node:path";
 import { parentPort, workerData } from "node:worker_threads";
+import { installScheduling, RunScope } from "./scope.mjs";
 
 const config = workerData;
 const bootStarted = performance.now();
@@ -16,6 +18,13 @@ const interrupt = new Int32Array(config.interruptBuffer);
 
 capWasmMemory(config.memoryLimitBytes);
 shimProcessBinding();
+// No guest code runs between calls: scheduling and entry into Python are run-scoped (scope.mjs),
+// installed before Pyodide loads so that it, too, only ever sees the scoped versions.
+const scope = new RunScope();
+scope.trusted = 1; // booting and setting up: the worker's own code, until the first run
+installScheduling(globalThis, scope);
+let reportCallbackError = () => {};
+scope.onCallbackError = (error) => reportCallbackError(error);
 // A promise user code left rejected (a failed load, a failed fetch) is the user's error, not
 // a reason to end the interpreter: report it to the run in progress, if any.
 process.on("unhandledRejection", (reason) => reportCallbackError(reason));
@@ -51,10 +60,57 @@ function shimProcessBinding() {
   });
 }
 
-/** Per-run capture of one output stream, bounded in characters. */
-class StreamCapture {
-  constructor(runId, stream, maxChars) {
+const POST_CHARS = 256 * 1024; // hand output to the main thread in batches of about this size...
+const POST_MS = 50; // ...and at most this long after the last message (checked on each write)
+
+/**
+ * A run's output on its way to the main thread: one message per batch, not per write. A write
+ * more than POST_MS after the last message goes at once (so `print` before a long step
+ * streams); faster writes are gathered. Python holds the worker while it runs, so a gathered
+ * tail waits for the next write or the end of the run. Both streams share one batch so their
+ * order survives (a write to the other stream posts the batch first).
+ */
+class OutputBatch {
+  constructor(runId) {
     this.runId = runId;
+    this.stream = null;
+    this.parts = [];
+    this.size = 0;
+    this.posted = -Infinity;
+  }
+
+  add(stream, text) {
+    if (stream !== this.stream) this.post();
+    this.stream = stream;
+    this.parts.push(text);
+    this.size += text.length;
+    if (this.size >= POST_CHARS || performance.now() - this.posted >= POST_MS) this.post();
+  }
+
+  post() {
+    if (!this.parts.length) return;
+    this.posted = performance.now();
+    const text = this.parts.length === 1 ? this.parts[0] : this.parts.join("");
+    this.parts = [];
+    this.size = 0;
+    parentPort.postMessage({ type: "output", runId: this.runId, stream: this.stream, text });
+  }
+}
+
+/** UTF-16 length of UTF-8 bytes without decoding them (for counting what the cap cut). */
+function utf16Length(bytes) {
+  let units = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i];
+    if ((b & 0xc0) !== 0x80) units += b >= 0xf0 ? 2 : 1;
+  }
+  return units;
+}
+
+/** Per-run capture of one output stream, bounded in characters; past the cap it only counts. */
+class StreamCapture {
+  constructor(batch, stream, maxChars) {
+    this.batch = batch;
     this.stream = stream;
     this.remaining = maxChars;
     this.cutChars = 0;
@@ -62,67 +118,33 @@ class StreamCapture {
   }
 
   write(bytes) {
-    this.forward(this.decoder.decode(bytes, { stream: true }));
+    if (this.remaining <= 0) this.cutChars += utf16Length(bytes);
+    else this.keep(this.decoder.decode(bytes, { stream: true }));
     return bytes.length;
   }
 
   finish() {
-    this.forward(this.decoder.decode());
+    if (this.remaining > 0) this.keep(this.decoder.decode());
+    this.batch.post();
   }
 
-  forward(text) {
+  keep(text) {
     if (!text) return;
-    if (this.remaining <= 0) {
-      this.cutChars += text.length;
-      return;
-    }
     let kept = text;
     if (text.length > this.remaining) {
       kept = text.slice(0, this.remaining);
       this.cutChars += text.length - kept.length;
     }
     this.remaining -= kept.length;
-    parentPort.postMessage({ type: "output", runId: this.runId, stream: this.stream, text: kept });
+    this.batch.add(this.stream, kept);
   }
 }
 
-/**
- * Timers for Python (`js.setTimeout`, asyncio's event loop) that only fire inside the run
- * that scheduled them, so a callback left behind cannot take over the worker between runs.
- */
-let activeRun = 0;
-let reportCallbackError = () => {};
-function scoped(callback, args = []) {
-  if (typeof callback !== "function") {
-    throw new TypeError("the callback must be a function (strings are not run in the sandbox)");
-  }
-  const owner = activeRun;
-  return () => {
-    if (owner === 0 || owner !== activeRun) {
-      if (typeof callback.destroy === "function") callback.destroy();
-      return;
-    }
-    try {
-      callback(...args);
-    } catch (error) {
-      // An exception in a callback belongs to the run's stderr, not to the worker.
-      reportCallbackError(error);
-    }
-  };
-}
-function runScoped(schedule, cancel) {
-  return {
-    set: (callback, delay, ...args) => schedule(scoped(callback, args), delay),
-    clear: cancel,
-  };
-}
-const timeout = runScoped(setTimeout, clearTimeout);
-const interval = runScoped(setInterval, clearInterval);
 const sandboxGlobals = {
-  setTimeout: timeout.set,
-  clearTimeout: timeout.clear,
-  setInterval: interval.set,
-  clearInterval: interval.clear,
+  setTimeout: globalThis.setTimeout,
+  clearTimeout: globalThis.clearTimeout,
+  setInterval: globalThis.setInterval,
+  clearInterval: globalThis.clearInterval,
   // What pyodide.http.pyfetch needs; fetch itself goes to the broker (see brokerFetch).
   fetch: (...args) => brokerFetch(...args),
   AbortController,
@@ -148,6 +170,13 @@ const bootOptions = {
   },
   args: [],
 };
+// Standard-library modules the guest helpers import, imported before the snapshot is taken so
+// every restored interpreter has them already (about 0.2 s of set-up per start). Nothing else
+// runs before the snapshot; this file is part of the snapshot's key, so a new list makes a new one.
+const SNAPSHOT_IMPORTS =
+  "ast, collections.abc, importlib.abc, importlib.machinery, io, json, linecache, os, secrets, " +
+  "shutil, signal, time, traceback, types, typing";
+
 const pyodide = await boot();
 config.snapshot = null; // 20 MB this worker no longer needs
 
@@ -168,6 +197,7 @@ async function boot() {
   }
   const fresh = await loadPyodide({ ...bootOptions, _makeSnapshot: Boolean(config.makeSnapshot) });
   if (config.makeSnapshot) {
+    fresh.runPython(`import ${SNAPSHOT_IMPORTS}`);
     const snapshot = fresh.makeMemorySnapshot();
     parentPort.postMessage({ type: "snapshot", data: snapshot }, [snapshot.buffer]);
   }
@@ -180,6 +210,11 @@ async function boot() {
 const pendingFetches = new Map();
 let nextFetch = 0;
 globalThis.fetch = brokerFetch;
+
+function abandonFetches() {
+  for (const resolve of pendingFetches.values()) resolve({ error: "the call that made this request ended" });
+  pendingFetches.clear();
+}
 
 async function brokerFetch(input, init = {}) {
   const request = typeof input === "string" || input instanceof URL ? null : input;
@@ -206,8 +241,9 @@ async function brokerFetch(input, init = {}) {
 mountHostFolders();
 capInMemoryFiles(config.memoryLimitBytes);
 lockDownRuntime();
+freezeNodeFs();
 installGuestModules();
-const guest = pyodide.runPython("import mcp_guest_executor\nmcp_guest_executor.GUEST");
+const guest = pyodide.runPython("import mcp_guest_executor\nmcp_guest_executor.install()");
 guest.configure(pyodide.toPy(config.guestOptions ?? {}));
 // Keep our own handles and take the helpers out of user code's easy reach.
 const guestExecute = guest.execute;
@@ -224,6 +260,15 @@ function protectExecutor() {
   restoreIntegrity.__code__ = restoreCode;
   restoreIntegrity(integrityTable);
 }
+// Between calls every Python frame is refused (see scope.mjs): JavaScript calling back into
+// Python then gets an ordinary error instead of running guest code.
+const refuseBetweenCalls = guestModule.refuse_between_calls;
+const refuseCode = refuseBetweenCalls.__code__;
+scope.onBegin = () => settrace(null);
+scope.onEnd = () => {
+  refuseBetweenCalls.__code__ = refuseCode; // a run may have rewritten it
+  settrace(refuseBetweenCalls);
+};
 pyodide.runPython(
   `import sys\nif ${JSON.stringify(GUEST_LIB)} in sys.path: sys.path.remove(${JSON.stringify(GUEST_LIB)})\n` +
     "for _name in ('mcp_guest_executor', 'mcp_guest_figures'): sys.modules.pop(_name, None)\ndel _name",
@@ -235,10 +280,13 @@ function mountHostFolders() {
   const mounts = [...(config.mounts ?? [])];
   // Shared by every session, so read-only here: the broker writes the font cache.
   if (config.mplConfigDir) mounts.push({ guestPath: GUEST_MPLCONFIG, hostPath: config.mplConfigDir, readOnly: true });
+  const roots = new Map();
   for (const mount of mounts) {
     FS.mkdirTree(mount.guestPath);
-    FS.mount(FS.filesystems.NODEFS, { root: mount.hostPath }, mount.guestPath);
+    const top = FS.mount(FS.filesystems.NODEFS, { root: mount.hostPath }, mount.guestPath);
+    roots.set(top.mount, path.resolve(mount.hostPath));
   }
+  fenceMountRoots(roots);
   guardReadOnlyMounts(mounts.filter((m) => m.readOnly).map((m) => m.guestPath));
   watchWrites(new Set(mounts.filter((m) => !m.readOnly).map((m) => m.guestPath)));
 }
@@ -276,6 +324,39 @@ function watchWrites(folders) {
   wrap(NODEFS.stream_ops, "write", (stream) => {
     if (watched(stream.node)) writtenPaths.add(FS.getPath(stream.node));
   });
+}
+
+/**
+ * Keep every NODEFS path inside the host folder its mount was made for. The roots live in this
+ * closure: a guest that rewrites `node.mount.opts.root`, a node's name (`..`) or `node.mount`
+ * gets EPERM, never another host path. The mount objects are frozen as well, so their options
+ * read back as they were set.
+ */
+function fenceMountRoots(roots) {
+  const { FS } = pyodide;
+  const NODEFS = FS.filesystems.NODEFS;
+  const EPERM = pyodide._module.ERRNO_CODES.EPERM;
+  for (const mount of roots.keys()) {
+    Object.freeze(mount.opts);
+    for (const key of ["opts", "type", "mountpoint", "root"]) {
+      Object.defineProperty(mount, key, { value: mount[key], writable: false, configurable: false });
+    }
+  }
+  const joined = NODEFS.realPath;
+  NODEFS.realPath = (node) => {
+    const root = roots.get(node?.mount);
+    const real = root === undefined ? null : path.resolve(joined(node));
+    if (real === null || (real !== root && !real.startsWith(root + path.sep))) throw new FS.ErrnoError(EPERM);
+    return real;
+  };
+}
+
+/** After every wrapper is in place: the guest cannot replace NODEFS's operations or realPath. */
+function freezeNodeFs() {
+  const NODEFS = pyodide.FS.filesystems.NODEFS;
+  Object.freeze(NODEFS.node_ops);
+  Object.freeze(NODEFS.stream_ops);
+  Object.freeze(NODEFS);
 }
 
 /**
@@ -365,28 +446,16 @@ function intercept(ops, name, around) {
 }
 
 /**
- * Close what user code could otherwise reach through `pyodide_js`: new host mounts, the
- * unscoped scheduler asyncio uses, and child processes (which would abort the interpreter).
+ * Close what user code could otherwise reach through `pyodide_js`: new host mounts and child
+ * processes (which would abort the interpreter). Scheduling is run-scoped by scope.mjs.
  */
 function lockDownRuntime() {
   const { FS } = pyodide;
-  const EPERM = pyodide._module.ERRNO_CODES.EPERM;
   const refuseMount = () => {
-    throw new FS.ErrnoError(EPERM);
-  };
-  FS.filesystems.NODEFS.mount = refuseMount;
-  pyodide.mountNodeFS = () => {
     throw new Error("mounting host folders is not allowed in the sandbox");
   };
-  const api = pyodide._api;
-  if (typeof api?.scheduleCallback === "function") {
-    const schedule = api.scheduleCallback.bind(api);
-    api.scheduleCallback = (callback, delay = 0) => schedule(scoped(callback), delay);
-    // asyncio's event loop took its own reference at boot: point it at the scoped one.
-    pyodide.runPython(
-      "import pyodide.webloop as _webloop, pyodide_js\n_webloop.scheduleCallback = pyodide_js._api.scheduleCallback\ndel _webloop",
-    );
-  }
+  FS.filesystems.NODEFS.mount = refuseMount;
+  pyodide.mountNodeFS = refuseMount;
   const realRequire = globalThis.require;
   if (typeof realRequire === "function") {
     const noProcesses = () => {
@@ -416,8 +485,9 @@ function installGuestModules() {
 
 /** Restore everything user code could have changed since the last run. */
 function armRun(runId) {
-  const out = new StreamCapture(runId, "stdout", config.maxOutputChars);
-  const err = new StreamCapture(runId, "stderr", config.maxOutputChars);
+  const batch = new OutputBatch(runId);
+  const out = new StreamCapture(batch, "stdout", config.maxOutputChars);
+  const err = new StreamCapture(batch, "stderr", config.maxOutputChars);
   pyodide.setStdin({ error: true });
   pyodide.setStdout({ write: (bytes) => out.write(bytes) });
   pyodide.setStderr({ write: (bytes) => err.write(bytes) });
@@ -442,7 +512,7 @@ async function run(message) {
     };
     writtenPaths.clear();
     removedPaths.clear();
-    activeRun = message.runId;
+    scope.begin(message.runId); // also runs finalizers that came due between calls
     protectExecutor();
     let reply = guestExecute(message.code);
     if (typeof reply !== "string") {
@@ -466,7 +536,8 @@ async function run(message) {
   } catch (error) {
     if (FATAL.test(String(error?.message ?? error))) fatal = true;
   }
-  activeRun = 0;
+  scope.end();
+  abandonFetches(); // the broker cancels them too; nothing waits for these answers any more
   reportCallbackError = () => {};
   try {
     out?.finish();
@@ -488,6 +559,7 @@ async function run(message) {
 async function loadPackages(message) {
   const logs = [];
   let error = null;
+  scope.begin(message.runId); // a run of its own: callbacks left by earlier calls stay dropped
   try {
     await pyodide.loadPackage(message.names, {
       messageCallback: (text) => logs.push(text),
@@ -497,22 +569,37 @@ async function loadPackages(message) {
   } catch (caught) {
     error = String(caught?.message ?? caught);
   }
+  scope.end();
   const loaded = Object.fromEntries(Object.entries(pyodide.loadedPackages));
   parentPort.postMessage({ type: "loaded", runId: message.runId, outcome: { error, logs, loaded } });
 }
 
-let queue = Promise.resolve();
+// Runs and loads one at a time. A plain loop with native `await` (not promise.then chains,
+// which are run-scoped) so nothing a run leaves behind can hold up the next one.
+const tasks = [];
+let draining = false;
+async function drain() {
+  draining = true;
+  while (tasks.length) await tasks.shift()();
+  draining = false;
+}
+function enqueue(task) {
+  tasks.push(task);
+  if (!draining) void drain();
+}
 parentPort.on("message", (message) => {
   if (message.type === "run") {
-    queue = queue.then(() => run(message));
+    enqueue(() => run(message));
   } else if (message.type === "fetched") {
     // Not queued: a run awaiting this answer is what holds the queue.
     const resolve = pendingFetches.get(message.fetchId);
     pendingFetches.delete(message.fetchId);
     resolve?.(message);
   } else if (message.type === "load") {
-    queue = queue.then(() => loadPackages(message));
+    enqueue(() => loadPackages(message));
   }
 });
 
+scope.trusted = 0; // from here on Python runs only inside a run
+scope.onEnd();
 parentPort.postMessage({ type: "ready", version: pyodide.version, bootMs: performance.now() - bootStarted });

@@ -55,7 +55,8 @@ def test_the_built_wheel_carries_the_node_runtime_and_runs(tmp_path: Path) -> No
         capture_output=True,
         timeout=300,
     )
-    assert (target / "mcp_pyodide" / "node_runtime" / "host.mjs").exists()
+    for script in sorted((REPO / "node_runtime").glob("*.mjs")):
+        assert (target / "mcp_pyodide" / "node_runtime" / script.name).exists(), f"{script.name} is not in the wheel"
     assert (target / "mcp_pyodide" / "node_runtime" / "package-lock.json").exists()
     bundled = target / "mcp_pyodide" / "node_runtime" / "node_modules" / "pyodide"
     assert (bundled / "pyodide.asm.wasm").is_file() and (bundled / ".bundled").is_file()
@@ -105,3 +106,11 @@ def test_an_unreachable_npm_registry_fails_fast_in_one_line(tmp_path: Path) -> N
     assert "npm cannot reach its registry at http://127.0.0.1:9/ (ECONNREFUSED)" in errors[0]
     assert "fix:" in errors[0] and "install-runtime" in errors[0]
     assert not list((tmp_path / "empty" / "node-runtime").glob("*/.installed"))
+
+
+def test_every_runtime_script_is_readable_by_the_node_process() -> None:
+    """Node's permission model grants read access only to HOST_FILES: a new .mjs must be listed."""
+    from mcp_pyodide._runtime_files import HOST_FILES
+
+    scripts = {p.name for p in (REPO / "node_runtime").glob("*.mjs")}
+    assert scripts <= set(HOST_FILES), f"not granted: {sorted(scripts - set(HOST_FILES))}"

@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import ast
 import builtins
+import importlib
 import io as _io
 import json
 import linecache
+import os
 import signal
 import sys
+import tokenize
 import traceback
 import types
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Awaitable, Coroutine
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from .mcp_guest_figures import FigureSaver
 
 CO_COROUTINE = 0x0080
 MAX_REPR_CHARS = 100_000
 MAX_ERROR_CHARS = 100_000
+KEEP_SOURCES = 20  # cells whose source stays in linecache for tracebacks (older ones are dropped)
 
 # Bound once, at import: user code shares this interpreter and may replace the builtins and
 # modules it can reach, but not these references. (A determined user can still patch this
@@ -67,6 +74,18 @@ def _no_host_processes(*args: object, **kwargs: object) -> int:
     raise PermissionError("starting host processes is not allowed in the sandbox")
 
 
+BETWEEN_CALLS = "guest code cannot run between calls (a callback outlived the call that scheduled it)"
+
+
+def refuse_between_calls(frame: types.FrameType, event: str, arg: object) -> None:
+    """The trace function the worker installs between calls: no Python frame may start.
+
+    JavaScript can still try to call back into Python after a call ended (a Pyodide API
+    finishing in the background); each such frame fails with this error before it runs.
+    """
+    raise RuntimeError(BETWEEN_CALLS)
+
+
 class Guest:
     """The sandbox-side executor; one instance per interpreter."""
 
@@ -79,9 +98,7 @@ class Guest:
         """Called once per interpreter with the broker's settings (a dict converted from JS)."""
         opts = dict(options)
         if opts.get("outputDir"):
-            from mcp_guest_figures import FigureSaver
-
-            saver = FigureSaver(str(opts["outputDir"]))
+            saver: FigureSaver = _sibling("mcp_guest_figures").FigureSaver(str(opts["outputDir"]))
             saver.install()
             self.hooks.append(saver)
 
@@ -101,6 +118,7 @@ class Guest:
         filename = f"<cell-{self.cell}>"
         try:
             linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+            linecache.cache.pop(f"<cell-{self.cell - KEEP_SOURCES}>", None)  # bounded: cells are never freed
         except BaseException:  # noqa: BLE001 - only makes tracebacks prettier
             pass
         try:
@@ -124,10 +142,10 @@ class Guest:
         try:
             outcome = _eval(body, self.namespace)
             if is_async(body):
-                await outcome
+                await cast("Awaitable[Any]", outcome)
             value = _eval(last, self.namespace) if last is not None else None
             if last is not None and is_async(last):
-                value = await value
+                value = await cast("Awaitable[Any]", value)
         except BaseException as exc:  # noqa: BLE001
             _settrace(None)
             return self.report_error(exc, filename)
@@ -215,12 +233,28 @@ def compile_cell(source: str, filename: str) -> tuple[types.CodeType, types.Code
     return body, last
 
 
+_LAYOUT_TOKENS = frozenset(
+    {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
+)
+
+
 def ends_with_semicolon(source: str) -> bool:
-    lines = [line for line in source.rstrip().splitlines() if line.strip()]
-    if not lines:
+    """Whether the cell's last token is `;` (read by the tokenizer: `f(';#')` does not end with one)."""
+    last: tokenize.TokenInfo | None = None
+    try:
+        for token in tokenize.generate_tokens(_io.StringIO(source).readline):
+            if token.type not in _LAYOUT_TOKENS:
+                last = token
+    except (tokenize.TokenError, SyntaxError):
         return False
-    last = lines[-1].split("#", 1)[0].rstrip()
-    return last.endswith(";")
+    return last is not None and last.type == tokenize.OP and last.string == ";"
+
+
+def _sibling(name: str) -> Any:
+    """Another guest module: top-level inside the sandbox, in `mcp_pyodide.guest` when tested."""
+    if __package__:
+        return importlib.import_module(f"{__package__}.{name}")
+    return importlib.import_module(name)
 
 
 def safe_str(exc: BaseException) -> str:
@@ -283,8 +317,14 @@ def _restore_integrity(table: tuple[tuple[Any, str, Any], ...]) -> None:
 
 INTEGRITY = _integrity_table()
 
-# Host processes cannot start (the runtime refuses), but say so plainly instead of failing oddly.
-import os as _os  # noqa: E402
 
-_os.system = _no_host_processes  # type: ignore[assignment]
-_os.popen = _no_host_processes  # type: ignore[assignment]
+def install() -> Guest:
+    """Prepare the interpreter for user code and return its executor; the worker calls this once.
+
+    Importing this module changes nothing outside it (so it can be tested in plain CPython);
+    this is where the interpreter-wide changes happen. Host processes cannot start (the
+    runtime refuses), but `os.system` and `os.popen` say so plainly instead of failing oddly.
+    """
+    os.system = _no_host_processes
+    os.popen = _no_host_processes  # type: ignore[assignment]
+    return GUEST

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { PassThrough } from "node:stream";
 import { test } from "node:test";
-import { PROTOCOL_VERSION, encodeFrame, readFrames } from "../../node_runtime/protocol.mjs";
+import { PROTOCOL_VERSION, encodeFrame, readFrames, sendFrame } from "../../node_runtime/protocol.mjs";
 
 test("a frame is a 4-byte big-endian length, then UTF-8 JSON", () => {
   const frame = encodeFrame({ id: 1, kind: "result", payload: { text: "é" } });
@@ -24,4 +24,23 @@ test("frames split across chunks and joined in one chunk are all read, in order"
 
 test("the protocol version is a positive whole number", () => {
   assert.ok(Number.isInteger(PROTOCOL_VERSION) && PROTOCOL_VERSION > 0);
+});
+
+test("an oversized frame is refused before it is buffered", () => {
+  const stream = new PassThrough();
+  const seen = [];
+  readFrames(stream, (m) => seen.push(m), () => {});
+  const head = Buffer.alloc(4);
+  head.writeUInt32BE(512 * 1024 * 1024, 0);
+  assert.throws(() => stream.emit("data", head), /exceeds the limit/);
+  assert.equal(seen.length, 0);
+});
+
+test("sendFrame writes exactly one encoded frame", async () => {
+  const stream = new PassThrough();
+  sendFrame(stream, { id: null, kind: "event", payload: { event: "ready" } });
+  stream.end();
+  const chunks = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  assert.deepEqual(Buffer.concat(chunks), encodeFrame({ id: null, kind: "event", payload: { event: "ready" } }));
 });

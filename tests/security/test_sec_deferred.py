@@ -39,9 +39,8 @@ LEFT_BEHIND = {
     "pyodide_js._api.scheduleCallback(create_proxy(again), 10)",
 }
 
-# Promise reactions are microtasks: nothing can scope them to a run. The guarantee there is
-# weaker, and stated in SECURITY.md: the next call still answers promptly with a correct value,
-# and if the left-behind code had to be stopped by replacing the interpreter, the result says so.
+# Promise reactions left behind: the next call answers promptly with a correct value, and if
+# anything had to be stopped by replacing the interpreter, the result says so (SECURITY.md).
 MICROTASK_HOGS = {
     "promise-then-spin": JS_PRELUDE + SPIN + "pyodide_js._api.bootstrapFinalizedPromise.then(create_proxy(spin))",
     "promise-then-print-chain": JS_PRELUDE
@@ -109,4 +108,134 @@ def test_timer_with_string_callback_during_run(sandbox: Sandbox) -> None:
     assert not after.is_error and sc(after)["result"] == "'kept'", (
         f"a string timer reset the interpreter: {text_of(after)}"
     )
+    sandbox.assert_healthy()
+
+
+# -- Nothing runs between calls: side effects counted on the host after the call returned ---------
+
+SIDE = "/mnt/output/side-effect.txt"
+APPEND = (
+    JS_PRELUDE
+    + "import js\n"
+    + f"def effect(*_):\n    with open({SIDE!r}, 'a') as f:\n        f.write('x')\n"
+    + "proxy = create_proxy(effect)\n"
+)
+NATIVE = JS_PRELUDE + "import js\n" + f"native = pyodide_js.FS.writeFile.bind(None, {SIDE!r}, 'native')\n"
+# Each vector leaves callbacks due 50-400 ms after the call returns (some of them repeating).
+BETWEEN_CALLS = {
+    "setTimeout-python": APPEND + "js.setTimeout(proxy, 150)",
+    "setInterval-python": APPEND + "js.setInterval(proxy, 30)",
+    "setTimeout-native": NATIVE + "js.setTimeout(native, 150)",
+    "setInterval-native": NATIVE + "js.setInterval(native, 30)",
+    "AbortSignal.timeout-listener": APPEND + "js.AbortSignal.timeout(150).addEventListener('abort', proxy)",
+    "AbortSignal.timeout-native": NATIVE + "js.AbortSignal.timeout(150).addEventListener('abort', native)",
+    "AbortSignal.timeout-onabort": APPEND + "s = js.AbortSignal.timeout(150)\ns.onabort = proxy",
+    "emscripten-safeSetTimeout": APPEND + "pyodide_js._module.safeSetTimeout(proxy, 150)",
+    "emscripten-setImmediateWrapped-loop": APPEND
+    + "def again(*_):\n    effect()\n    pyodide_js._module.setImmediateWrapped(create_proxy(again))\n"
+    + "pyodide_js._module.setImmediateWrapped(create_proxy(again))",
+    "scheduleCallback-immediate": APPEND + "pyodide_js._api.scheduleCallback(proxy, 0)",
+    "scheduleCallback-delayed": APPEND + "pyodide_js._api.scheduleCallback(proxy, 150)",
+    "promise-then-python": APPEND + "pyodide_js.loadPackage([]).then(proxy)",
+    "promise-then-native": NATIVE + "pyodide_js.loadPackage([]).then(native)",
+    "promise-finally-python": APPEND + "pyodide_js.loadPackage([]).finally_(proxy)",
+    "promise-catch-python": APPEND + "pyodide_js.loadPackage(['no-such-package-zz']).catch(proxy)",
+    "promise-then-chain": APPEND
+    + "def again(*_):\n    effect()\n    return pyodide_js.loadPackage([]).then(create_proxy(again))\n"
+    + "pyodide_js.loadPackage([]).then(create_proxy(again))",
+    "delayed-promise-then": APPEND + "pyodide_js._api.loadBinaryFile('/no/such/file').then(proxy, proxy)",
+    "pyodide-api-callback-after-return": APPEND
+    + "pyodide_js.loadPackage(['no-such-package-zz'], jsobj(errorCallback=proxy, messageCallback=proxy))",
+    "asyncio-call_later": APPEND + "import asyncio\nasyncio.get_event_loop().call_later(0.15, effect)",
+    "asyncio-task-loop": APPEND
+    + "import asyncio\nasync def forever():\n    while True:\n        effect()\n        await asyncio.sleep(0.03)\n"
+    + "keep = asyncio.ensure_future(forever())",
+    "asyncio-future-callback": APPEND
+    + "import asyncio\nfut = asyncio.get_event_loop().create_future()\nfut.add_done_callback(effect)\n"
+    + "js.setTimeout(create_proxy(lambda: fut.set_result(1)), 100)",
+}
+
+
+@pytest.mark.parametrize("snippet", list(BETWEEN_CALLS.values()), ids=list(BETWEEN_CALLS))
+def test_no_guest_code_runs_between_calls(sandbox: Sandbox, snippet: str) -> None:
+    sb = sandbox
+    side = sb.handle.output_dir / "side-effect.txt"
+    sb.reset()
+    side.unlink(missing_ok=True)
+    first = sb.run(snippet, timeout_ms=5_000)
+    assert not first.is_error, text_of(first)
+    before = side.read_bytes() if side.exists() else b""  # what ran inside the call (if anything)
+    time.sleep(0.8)
+    after = side.read_bytes() if side.exists() else b""
+    assert after == before, f"guest code wrote to the output folder with no call in progress: {after!r}"
+    # Nor inside a later call that gives the event loop plenty of time.
+    later = sb.run("import asyncio\nawait asyncio.sleep(0.5)\n'async-ok'", timeout_ms=5_000)
+    assert not later.is_error and sc(later)["result"] == "'async-ok'", text_of(later)
+    final = side.read_bytes() if side.exists() else b""
+    assert final == before, f"a callback left by an earlier call ran inside a later call: {final!r}"
+    sb.assert_healthy()
+
+
+FORGERS = {
+    "setTimeout": "js.setTimeout(create_proxy(forge), 200)",
+    "scheduleCallback": "pyodide_js._api.scheduleCallback(create_proxy(forge), 200)",
+    "AbortSignal.timeout": "js.AbortSignal.timeout(200).addEventListener('abort', create_proxy(forge))",
+    "asyncio-call_later": "import asyncio\nasyncio.get_event_loop().call_later(0.2, forge)",
+}
+FORGE = (
+    JS_PRELUDE
+    + "import js, builtins, sys\n"
+    + "def forge(*_):\n"
+    + "    builtins.FORGED = True\n"
+    + "    print('FORGED-OUTPUT')\n"
+    + "    ex = sys.modules.get('mcp_guest_executor')\n"
+    + "    import gc\n"
+    + "    for obj in gc.get_objects():\n"
+    + "        if type(obj).__name__ == 'Guest':\n"
+    + "            obj.namespace['_forged_result'] = 'FORGED'\n"
+)
+
+
+@pytest.mark.parametrize("schedule", list(FORGERS.values()), ids=list(FORGERS))
+def test_a_left_behind_callback_cannot_forge_a_later_result(sandbox: Sandbox, schedule: str) -> None:
+    """The callback is due while the next call is running: it must not run there either."""
+    sandbox.reset()
+    first = sandbox.run(FORGE + schedule, timeout_ms=5_000)
+    assert not first.is_error, text_of(first)
+    later = sandbox.run(
+        "import asyncio, builtins\nawait asyncio.sleep(0.8)\n(getattr(builtins, 'FORGED', None), globals().get('_forged_result'))",
+        timeout_ms=5_000,
+    )
+    assert not later.is_error, text_of(later)
+    assert sc(later)["result"] == "(None, None)", f"a callback from an earlier call ran in this one: {text_of(later)}"
+    assert "FORGED" not in sc(later)["stdout"]
+
+
+HOGS = {
+    "setImmediateWrapped-loop": JS_PRELUDE
+    + "def again(*_):\n    pyodide_js._module.setImmediateWrapped(create_proxy(again))\n"
+    + "pyodide_js._module.setImmediateWrapped(create_proxy(again))",
+    "setInterval-native-0ms": JS_PRELUDE
+    + "import js\nfor _ in range(50):\n    js.setInterval(pyodide_js.FS.stat.bind(None, '/'), 0)",
+    "promise-then-chain": JS_PRELUDE
+    + "def again(*_):\n    return pyodide_js.loadPackage([]).then(create_proxy(again))\n"
+    + "pyodide_js.loadPackage([]).then(create_proxy(again))",
+    "asyncio-busy-task": "import asyncio\nasync def busy():\n    while True:\n        await asyncio.sleep(0)\n"
+    "keep = asyncio.ensure_future(busy())",
+}
+
+
+@pytest.mark.parametrize("snippet", list(HOGS.values()), ids=list(HOGS))
+def test_node_is_idle_between_calls(sandbox: Sandbox, snippet: str) -> None:
+    """A background loop left by a call would burn CPU the stall detector never sees."""
+    sandbox.reset()
+    node = sandbox.handle.node_processes()[0]
+    result = sandbox.run(snippet, timeout_ms=5_000)
+    assert not result.is_error, text_of(result)
+    time.sleep(0.3)  # let the call's own tail (output flushing) settle
+    start = node.cpu_times()
+    time.sleep(1.0)
+    end = node.cpu_times()
+    used = (end.user - start.user) + (end.system - start.system)
+    assert used < 0.15, f"the Node process used {used:.2f} s of CPU in 1 s with no call in progress"
     sandbox.assert_healthy()

@@ -61,15 +61,30 @@ def test_host_read_is_refused(sandbox: Sandbox, host: Host, snippet: str) -> Non
 
 
 def test_nodefs_cannot_read_the_runtime_files(sandbox: Sandbox) -> None:
-    """The Node process may read its own scripts and the Pyodide package; user code must not (via NODEFS)."""
-    code = JS_PRELUDE + (
-        "import os\nroot = pyodide_js._api.config.indexURL\n"
-        "os.makedirs('/rt', exist_ok=True)\n"
+    """The Node process may read its own scripts and the Pyodide package; user code must not (via NODEFS).
+
+    Two ways in, each refused for its own reason: a new NODEFS mount is refused outright, and
+    re-rooting the existing output mount at the runtime folder has no effect.
+    """
+    mount_new = JS_PRELUDE + (
+        "import os\nroot = pyodide_js._api.config.indexURL\nos.makedirs('/rt', exist_ok=True)\n"
         "pyodide_js.FS.mount(pyodide_js.FS.filesystems.NODEFS, jsobj(root=str(root)), '/rt')\n"
-        "sorted(os.listdir('/rt'))[:5], open('/rt/package.json').read()[:60]"
+        "sorted(os.listdir('/rt'))[:5]"
     )
-    result = sandbox.run(code)
-    assert result.is_error, f"user code mounted and read the runtime's host folder: {text_of(result)}"
+    result = sandbox.run(mount_new)
+    assert result.is_error and "mounting host folders is not allowed" in text_of(result), text_of(result)
+    reroot = JS_PRELUDE + (
+        "import os\nroot = str(pyodide_js._api.config.indexURL)\n"
+        "mount = pyodide_js.FS.lookupPath('/mnt/output').node.mount\n"
+        "try:\n    mount.opts.root = root\nexcept Exception:\n    pass\n"
+        "(str(mount.opts.root), sorted(os.listdir('/mnt/output')))"
+    )
+    listed = sandbox.run(reroot)
+    assert not listed.is_error, text_of(listed)
+    host_output = sandbox.handle.output_dir
+    expected = (str(host_output), sorted(p.name for p in host_output.iterdir()))
+    assert sc(listed)["result"] == repr(expected), f"the output mount was re-rooted: {text_of(listed)}"
+    assert "pyodide.asm.wasm" not in text_of(listed)
     sandbox.assert_healthy()
 
 

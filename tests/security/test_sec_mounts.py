@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import tempfile
 from pathlib import Path
 
 import pytest
-from sec_support import Sandbox, text_of
+from sec_support import JS_PRELUDE, Sandbox, text_of
 
 RO = Path(tempfile.mkdtemp(prefix="mcp-sec-ro-"))
 RW = Path(tempfile.mkdtemp(prefix="mcp-sec-rw-"))
@@ -64,3 +65,48 @@ def test_read_write_mount_works_for_honest_code(sandbox: Sandbox) -> None:
     assert not result.is_error, text_of(result)
     assert sc(result)["result"] == "'read-only content'"
     assert (RW / "ok.txt").read_text() == "fine"
+
+
+# -- Mount roots cannot be changed from inside -------------------------------------------------------
+# Each vector tries to point an existing mount (or one of its nodes) at the runtime's own host
+# folder, which the Node process may read; the guest must see neither its files nor a changed root.
+
+REROOT_PRELUDE = (
+    JS_PRELUDE
+    + "import os\nFS = pyodide_js.FS\nruntime = str(pyodide_js._api.config.indexURL)\n"
+    + "os.makedirs('/mnt/rw/sub', exist_ok=True)\n"
+    + "top = FS.lookupPath('/mnt/rw').node\nsub = FS.lookupPath('/mnt/rw/sub').node\n"
+    + "def attempt(action):\n    try:\n        action()\n    except Exception as exc:\n        print('refused:', type(exc).__name__)\n"
+    + "def seen(path):\n    try:\n        return sorted(os.listdir(path))\n    except OSError as exc:\n        return f'OSError {exc.errno}'\n"
+)
+REROOTS = {
+    "opts-root-assigned": "def act():\n    top.mount.opts.root = runtime\nattempt(act)",
+    "opts-replaced": "def act():\n    top.mount.opts = jsobj(root=runtime)\nattempt(act)",
+    "opts-defineProperty": "def act():\n    js_Object = pyodide_js.FS.filesystems.constructor\n"
+    "    js_Object.defineProperty(top.mount.opts, 'root', jsobj(value=runtime))\nattempt(act)",
+    "node-mount-swapped": "def act():\n    sub.mount = jsobj(opts=jsobj(root=runtime), mountpoint='/mnt/rw')\nattempt(act)",
+    "node-name-dotdot": "def act():\n    sub.name = '../' * 12 + runtime.strip('/')\nattempt(act)",
+    "node-parent-loop": "def act():\n    sub.parent = sub\nattempt(act)",
+    "realPath-replaced": "def act():\n    FS.filesystems.NODEFS.realPath = create_proxy(lambda node: runtime)\nattempt(act)",
+    "node_ops-readdir-replaced": "def act():\n    FS.filesystems.NODEFS.node_ops.readdir = create_proxy(lambda node: ['pyodide.asm.wasm'])\nattempt(act)",
+}
+RUNTIME_TELLS = ("pyodide.asm.wasm", "pyodide-lock.json", "python_stdlib.zip", "pyodide.mjs")
+
+
+@pytest.mark.parametrize("attack", list(REROOTS.values()), ids=list(REROOTS))
+def test_a_mount_cannot_be_rerooted_from_inside(sandbox: Sandbox, attack: str) -> None:
+    sandbox.reset()  # a vector may damage its own interpreter's view of the mount (EPERM from then on)
+    (RW / "here.txt").write_text("rw content")
+    code = REROOT_PRELUDE + attack + "\n(seen('/mnt/rw'), seen('/mnt/rw/sub'), str(top.mount.opts.root))"
+    result = sandbox.run(code)
+    text = text_of(result)
+    assert not any(tell in text for tell in RUNTIME_TELLS), f"the guest listed the runtime's host folder: {text}"
+    assert not result.is_error, text
+    listed, sub_listed, root = ast.literal_eval(sc(result)["result"])
+    # The real reason the runtime stays unread: the root did not change, and the mount still shows the host folder.
+    assert root == str(RW), f"the mount's root reads back as {root!r}"
+    assert listed == sorted(p.name for p in RW.iterdir()), f"/mnt/rw no longer shows its host folder: {listed}"
+    assert sub_listed == [] or str(sub_listed).startswith("OSError"), sub_listed
+    after = sandbox.run("import os\nsorted(os.listdir('/mnt/rw')), open('/mnt/ro/keep.txt').read()")
+    assert sc(after)["result"] == repr((sorted(p.name for p in RW.iterdir()), "read-only content"))
+    sandbox.assert_healthy()

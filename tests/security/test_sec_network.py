@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
 import pytest
-from sec_support import JS_PRELUDE, Host, Sandbox, text_of
+from sec_support import ALLOW_ALL, JS_PRELUDE, Host, Sandbox, ServerHandle, sc, text_of
+from slow_http import SlowServer
 
 VECTORS = {
     "socket-connect": "import socket\ns = socket.socket()\ns.settimeout(2)\ns.connect(('127.0.0.1', {port}))\n"
@@ -39,3 +43,87 @@ def test_network_is_unreachable(sandbox: Sandbox, host: Host, snippet: str) -> N
     assert result.is_error, f"expected the network call to fail: {text}"
     assert host.listener.connections == 0
     sandbox.assert_healthy()
+
+
+# -- With --allow-network: a flood of requests to a slow allowed host stays bounded ----------------
+
+SLOW_DELAY_S = 8.0
+
+
+@pytest.fixture(scope="module")
+def slow_host() -> Iterator[SlowServer]:
+    server = SlowServer(delay_s=SLOW_DELAY_S)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def networked(slow_host: SlowServer) -> Iterator[ServerHandle]:
+    handle = ServerHandle("--policy", ALLOW_ALL, "--allow-network", f"127.0.0.1:{slow_host.port}").start()
+    yield handle
+    handle.close()
+
+
+def flood(url: str, count: int, then: str) -> str:
+    return f"import js, asyncio\npending = [js.fetch('{url}/f' + str(i)) for i in range({count})]\n{then}"
+
+
+def host_tool_latency(handle: ServerHandle) -> float:
+    started = time.monotonic()
+    result = handle.call("pyodide_list-mounted-directory", {"mountName": "output"}, timeout=30)
+    assert not result.is_error, text_of(result)
+    return time.monotonic() - started
+
+
+def test_a_fetch_flood_is_bounded_and_the_server_stays_responsive(
+    networked: ServerHandle, slow_host: SlowServer
+) -> None:
+    server = networked.server_process()
+    networked.execute("1")
+    rss_before = server.memory_info().rss
+    baseline = max(host_tool_latency(networked) for _ in range(3))
+    call = networked.run_async_call(
+        "pyodide_execute", {"code": flood(slow_host.url, 200, "await asyncio.sleep(3)\n'flooded'"), "timeout": 20_000}
+    )
+    deadline = time.monotonic() + 10
+    while slow_host.active < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    latencies = [host_tool_latency(networked) for _ in range(5)]
+    rss_during = server.memory_info().rss
+    result = call.result(60)
+    assert not result.is_error, text_of(result)
+    assert slow_host.peak <= 8, f"{slow_host.peak} upstream connections were open at once"
+    assert max(latencies) < baseline + 0.5, f"a host-side tool waited {max(latencies):.2f} s during the flood"
+    grown = (rss_during - rss_before) / 2**20
+    assert grown < 40, f"the server grew by {grown:.0f} MiB during the flood"
+    assert slow_host.wait_idle(3.0), f"{slow_host.active} upstream requests outlived the call that made them"
+
+
+def test_requests_end_when_their_call_returns(networked: ServerHandle, slow_host: SlowServer) -> None:
+    result = networked.execute(flood(slow_host.url, 20, "'returned at once'"))
+    assert not result.is_error, text_of(result)
+    assert slow_host.wait_idle(3.0), f"{slow_host.active} upstream requests outlived their call"
+
+
+def test_requests_end_when_their_call_times_out(networked: ServerHandle, slow_host: SlowServer) -> None:
+    code = flood(
+        slow_host.url, 20, "import time\nt = time.time()\nwhile time.time() - t < 30:\n    await asyncio.sleep(0.05)"
+    )
+    result = networked.execute(code, timeout_ms=1_500)
+    assert result.is_error and "timed out" in text_of(result), text_of(result)
+    assert slow_host.wait_idle(3.0), f"{slow_host.active} upstream requests outlived a timed-out call"
+    after = networked.execute("'next call fine'")
+    assert not after.is_error and "next call fine" in text_of(after)
+
+
+def test_requests_beyond_the_queue_fail_with_a_clear_error(networked: ServerHandle, slow_host: SlowServer) -> None:
+    code = flood(
+        slow_host.url,
+        60,
+        "done, _ = await asyncio.wait([asyncio.ensure_future(p) for p in pending], timeout=2)\n"
+        "len(done), sorted({str(f.exception()).split(' failed: ')[-1] for f in done})",
+    )
+    result = networked.execute(code.replace(f"{slow_host.url}/f", f"{slow_host.url}/q"), timeout_ms=30_000)
+    assert not result.is_error, text_of(result)
+    assert "too many network requests at once" in text_of(result)
+    assert sc(result)["result"].startswith("(20, "), "exactly the requests beyond 8 running and 32 waiting fail"

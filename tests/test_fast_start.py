@@ -1,0 +1,45 @@
+"""The first start on a machine saves a memory snapshot; later starts restore it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from support import ALLOW_ALL, ServerHandle
+
+from mcp_pyodide._paths import cache_root
+
+
+def wait_for_log(handle: ServerHandle, needle: str, timeout_s: float = 120.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = handle.stderr_text()
+        if needle in text:
+            return text
+        time.sleep(0.05)
+    raise AssertionError(f"{needle!r} never appeared:\n{handle.stderr_text()[-2000:]}")
+
+
+def test_first_start_saves_a_snapshot_with_the_guest_imports_that_the_next_start_restores(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    shutil.copytree(cache_root() / "node-runtime", root / "node-runtime", symlinks=True)
+    env = {**os.environ, "MCP_PYODIDE_CACHE_ROOT": str(root)}
+    first = ServerHandle("--policy", str(ALLOW_ALL), env=env).start()
+    try:
+        result = first.execute("import json, ast\n1+1")
+        assert result.structured_content["result"] == "2"  # type: ignore[index]
+        log = wait_for_log(first, "memory snapshot for fast starts")
+        assert "booted from scratch" in log
+    finally:
+        first.close()
+    snapshots = list((root / "snapshots").glob("*.bin"))
+    assert len(snapshots) == 1 and snapshots[0].stat().st_size > 1_000_000
+    second = ServerHandle("--policy", str(ALLOW_ALL), env=env).start()
+    try:
+        assert second.execute("x = 20\nx * 2 + 2").structured_content["result"] == "42"  # type: ignore[index]
+        assert "booted from snapshot" in second.stderr_text()
+        assert "snapshot unusable" not in second.stderr_text()
+    finally:
+        second.close()
