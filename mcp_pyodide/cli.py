@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import anyio
 
@@ -28,6 +28,9 @@ from .mounts import ENV_SEPARATOR, Mount, MountError, build_mounts, output_mount
 from .netbroker import NetworkPolicy
 from .policy import DEFAULT_POLICY_JSON, PolicyError, explain, load_policy
 from .tool_names import POLICY_NAMES, ToolName
+
+if TYPE_CHECKING:
+    from .server.sessions import SessionSandboxes
 
 SUBCOMMANDS = ("serve", "policy", "fetch-packages", "install-runtime", "config", "doctor", "run", "token")
 KNOWN_TOOLS = POLICY_NAMES
@@ -295,6 +298,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def session_provider(args: argparse.Namespace, config: RuntimeConfig) -> SessionSandboxes:
+    """Interpreters by session, bounded by --max-sessions and --idle-timeout on either transport (stdio also
+    keeps its one default interpreter)."""
+    from .sandbox import Sandbox
+    from .server.sessions import SessionSandboxes
+
+    default = None if args.transport == "streamable-http" else Sandbox(config=config)
+    return SessionSandboxes(
+        default.config if default is not None else config,
+        max_sessions=args.max_sessions,
+        idle_timeout_s=float(args.idle_timeout),
+        default=default,
+    )
+
+
 def add_transport_options(parser: argparse.ArgumentParser) -> None:
     from .server.http import DEFAULT_HOST, DEFAULT_PORT
 
@@ -313,15 +331,16 @@ def add_transport_options(parser: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=4,
         metavar="N",
-        help="HTTP: interpreters kept at once, one per MCP session; the least recently used idle one "
-        "makes room for a new session (default 4)",
+        help="interpreters kept at once for session handles (HTTP: one per MCP session; stdio: beside the "
+        'default one, for `"session": "new"`); the least recently used idle one makes room (default 4)',
     )
     parser.add_argument(
         "--idle-timeout",
         type=_positive_int,
         default=900,
         metavar="SECONDS",
-        help="HTTP: end a session and its interpreter after this long without a request (default 900)",
+        help="end a session handle and its interpreter after this long without a call (HTTP: also the MCP "
+        "session; stdio: not the default interpreter) (default 900)",
     )
     parser.add_argument(
         "--allow-remote",
@@ -508,11 +527,7 @@ def _serve(args: argparse.Namespace) -> int:
                 args.host,
                 args.port,
             )
-    provider = None
-    if http:
-        from .server.sessions import PerSessionSandboxes
-
-        provider = PerSessionSandboxes(config, max_sessions=args.max_sessions, idle_timeout_s=float(args.idle_timeout))
+    provider = session_provider(args, config)
     state = make_state(
         config,
         policy=policy,

@@ -1,4 +1,4 @@
-"""The approval round trip, fast: one `admit` for every caller, 2026-07-28 pending approvals, handles.
+"""The approval round trip, fast: one `admit` for every caller, 2026-07-28 pending approvals.
 
 A fake clock stands in for time; the end-to-end proof is in test_protocol_eras.py.
 """
@@ -16,7 +16,6 @@ import pytest
 from mcp_pyodide.policy import PolicyEngine, parse_policy
 from mcp_pyodide.policy.admit import MAX_PROMPT_CHARS, admit, approval_prompt
 from mcp_pyodide.server.approval import APPROVAL_KEY, PendingApprovals, binding
-from mcp_pyodide.server.handles import InMemoryHandles
 
 TOOL = "pyodide_execute"
 POLICY = {
@@ -192,18 +191,6 @@ def test_input_required_needs_an_elicitation_capable_client(engine: PolicyEngine
     refused = approvals.ask(_ctx(elicitation=False), engine.decide_now(TOOL, {"code": "1"}, "s"), {}, "b", "sid")
     assert not isinstance(refused, types.InputRequiredResult)
     assert "no elicitation support" in refused.message and quota_used(engine) == 0
-
-
-def test_handles_are_unguessable_expire_when_idle_and_are_bounded(clock: FakeClock) -> None:
-    handles = InMemoryHandles(60, clock=clock, max_handles=3)
-    first = handles.mint()
-    assert len(first.id) >= 32 and first.label not in first.id
-    assert handles.lookup(first.id) is first and handles.lookup(first.id[:-1] + "x") is None
-    clock.now += 61
-    assert handles.lookup(first.id) is None
-    kept = [handles.mint() for _ in range(4)]
-    assert handles.lookup(kept[0].id) is None and all(handles.lookup(h.id) for h in kept[1:])
-    assert len({h.id for h in kept}) == 4
 
 
 def test_approval_prompt_shows_other_arguments_as_json(engine: PolicyEngine) -> None:

@@ -149,37 +149,3 @@ def test_three_replicas_enforce_one_limit_exactly_and_fail_closed_without_redis(
             replica.stop()
     for replica in replicas:
         assert "Traceback" not in replica.log_text()
-
-
-def test_handles_in_redis_answer_only_their_principal_on_every_replica_and_expire(redis_server: RedisServer) -> None:
-    from mcp_pyodide.policy.store import StoreUnavailable
-    from mcp_pyodide.state.handles import MemoryHandles, RedisHandles
-
-    def registry(idle: float) -> RedisHandles:
-        client = redis_connect(redis_server.url)
-        return RedisHandles(RedisLimitStore(client, redis_server.url, ()), client, idle)
-
-    async def scenario() -> None:
-        a, b = registry(60), registry(60)  # two replicas
-        handle = await a.create("alice")
-        assert await b.resolve(handle, "alice")  # found through the other replica
-        assert not await b.resolve(handle, "bob")  # another principal's handle: unknown
-        assert not await b.resolve("ps_" + "A" * 32, "alice")  # a guessed one too
-        short = registry(0.2)
-        brief = await short.create("alice")
-        await asyncio.sleep(0.5)
-        assert not await short.resolve(brief, "alice")  # expired after its idle time
-        await a.drop(handle)
-        assert not await b.resolve(handle, "alice")
-        redis_server.stop()
-        with pytest.raises(StoreUnavailable, match="is unreachable"):
-            await a.create("alice")  # no handle without the store, never a local one that other replicas lack
-
-        clock = [0.0]
-        memory = MemoryHandles(10, clock=lambda: clock[0])
-        kept = await memory.create("alice")
-        assert await memory.resolve(kept, "alice") and not await memory.resolve(kept, "bob")
-        clock[0] = 11
-        assert not await memory.resolve(kept, "alice")
-
-    asyncio.run(scenario())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,31 +26,40 @@ def state(default: Any = None) -> ServerState:
     return ServerState(sandboxes=provider, tools={}, engine=PolicyEngine(default_policy()))
 
 
+def resolve(state: ServerState, requested: str | None, connection: Any, modern: bool, who: str = "") -> Any:
+    handle, report = asyncio.run(state.resolve_session(requested, connection, modern, who))
+    return handle.id, handle.label, report
+
+
 def test_stdio_calls_without_a_handle_use_the_one_interpreter_and_new_mints_one() -> None:
     stdio = state(default=object())
-    assert stdio.resolve_session(None, object(), modern=True) == (DEFAULT_SESSION, DEFAULT_SESSION, None)
-    assert stdio.resolve_session(None, object(), modern=False)[0] == DEFAULT_SESSION
-    session_id, label, report = stdio.resolve_session("new", object(), modern=True)
+    assert resolve(stdio, None, object(), modern=True) == (DEFAULT_SESSION, DEFAULT_SESSION, None)
+    assert resolve(stdio, None, object(), modern=False)[0] == DEFAULT_SESSION
+    session_id, label, report = resolve(stdio, "new", object(), modern=True)
     assert report == session_id and label != session_id
-    assert stdio.resolve_session(session_id, object(), modern=True)[0] == session_id
+    assert resolve(stdio, session_id, object(), modern=True)[0] == session_id
 
 
 def test_http_without_a_handle_modern_gets_a_new_session_legacy_keeps_its_connections() -> None:
     http = state()
-    first = http.resolve_session(None, SimpleNamespace(), modern=True)
-    second = http.resolve_session(None, SimpleNamespace(), modern=True)
+    first = resolve(http, None, SimpleNamespace(), modern=True)
+    second = resolve(http, None, SimpleNamespace(), modern=True)
     assert first[0] != second[0] and first[2] == first[0]
     connection = SimpleNamespace(_connection=Connection())
-    mine = http.resolve_session(None, connection, modern=False)
-    assert http.resolve_session(None, connection, modern=False) == mine
-    assert http.resolve_session(None, SimpleNamespace(_connection=Connection()), modern=False) != mine
+    mine = resolve(http, None, connection, modern=False)
+    assert resolve(http, None, connection, modern=False) == mine
+    assert resolve(http, None, SimpleNamespace(_connection=Connection()), modern=False) != mine
 
 
-def test_a_guessed_handle_is_refused() -> None:
+def test_a_guessed_handle_or_another_principals_is_refused_alike() -> None:
     http = state()
-    real = http.resolve_session("new", None, modern=True)[0]
-    with pytest.raises(ToolFailure, match="nothing was run"):
-        http.resolve_session(real[:-1] + ("a" if real[-1] != "a" else "b"), None, modern=True)
+    real = resolve(http, "new", None, modern=True, who="alice")[0]
+    with pytest.raises(ToolFailure) as guessed:
+        resolve(http, real[:-1] + ("a" if real[-1] != "a" else "b"), None, modern=True, who="alice")
+    with pytest.raises(ToolFailure) as taken:
+        resolve(http, real, None, modern=True, who="bob")
+    assert "nothing was run" in str(guessed.value) and str(taken.value) == str(guessed.value)
+    assert resolve(http, real, None, modern=True, who="alice")[0] == real
 
 
 def test_every_tool_takes_session_and_execute_returns_it() -> None:
@@ -78,9 +88,19 @@ def test_no_rebinding_rules_for_a_remote_bind() -> None:
 
 
 def test_requests_without_a_handle_have_a_public_policy_session() -> None:
-    assert state(default=object()).session_id(object()) == DEFAULT_SESSION
+    assert asyncio.run(state(default=object()).session_id(object(), "")) == DEFAULT_SESSION
     http = state()
     connection = SimpleNamespace(_connection=Connection(), protocol_version="2025-11-25")
-    label = http.session_id(connection)
-    assert label == http.session_id(connection) and len(label) == 12
-    assert http.session_id(SimpleNamespace(protocol_version="2026-07-28")) == "anonymous"
+    label = asyncio.run(http.session_id(connection, ""))
+    assert label == asyncio.run(http.session_id(connection, "")) and len(label) == 12
+    assert asyncio.run(http.session_id(SimpleNamespace(protocol_version="2026-07-28"), "")) == "anonymous"
+
+
+@pytest.mark.parametrize("transport", ["stdio", "streamable-http"])
+def test_max_sessions_and_idle_timeout_apply_to_either_transport(transport: str) -> None:
+    from mcp_pyodide.cli import build_parser, runtime_config, session_provider
+
+    args = build_parser().parse_args(["serve", "--transport", transport, "--max-sessions", "2", "--idle-timeout", "30"])
+    provider = session_provider(args, runtime_config(args))
+    assert (provider.max_sessions, provider.idle_timeout_s, provider.handles.idle_timeout_s) == (2, 30.0, 30.0)
+    assert provider.has_default() == (transport == "stdio")  # stdio keeps its one default interpreter

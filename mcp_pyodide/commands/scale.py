@@ -55,8 +55,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         "--state",
         default=env("MCP_PYODIDE_STATE") or None,
         metavar="URL",
-        help="keep rate-limit windows, pending approvals and the audit stream in Redis (redis://host:6379/0), so "
-        "replicas share one policy; the [redis] extra (env MCP_PYODIDE_STATE)",
+        help="keep rate-limit windows, pending approvals, session handles and the audit stream in Redis "
+        "(redis://host:6379/0), so replicas share one policy; the [redis] extra (env MCP_PYODIDE_STATE)",
     )
 
 
@@ -86,16 +86,20 @@ def http_auth(args: argparse.Namespace) -> Any:
 
 
 def apply_state(state: Any, url: str | None) -> None:
-    """Point the server's policy engine and audit log at Redis (``--state``); nothing when ``url`` is None."""
+    """Point the server's policy engine, handle registry and audit log at Redis (``--state``); nothing when
+    ``url`` is None."""
     if not url:
         return
     from ..policy import PolicyEngine
     from ..state.redis_audit import AuditTee
+    from ..state.redis_handles import RedisHandles
     from ..state.redis_store import RedisLimitStore, connect, safe_url
 
     client = connect(url)
     policy = state.engine.policy
-    state.engine = PolicyEngine(policy, store=RedisLimitStore(client, url, policy.all_limits()))
+    store = RedisLimitStore(client, url, policy.all_limits())
+    state.engine = PolicyEngine(policy, store=store)
+    state.sandboxes.handles = RedisHandles(store, client, state.sandboxes.handles.idle_timeout_s)
     state.audit = AuditTee(state.audit, client)
     try:
         import redis

@@ -35,13 +35,14 @@ from .. import __version__
 from ..errors import MCPPyodideError
 from ..policy import AuditLog, Decision, PolicyEngine, audit_record
 from ..policy.admit import admit
+from ..policy.store import StoreUnavailable
 from ..tool_names import ToolName
 from .approval import PendingApprovals, ask_by_elicitation, binding
 from .auth import current_principal
 from .handles import NEW_SESSION, Handle
 from .registry import CallContext, ToolFailure, ToolSpec, text_result
 from .resources import MountResources, resource_decision
-from .sessions import DEFAULT_SESSION, SandboxProvider
+from .sessions import DEFAULT_HANDLE, DEFAULT_SESSION, SandboxProvider
 
 log = logging.getLogger("mcp_pyodide.server")
 
@@ -122,25 +123,33 @@ class ServerState:
         self.tools = {name: with_session(spec) for name, spec in self.tools.items()}
         self.approvals = PendingApprovals(self.engine, self.engine.clock)
 
-    def resolve_session(self, requested: str | None, connection: Any, modern: bool) -> tuple[str, str, str | None]:
-        """(session id, its public label for policy and logs, the handle to return or None) for a call."""
+    async def resolve_session(
+        self, requested: str | None, connection: Any, modern: bool, principal: str
+    ) -> tuple[Handle, str | None]:
+        """(the call's handle, the handle id to return or None); a handle is only ever ``principal``'s own."""
         handles = self.sandboxes.handles
         if requested == NEW_SESSION:
-            handle = handles.mint()
-            return handle.id, handle.label, handle.id
+            handle = await handles.mint(principal)
+            return handle, handle.id
         if requested is not None:
-            found = handles.lookup(requested)
-            if found is None:
-                raise ToolFailure(UNKNOWN_HANDLE)
-            return found.id, found.label, found.id
+            return await self.lookup(requested, principal), requested
         if self.sandboxes.has_default():
-            return DEFAULT_SESSION, DEFAULT_SESSION, None
-        minted = None if modern else self._connection_handle(connection)
+            return DEFAULT_HANDLE, None
+        minted = None if modern else await self._connection_handle(connection, principal)
         if minted is None:
-            minted = handles.mint()
-        return minted.id, minted.label, minted.id
+            minted = await handles.mint(principal)
+        return minted, minted.id
 
-    def session_id(self, session: Any) -> str:
+    async def lookup(self, session_id: str, principal: str) -> Handle:
+        """``principal``'s live handle by id; unknown, expired and another's all fail alike (no oracle)."""
+        if session_id == DEFAULT_SESSION and self.sandboxes.has_default():
+            return DEFAULT_HANDLE
+        found = await self.sandboxes.handles.lookup(session_id, principal)
+        if found is None:
+            raise ToolFailure(UNKNOWN_HANDLE)
+        return found
+
+    async def session_id(self, session: Any, principal: str) -> str:
         """The policy session of a request that names no handle (resources/*): public label, never a secret.
 
         stdio: the one session; handshake-era HTTP: the MCP session's; 2026-07-28 HTTP: "anonymous".
@@ -149,16 +158,10 @@ class ServerState:
             return DEFAULT_SESSION
         if getattr(session, "protocol_version", None) in MODERN_PROTOCOL_VERSIONS:
             return "anonymous"
-        handle = self._connection_handle(session)
+        handle = await self._connection_handle(session, principal)
         return handle.label if handle is not None else "anonymous"
 
-    def label_of(self, session_id: str) -> str:
-        if session_id == DEFAULT_SESSION:
-            return DEFAULT_SESSION
-        found = self.sandboxes.handles.lookup(session_id)
-        return found.label if found is not None else "ended"
-
-    def _connection_handle(self, session: Any) -> Handle | None:
+    async def _connection_handle(self, session: Any, principal: str) -> Handle | None:
         """Handshake-era HTTP: the MCP session's own handle, minted on its first call, ended with it."""
         # mcp 2.3 hands each request a fresh ServerSession; the connection underneath is what lasts.
         key = getattr(session, "_connection", session)
@@ -168,10 +171,10 @@ class ServerState:
         except TypeError:
             return None
         if known is not None:
-            found = handles.lookup(known)
+            found = await handles.lookup(known, principal)
             if found is not None:
                 return found
-        handle = handles.mint()
+        handle = await handles.mint(principal)
         self.connections[key] = handle.id
         # When the connection ends (HTTP: the client's DELETE or the idle timeout), so does its interpreter.
         exit_stack = getattr(key, "exit_stack", None)
@@ -211,26 +214,30 @@ def build_server(state: ServerState) -> Server[Any]:
         params: types.CallToolRequestParams,
         requested: str | None,
         policy_args: dict[str, Any],
-    ) -> tuple[Decision, str, str | None] | types.InputRequiredResult:
-        """Session and policy for one call: (decision, session id, handle to return), or the approval question."""
+    ) -> tuple[Decision, Handle, str | None] | types.InputRequiredResult:
+        """Session and policy for one call: (decision, handle, handle id to return), or the approval question."""
         name = params.name
         modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+        principal = current_principal()
         bound_to = binding(name, params.arguments or {}, requested or "")
         if modern and params.request_state is not None:  # the retry carrying the user's answer
             decision, session_id = await state.approvals.answer(params.request_state, bound_to, params.input_responses)
-            return decision, session_id, (None if session_id == DEFAULT_SESSION else session_id or None)
-        session_id, label, report = state.resolve_session(requested, ctx.session, modern)
+            if not decision.allowed:
+                return decision, DEFAULT_HANDLE, None
+            handle = await state.lookup(session_id, principal)  # the session is still the caller's own
+            return decision, handle, (None if handle is DEFAULT_HANDLE else handle.id)
+        handle, report = await state.resolve_session(requested, ctx.session, modern, principal)
         if not modern:
             ask = partial(ask_by_elicitation, ctx)
-            decision = await admit(state.engine, name, policy_args, label, ask, principal=current_principal())
-            return decision, session_id, report
-        decision = await state.engine.decide(name, policy_args, label, current_principal())
+            decision = await admit(state.engine, name, policy_args, handle.label, ask, principal=principal)
+            return decision, handle, report
+        decision = await state.engine.decide(name, policy_args, handle.label, principal)
         if decision.needs_approval:
-            asked = state.approvals.ask(ctx, decision, policy_args, bound_to, session_id)
+            asked = state.approvals.ask(ctx, decision, policy_args, bound_to, handle.id)
             if isinstance(asked, types.InputRequiredResult):
                 return asked
             decision = asked
-        return decision, session_id, report
+        return decision, handle, report
 
     async def call_tool(
         ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
@@ -253,9 +260,11 @@ def build_server(state: ServerState) -> Server[Any]:
             gated = await gate(ctx, params, requested, policy_args)
         except ToolFailure as exc:
             return text_result(str(exc), is_error=True)
+        except StoreUnavailable as exc:  # the shared handle registry is down: no handle can be checked
+            return text_result(f"{exc}: nothing was run (session handles are kept there)", is_error=True)
         if isinstance(gated, types.InputRequiredResult):
             return gated
-        decision, session_id, report = gated
+        decision, handle, report = gated
         if not decision.allowed:
             _audit(state, decision, policy_args, started, "refused")
             return text_result(decision.message, is_error=True)
@@ -267,22 +276,22 @@ def build_server(state: ServerState) -> Server[Any]:
         try:
 
             async def get_sandbox() -> Any:
-                return await state.sandboxes.get(session_id)
+                return await state.sandboxes.get(handle)
 
             call_ctx = CallContext(
-                session_id=state.label_of(session_id),
+                session_id=handle.label,
                 report_progress=report_progress,
                 get_sandbox=get_sandbox,
-                mounts=state.sandboxes.mounts_for(session_id),
+                mounts=state.sandboxes.mounts_for(handle),
             )
-            with state.sandboxes.in_use(session_id):
+            async with state.sandboxes.in_use(handle.id):
                 result = await spec.handler(args, call_ctx)
             outcome = "error" if result.is_error else "ok"
             if state.resources is not None and not (spec.annotations.read_only_hint or False):
                 if call_ctx.files_changed is not False:  # only look when files may have changed
                     if await state.resources.notify_if_changed(ctx.session):
                         await state.bus.publish(ResourcesListChanged())
-            return _with_session(result, report, state.sandboxes.take_reset_note(session_id))
+            return _with_session(result, report, state.sandboxes.take_reset_note(handle.id))
         except ToolFailure as exc:
             return _with_session(text_result(str(exc), is_error=True), report, None)
         except MCPPyodideError as exc:  # the runtime could not serve (no Node, shutting down, all busy)
@@ -298,7 +307,12 @@ def build_server(state: ServerState) -> Server[Any]:
     async def admit_resources(ctx: ServerRequestContext[Any], arguments: dict[str, Any]) -> None:
         """The policy decides resources requests as calls to the `resources` pseudo-tool."""
         started = time.perf_counter()
-        decision = await resource_decision(state.engine, arguments, state.session_id(ctx.session), current_principal())
+        principal = current_principal()
+        try:
+            session_id = await state.session_id(ctx.session, principal)
+        except StoreUnavailable as exc:
+            raise MCPError(code=types.INTERNAL_ERROR, message=str(exc)) from exc
+        decision = await resource_decision(state.engine, arguments, session_id, principal)
         _audit(state, decision, arguments, started, "ok" if decision.allowed else "refused")
         if not decision.allowed:
             raise MCPError(code=types.INVALID_REQUEST, message=decision.message)

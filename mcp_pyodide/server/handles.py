@@ -5,13 +5,20 @@ A handle has three names: `id`, the unguessable secret the client holds
 policy `"scope": "session"` counters, so the secret is never written anywhere;
 and `folder`, another secret naming the session's output sub-folder, so a
 session's files can be read (by the resource links its results carry) but not
-found by anyone else. Handles end after `idle_timeout_s`
-without a call; the registry is bounded (the least recently used handle goes
-first). `HandleRegistry` is the interface; `InMemoryHandles` serves one process.
+found by anyone else. A handle is bound to the principal that minted it (the
+authenticated caller; `ANONYMOUS` without authentication): `lookup` answers
+only that principal, so another principal's handle, a guessed one and an
+expired one are indistinguishable. Handles end after `idle_timeout_s` without
+a call.
+
+`HandleRegistry` is the one interface; `InMemoryHandles` serves one process,
+`mcp_pyodide.state.redis_handles.RedisHandles` shares the records between
+replicas (`--state redis://`).
 """
 
 from __future__ import annotations
 
+import hmac
 import secrets
 import threading
 import time
@@ -21,36 +28,62 @@ from dataclasses import dataclass
 from typing import Protocol
 
 MAX_HANDLES = 10_000
-"""Handles remembered at once; past this the least recently used one is forgotten."""
+"""Handles remembered at once in memory; past this the least recently used one is forgotten."""
 NEW_SESSION = "new"
 """The `session` value that asks for a fresh interpreter and a new handle."""
+ANONYMOUS = ""
+"""The principal of every request when authentication is off (stdio, loopback HTTP without auth)."""
 
 
 @dataclass
 class Handle:
     id: str
     label: str
-    last_used: float
+    principal: str
+    created: float  # wall-clock seconds
+    last_used: float  # the registry's clock
     folder: str = ""
+    here: bool = True  # minted by this process (False: another replica made it; its interpreter is there)
+
+
+def new_handle(principal: str, now: float) -> Handle:
+    return Handle(
+        id=secrets.token_urlsafe(24),
+        label=secrets.token_hex(6),
+        principal=principal,
+        created=time.time(),
+        last_used=now,
+        folder=secrets.token_hex(16),
+    )
+
+
+def same_principal(owner: str, principal: str) -> bool:
+    return hmac.compare_digest(owner.encode(), principal.encode())
 
 
 class HandleRegistry(Protocol):
-    """Where handles live; a shared implementation (e.g. Redis) lets several servers honour one handle."""
+    """Where handles live; a shared implementation lets several servers honour one handle."""
 
-    def mint(self) -> Handle:
-        """A new handle, remembered from now on."""
+    idle_timeout_s: float
+
+    async def mint(self, principal: str) -> Handle:
+        """A new handle bound to ``principal``, remembered from now on."""
         ...
 
-    def lookup(self, handle_id: str) -> Handle | None:
-        """The live handle with this id, marked as used now; None when unknown or expired."""
+    async def lookup(self, handle_id: str, principal: str) -> Handle | None:
+        """The live handle with this id if ``principal`` made it, marked as used now; else None."""
         ...
 
-    def end(self, handle_id: str) -> None:
+    async def touch(self, handle_id: str) -> None:
+        """Restart the idle time of a handle this call already looked up (a call just ended or is running)."""
+        ...
+
+    async def end(self, handle_id: str) -> None:
         """Forget a handle (its session ended)."""
         ...
 
-    def sweep(self) -> list[Handle]:
-        """Forget and return every handle idle for longer than the timeout."""
+    async def sweep(self) -> list[str]:
+        """Forget and return the ids of handles this process knew that are no longer alive."""
         ...
 
 
@@ -66,20 +99,15 @@ class InMemoryHandles:
         self._lock = threading.Lock()
         self._handles: OrderedDict[str, Handle] = OrderedDict()  # least recently used first
 
-    def mint(self) -> Handle:
-        handle = Handle(
-            id=secrets.token_urlsafe(24),
-            label=secrets.token_hex(6),
-            last_used=self._clock(),
-            folder=secrets.token_hex(16),
-        )
+    async def mint(self, principal: str) -> Handle:
+        handle = new_handle(principal, self._clock())
         with self._lock:
             self._handles[handle.id] = handle
             while len(self._handles) > self.max_handles:
                 self._handles.popitem(last=False)
         return handle
 
-    def lookup(self, handle_id: str) -> Handle | None:
+    async def lookup(self, handle_id: str, principal: str) -> Handle | None:
         now = self._clock()
         with self._lock:
             handle = self._handles.get(handle_id)
@@ -88,20 +116,29 @@ class InMemoryHandles:
             if now - handle.last_used > self.idle_timeout_s:
                 del self._handles[handle_id]
                 return None
+            if not same_principal(handle.principal, principal):
+                return None
             handle.last_used = now
             self._handles.move_to_end(handle_id)
             return handle
 
-    def end(self, handle_id: str) -> None:
+    async def touch(self, handle_id: str) -> None:
+        with self._lock:
+            handle = self._handles.get(handle_id)
+            if handle is not None:
+                handle.last_used = self._clock()
+                self._handles.move_to_end(handle_id)
+
+    async def end(self, handle_id: str) -> None:
         with self._lock:
             self._handles.pop(handle_id, None)
 
-    def sweep(self) -> list[Handle]:
+    async def sweep(self) -> list[str]:
         now = self._clock()
         with self._lock:
-            gone = [h for h in self._handles.values() if now - h.last_used > self.idle_timeout_s]
-            for handle in gone:
-                del self._handles[handle.id]
+            gone = [h.id for h in self._handles.values() if now - h.last_used > self.idle_timeout_s]
+            for handle_id in gone:
+                del self._handles[handle_id]
         return gone
 
     def __len__(self) -> int:

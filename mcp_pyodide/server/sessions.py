@@ -13,6 +13,10 @@ the `output` mount. The other mounts are shared as configured.
 
 stdio keeps one default interpreter (`DEFAULT_SESSION`) exactly as before,
 writing to the output folder itself.
+
+With a shared registry (`--state redis://`) a handle minted by another replica
+is recognised here, but its interpreter is a Node process of that replica: a
+call reaching this one starts a fresh interpreter and says so (`state_reset`).
 """
 
 from __future__ import annotations
@@ -21,22 +25,28 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import RuntimeConfig
-from ..errors import RuntimeUnavailable
+from ..errors import MCPPyodideError, RuntimeUnavailable
 from ..mounts import Mount, with_output
 from ..sandbox import Sandbox
-from .handles import Handle, HandleRegistry, InMemoryHandles
+from .handles import ANONYMOUS, Handle, HandleRegistry, InMemoryHandles
 
 log = logging.getLogger("mcp_pyodide.server")
 
 DEFAULT_SESSION = "stdio"
 """Session id of the stdio default interpreter (policy counters and the audit log use it)."""
+DEFAULT_HANDLE = Handle(id=DEFAULT_SESSION, label=DEFAULT_SESSION, principal=ANONYMOUS, created=0.0, last_used=0.0)
+"""What a stdio call without a handle resolves to: the default interpreter, not in any registry."""
 EVICT_AFTER_IDLE_S = 1.0
 """An interpreter idle for less than this is not taken for another session."""
+ELSEWHERE = (
+    "this session's interpreter runs in another server replica (interpreters stay in the replica that made them): "
+    "this call started a fresh one here; variables and imports are gone. Route each session to one replica."
+)
 
 
 @dataclass
@@ -59,10 +69,10 @@ class SandboxProvider:
     def start(self) -> None:
         """Begin booting whatever can be booted ahead of the first call."""
 
-    async def get(self, session_id: str) -> Sandbox:
+    async def get(self, handle: Handle) -> Sandbox:
         raise NotImplementedError
 
-    def mounts_for(self, session_id: str) -> tuple[Mount, ...] | None:
+    def mounts_for(self, handle: Handle) -> tuple[Mount, ...] | None:
         """The mounts as this session sees them (its own output folder); None: the server's."""
         return None
 
@@ -73,8 +83,8 @@ class SandboxProvider:
     async def release(self, session_id: str) -> None:
         """The session ended: its interpreter, if it has one of its own, can go."""
 
-    @contextlib.contextmanager
-    def in_use(self, session_id: str) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def in_use(self, session_id: str) -> AsyncIterator[None]:
         """Mark a tool call in flight for this session, so its interpreter is not ended under it."""
         yield
 
@@ -106,12 +116,13 @@ class SessionSandboxes(SandboxProvider):
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
         self._busy: dict[str, int] = {}  # session id -> tool calls in flight
+        self._seen: set[str] = set()  # handles that have had an interpreter here
 
     def has_default(self) -> bool:
         return self.default is not None
 
-    @contextlib.contextmanager
-    def in_use(self, session_id: str) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def in_use(self, session_id: str) -> AsyncIterator[None]:
         self._busy[session_id] = self._busy.get(session_id, 0) + 1
         try:
             yield
@@ -122,7 +133,13 @@ class SessionSandboxes(SandboxProvider):
             entry = self._entries.get(session_id)
             if entry is not None:
                 entry.last_used = time.monotonic()  # idle time counts from the end of the last call
-                self.handles.lookup(session_id)
+                await self._touch(session_id)
+
+    async def _touch(self, session_id: str) -> None:
+        try:
+            await self.handles.touch(session_id)
+        except MCPPyodideError as exc:  # a shared registry that is down: the next lookup reports it
+            log.warning("could not refresh a session handle: %s", exc)
 
     def start(self) -> None:
         if self.default is not None:
@@ -135,11 +152,8 @@ class SessionSandboxes(SandboxProvider):
             return None
         return self.config.output_dir / f".session-{handle.folder}"
 
-    def mounts_for(self, session_id: str) -> tuple[Mount, ...] | None:
-        if session_id == DEFAULT_SESSION and self.default is not None:
-            return None
-        handle = self.handles.lookup(session_id)
-        if handle is None:
+    def mounts_for(self, handle: Handle) -> tuple[Mount, ...] | None:
+        if handle.id == DEFAULT_SESSION and self.default is not None:
             return None
         output_dir = self.output_dir_for(handle)
         if output_dir is not None:
@@ -147,7 +161,9 @@ class SessionSandboxes(SandboxProvider):
             output_dir = output_dir.resolve()
         return with_output(self.config.mounts, output_dir)
 
-    async def get(self, session_id: str) -> Sandbox:
+    async def get(self, handle: Handle) -> Sandbox:
+        """The interpreter of a handle the caller has looked up (so it is alive and the caller's)."""
+        session_id = handle.id
         if session_id == DEFAULT_SESSION and self.default is not None:
             return self.default
         async with self._lock:
@@ -155,9 +171,9 @@ class SessionSandboxes(SandboxProvider):
                 raise RuntimeUnavailable("the server is shutting down")
             entry = self._entries.get(session_id)
             if entry is None:
-                handle = self.handles.lookup(session_id)
-                if handle is None:
-                    raise RuntimeUnavailable("this session handle is unknown or has expired")
+                if not handle.here and session_id not in self._lost and session_id not in self._seen:
+                    self._lost[session_id] = ELSEWHERE
+                self._seen.add(session_id)
                 running = len(self._entries)
                 if running >= self.max_sessions:
                     await self._evict_one()
@@ -175,7 +191,9 @@ class SessionSandboxes(SandboxProvider):
         return self._notes.pop(session_id, None)
 
     async def release(self, session_id: str) -> None:
-        self.handles.end(session_id)
+        with contextlib.suppress(MCPPyodideError):  # a shared registry that is down lets the TTL end it
+            await self.handles.end(session_id)
+        self._seen.discard(session_id)
         self._lost.pop(session_id, None)
         self._notes.pop(session_id, None)
         async with self._lock:
@@ -214,16 +232,25 @@ class SessionSandboxes(SandboxProvider):
         """End interpreters and handles idle for longer than the timeout (the reaper calls this)."""
         now = time.monotonic()
         for session_id in [sid for sid, n in self._busy.items() if n]:
-            self.handles.lookup(session_id)  # a call in flight keeps its handle alive
-        for handle in self.handles.sweep():
-            self._lost.pop(handle.id, None)
-            self._notes.pop(handle.id, None)
+            await self._touch(session_id)  # a call in flight keeps its handle alive
+        try:
+            gone = await self.handles.sweep()
+        except MCPPyodideError as exc:
+            log.warning("could not sweep session handles: %s", exc)
+            gone = []
+        for handle_id in gone:
+            self._lost.pop(handle_id, None)
+            self._notes.pop(handle_id, None)
+            self._seen.discard(handle_id)
         async with self._lock:
             for session_id, entry in list(self._entries.items()):
-                if now - entry.last_used > self.idle_timeout_s and not self._busy.get(session_id):
+                expired = session_id in gone or now - entry.last_used > self.idle_timeout_s
+                if expired and not self._busy.get(session_id):
                     log.info("session %s: interpreter ended after %.0f s idle", entry.label, self.idle_timeout_s)
                     del self._entries[session_id]
-                    self.handles.end(session_id)
+                    self._seen.discard(session_id)
+                    with contextlib.suppress(MCPPyodideError):
+                        await self.handles.end(session_id)
                     await entry.sandbox.close()
 
     async def close(self) -> None:
@@ -233,7 +260,3 @@ class SessionSandboxes(SandboxProvider):
         entries, self._entries = list(self._entries.values()), {}
         sandboxes = [entry.sandbox for entry in entries] + ([self.default] if self.default is not None else [])
         await asyncio.gather(*(sandbox.close() for sandbox in sandboxes), return_exceptions=True)
-
-
-PerSessionSandboxes = SessionSandboxes
-"""The name `mcp_pyodide.cli` builds the HTTP provider by (the server of old had a class by that name)."""
