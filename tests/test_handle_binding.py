@@ -29,6 +29,7 @@ from scale_support import HttpServerProcess, RedisServer
 from mcp_pyodide.server.app import UNKNOWN_HANDLE
 from mcp_pyodide.server.auth import add_token
 from mcp_pyodide.state.redis_audit import STREAM
+from mcp_pyodide.state.redis_handles import handle_key
 
 MODERN = "2026-07-28"
 IDLE_S = 8
@@ -163,7 +164,8 @@ def test_redis_holds_the_handle_with_the_idle_timeout_as_ttl_until_the_session_e
     probe = redis.Redis.from_url(served.redis.url, decode_responses=True)
 
     def key(handle: str) -> str:
-        return f"mcp-pyodide:handle:{handle}"
+        assert handle not in str(probe.keys("*"))  # the key is a digest: Redis never holds the secret
+        return handle_key(handle)
 
     async def scenario() -> None:
         async with client(served.http.url, served.alice, MODERN) as alice:

@@ -19,7 +19,7 @@ from scale_support import RedisServer
 
 from mcp_pyodide.policy.store import StoreUnavailable
 from mcp_pyodide.server.handles import HandleRegistry, InMemoryHandles
-from mcp_pyodide.state.redis_handles import RedisHandles
+from mcp_pyodide.state.redis_handles import RedisHandles, handle_key
 from mcp_pyodide.state.redis_store import RedisLimitStore
 from mcp_pyodide.state.redis_store import connect as redis_connect
 
@@ -150,7 +150,8 @@ def test_redis_keeps_principal_created_and_last_used_with_the_idle_timeout_as_tt
     async def scenario() -> None:
         mine, other = RedisHandles(store, client, 60), RedisHandles(store, redis_connect(redis_server.url), 60)
         handle = await mine.mint("alice")
-        key = f"mcp-pyodide:handle:{handle.id}"
+        key = handle_key(handle.id)
+        assert handle.id not in str(probe.keys("*"))  # Redis holds a digest of the handle, not the secret
         record = probe.hgetall(key)
         assert record["principal"] == "alice" and float(record["created"]) <= time.time()
         assert float(record["last_used"]) >= float(record["created"])

@@ -3,13 +3,14 @@
 A handle has three names: `id`, the unguessable secret the client holds
 (`secrets.token_urlsafe`); `label`, a public name for logs, the audit log and
 policy `"scope": "session"` counters, so the secret is never written anywhere;
-and `folder`, another secret naming the session's output sub-folder, so a
-session's files can be read (by the resource links its results carry) but not
-found by anyone else. A handle is bound to the principal that minted it (the
-authenticated caller; `ANONYMOUS` without authentication): `lookup` answers
-only that principal, so another principal's handle, a guessed one and an
-expired one are indistinguishable. Handles end after `idle_timeout_s` without
-a call.
+and `folder`, naming the session's output sub-folder, a one-way digest of the
+id (so a shared registry need not store it), so a session's files can be read
+(by the resource links its results carry) but not found by anyone else.
+
+A handle is bound to the principal that minted it (the authenticated caller;
+`ANONYMOUS` without authentication): `lookup` answers only that principal, so
+another principal's handle, a guessed one and an expired one are
+indistinguishable. Handles end after `idle_timeout_s` without a call.
 
 `HandleRegistry` is the one interface; `InMemoryHandles` serves one process,
 `mcp_pyodide.state.redis_handles.RedisHandles` shares the records between
@@ -18,6 +19,7 @@ replicas (`--state redis://`).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 import threading
@@ -46,14 +48,20 @@ class Handle:
     here: bool = True  # minted by this process (False: another replica made it; its interpreter is there)
 
 
+def folder_of(handle_id: str) -> str:
+    """The output sub-folder's secret name: derived from the handle, and revealing nothing about it."""
+    return hashlib.sha256(b"mcp-pyodide output folder:" + handle_id.encode()).hexdigest()[:32]
+
+
 def new_handle(principal: str, now: float) -> Handle:
+    handle_id = secrets.token_urlsafe(24)
     return Handle(
-        id=secrets.token_urlsafe(24),
+        id=handle_id,
         label=secrets.token_hex(6),
         principal=principal,
         created=time.time(),
         last_used=now,
-        folder=secrets.token_hex(16),
+        folder=folder_of(handle_id),
     )
 
 

@@ -1,7 +1,8 @@
 """Session handles in Redis, so every replica can tell a live handle of this principal from a guessed one.
 
-One hash per handle, ``<prefix>:handle:<id>`` = {principal, label, folder,
-created, last_used}, with the idle timeout as its TTL: each use restarts it,
+One hash per handle, ``<prefix>:handle:<sha256 of the id>`` = {principal,
+label, created, last_used}, with the idle timeout as its TTL (the key
+is a digest, so whoever reads Redis does not learn the handles): each use restarts it,
 so an idle handle disappears from every replica at once and nothing needs
 sweeping. Lookup and refresh are one Lua script each (check the principal,
 stamp, extend), so a handle cannot expire between the check and the refresh.
@@ -14,23 +15,24 @@ the store, and the call runs nothing (never a local handle other replicas lack).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from typing import Any
 
-from ..server.handles import MAX_HANDLES, Handle, new_handle
+from ..server.handles import MAX_HANDLES, Handle, folder_of, new_handle
 from .redis_store import PREFIX, RedisLimitStore
 
 MAX_ID_CHARS = 64
 """Longer than any minted id (32 characters): not even looked up."""
 
-# KEYS[1]: the handle's key. ARGV: principal, now (wall seconds), ttl (ms). Returns {label, folder, created} or nil.
+# KEYS[1]: the handle's key. ARGV: principal, now (wall seconds), ttl (ms). Returns {label, created} or nil.
 LOOKUP_LUA = """
-local v = redis.call('HMGET', KEYS[1], 'principal', 'label', 'folder', 'created')
+local v = redis.call('HMGET', KEYS[1], 'principal', 'label', 'created')
 if not v[1] or v[1] ~= ARGV[1] then return false end
 redis.call('HSET', KEYS[1], 'last_used', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return {v[2], v[3], v[4]}
+return {v[2], v[3]}
 """
 # KEYS[1]: the handle's key. ARGV: now, ttl (ms). Extends a handle that is still there; never recreates one.
 TOUCH_LUA = """
@@ -41,6 +43,11 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 return 0
 """
+
+
+def handle_key(handle_id: str, prefix: str = PREFIX) -> str:
+    """Where a handle's record lives: named by a digest, never by the secret itself."""
+    return f"{prefix}:handle:{hashlib.sha256(handle_id.encode()).hexdigest()}"
 
 
 class RedisHandles:
@@ -57,7 +64,7 @@ class RedisHandles:
         self._known: OrderedDict[str, bool] = OrderedDict()  # ids seen here -> minted here (bounded)
 
     def key(self, handle_id: str) -> str:
-        return f"{self._prefix}:handle:{handle_id}"
+        return handle_key(handle_id, self._prefix)
 
     def _remember(self, handle_id: str, minted: bool) -> None:
         self._known[handle_id] = minted or self._known.get(handle_id, False)
@@ -71,7 +78,6 @@ class RedisHandles:
         fields = {
             "principal": principal,
             "label": handle.label,
-            "folder": handle.folder,
             "created": repr(handle.created),
             "last_used": repr(handle.last_used),
         }
@@ -95,7 +101,7 @@ class RedisHandles:
         )
         if not found:
             return None
-        label, folder, created = (str(value) for value in found)
+        label, created = (str(value) for value in found)
         self._remember(handle_id, minted=False)
         return Handle(
             id=handle_id,
@@ -103,7 +109,7 @@ class RedisHandles:
             principal=principal,
             created=float(created),
             last_used=now,
-            folder=folder,
+            folder=folder_of(handle_id),
             here=self._known[handle_id],
         )
 
