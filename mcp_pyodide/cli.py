@@ -546,7 +546,6 @@ def _serve(args: argparse.Namespace) -> int:
                 host=args.host,
                 port=args.port,
                 idle_timeout_s=float(args.idle_timeout),
-                max_connections=max(16, 4 * args.max_sessions),
                 log_level=args.log_level,
                 auth=auth,
             )

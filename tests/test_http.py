@@ -206,22 +206,32 @@ def test_a_busy_interpreter_is_never_taken_for_a_new_session(tmp_path: Path) -> 
             server.proc.kill()
 
 
-def test_sessionless_protocol_requests_are_refused(http_server: HttpServer) -> None:
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}).encode()
+def test_sessionless_protocol_requests_are_served(http_server: HttpServer) -> None:
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/list",
+        "params": {
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+            }
+        },
+    }
     request = urllib.request.Request(
         http_server.url,
-        data=body,
+        data=json.dumps(body).encode(),
         method="POST",
         headers={
             "content-type": "application/json",
             "accept": "application/json, text/event-stream",
             "mcp-protocol-version": "2026-07-28",
+            "mcp-method": "tools/list",
         },
     )
-    with pytest.raises(urllib.error.HTTPError) as caught:
-        urllib.request.urlopen(request, timeout=10)
-    assert caught.value.code == 400
-    assert "one interpreter per MCP session" in caught.value.read().decode()
+    with urllib.request.urlopen(request, timeout=10) as response:
+        payload = response.read().decode()
+    assert response.status == 200 and "pyodide_execute" in payload and '"ttlMs"' in payload
 
 
 def test_a_non_loopback_host_is_refused_without_allow_remote(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from .._isolation import IsolationUnavailable
 from ..errors import MCPPyodideError
 from ..escaping import shown
 from ..policy import PolicyEngine, PolicyError, default_policy, load_policy
+from ..policy.admit import admit
 from ..tool_names import ToolName
 
 EXECUTE_TOOL = ToolName.EXECUTE
@@ -73,12 +74,14 @@ def _admit(args: argparse.Namespace, code: str, timeout_ms: int) -> str | None:
     """Apply the policy as an execute-tool call; None when admitted, else the refusal to print."""
     policy = load_policy(args.policy) if args.policy else default_policy()
     engine = PolicyEngine(policy)
-    decision = engine.decide_now(EXECUTE_TOOL, {"code": code, "timeout": timeout_ms}, CLI_SESSION)
-    if decision.needs_approval:
-        if sys.stderr.isatty() and _ask(decision.message or f"Allow running this code ({len(code)} characters)?"):
-            decision = engine.commit(decision)
-        else:
-            decision = engine.release(decision, "this run needs approval, and no one answered yes at a terminal")
+
+    async def ask(prompt: str) -> tuple[bool, str]:
+        if sys.stderr.isatty() and _ask(prompt):
+            return True, ""
+        return False, "this run needs approval, and no one answered yes at a terminal"
+
+    arguments = {"code": code, "timeout": timeout_ms}
+    decision = asyncio.run(admit(engine, EXECUTE_TOOL, arguments, CLI_SESSION, ask))
     return None if decision.allowed else decision.message
 
 

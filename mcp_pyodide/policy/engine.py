@@ -21,6 +21,8 @@ from .store import LimitStore, StoreUnavailable
 
 DENIED_PREFIX = "[POLICY DENIED]"
 APPROVAL_PREFIX = "[POLICY APPROVAL REQUIRED]"
+RESERVATION_TTL_S = 300.0
+"""Seconds a quota reservation waits for the user's answer before it is given back."""
 
 
 @dataclass(frozen=True)
@@ -84,24 +86,38 @@ class PolicyEngine:
     concurrent calls cannot take the last slot while the user is asked. The
     caller must then call exactly one of :meth:`commit` (user approved - the
     reservation becomes a counted call) or :meth:`release` (declined, failed or
-    cancelled - the quota is given back). Use ``try/finally`` so a cancelled
-    elicitation still releases.
+    cancelled - the quota is given back); :func:`~mcp_pyodide.policy.admit.admit`
+    does this cancel-safely. A reservation nobody settles (a client that never
+    comes back with its answer) expires ``reservation_ttl_s`` seconds after it
+    was made, by the injected clock, and its quota is given back then.
     """
 
     def __init__(
-        self, policy: Policy, clock: Callable[[], float] = time.monotonic, store: LimitStore | None = None
+        self,
+        policy: Policy,
+        clock: Callable[[], float] = time.monotonic,
+        store: LimitStore | None = None,
+        *,
+        reservation_ttl_s: float = RESERVATION_TTL_S,
     ) -> None:
         self._policy = policy
+        self._clock = clock
+        self.reservation_ttl_s = reservation_ttl_s
         self._limiter = SlidingWindowLimiter(policy.all_limits(), clock)
         self._store = store  # None: counts live in this process (the limiter above)
         self._lock = threading.Lock()
         self._tickets = itertools.count(1)
-        self._pending: dict[int, Reservation] = {}
+        self._pending: dict[int, tuple[Reservation, float]] = {}  # ticket -> (quota held, expiry time)
 
     @property
     def policy(self) -> Policy:
         """The policy this engine enforces (immutable)."""
         return self._policy
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The monotonic clock limits and reservations are timed by (injected in tests)."""
+        return self._clock
 
     @property
     def limiter(self) -> SlidingWindowLimiter:
@@ -111,8 +127,19 @@ class PolicyEngine:
     @property
     def pending_approvals(self) -> int:
         """Reservations waiting for :meth:`commit` or :meth:`release`."""
+        self.expire_reservations()
         with self._lock:
             return len(self._pending)
+
+    def expire_reservations(self) -> int:
+        """Give back the quota of every reservation past its expiry; returns how many."""
+        now = self._clock()
+        with self._lock:
+            expired = [ticket for ticket, (_, until) in self._pending.items() if now >= until]
+            held = [self._pending.pop(ticket)[0] for ticket in expired]
+        for reservation in held:
+            self._limiter.release(reservation)
+        return len(held)
 
     def is_visible(self, tool: str) -> bool:
         """False for hidden tools: leave them out of tools/list."""
@@ -155,6 +182,7 @@ class PolicyEngine:
         """Synchronous form of :meth:`decide` for the in-process limiter (same semantics)."""
         if self._store is not None:
             raise RuntimeError("a policy engine with a shared store decides through `decide`")
+        self.expire_reservations()
         checked = self._check(tool, arguments, session_id, principal)
         if isinstance(checked, Decision):
             return checked
@@ -166,7 +194,7 @@ class PolicyEngine:
         if rule is not None and rule.action == "require_approval":
             with self._lock:
                 ticket = next(self._tickets)
-                self._pending[ticket] = outcome
+                self._pending[ticket] = (outcome, self._clock() + self.reservation_ttl_s)
         return self._admit(tool, rule, session_id, principal, ticket)
 
     def _check(
@@ -240,10 +268,11 @@ class PolicyEngine:
             return decision
         if not decision.needs_approval or not isinstance(decision.ticket, int):
             raise ValueError(f"cannot commit a refused call to {decision.tool}")
+        self.expire_reservations()
         with self._lock:
-            reservation = self._pending.pop(decision.ticket, None)
-        if reservation is None:
-            raise ValueError(f"approval for {decision.tool} is no longer pending")
+            held = self._pending.pop(decision.ticket, None)
+        if held is None:
+            raise ValueError(f"approval for {decision.tool} is no longer pending (answered too late, or twice)")
         return replace(
             decision,
             allowed=True,
@@ -260,7 +289,7 @@ class PolicyEngine:
         """
         if isinstance(decision.ticket, int):
             with self._lock:
-                reservation = self._pending.pop(decision.ticket, None)
-            if reservation is not None:
-                self._limiter.release(reservation)
+                held = self._pending.pop(decision.ticket, None)
+            if held is not None:
+                self._limiter.release(held[0])
         return _deny(decision.tool, decision.session_id, decision.rule, reason, None, decision.principal)

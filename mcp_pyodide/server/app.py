@@ -1,44 +1,108 @@
 """The MCP surface: lists tools, passes every call through the policy, then dispatches it.
 
-Data flows one way: MCP request -> argument validation -> policy decision
-(and approval) -> tool handler -> runtime. A refused call never reaches the
-runtime and never consumes quota.
+Data flows one way: MCP request -> argument validation -> session -> policy
+decision (and approval) -> tool handler -> runtime. A refused call never
+reaches the runtime and never consumes quota. Both protocol eras are served
+by the same handlers; where they differ (approval, sessions) the difference
+is decided here from `ctx.protocol_version`. See docs/protocol-eras.md.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import anyio
 import mcp_types as types
 from mcp.server import Server
+from mcp.server.caching import CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions
 from mcp.server.models import InitializationOptions
+from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourcesListChanged
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel, Field, create_model
 
 from .. import __version__
 from ..errors import MCPPyodideError
 from ..policy import AuditLog, Decision, PolicyEngine, audit_record
+from ..policy.admit import admit
 from ..tool_names import ToolName
+from .approval import PendingApprovals, ask_by_elicitation, binding
 from .auth import current_principal
+from .handles import NEW_SESSION, Handle
 from .registry import CallContext, ToolFailure, ToolSpec, text_result
 from .resources import MountResources, resource_decision
-from .sessions import SandboxProvider, SingleSandbox
+from .sessions import DEFAULT_SESSION, SandboxProvider
 
 log = logging.getLogger("mcp_pyodide.server")
 
 INSTRUCTIONS = (
     f"Runs Python code in a sandboxed Pyodide interpreter. Use {ToolName.EXECUTE} to run code; state "
-    f"persists between calls until {ToolName.RESET}."
+    f"persists between calls until {ToolName.RESET}. When a result carries a `session` handle, pass it "
+    "back as the `session` argument to keep using the same interpreter."
 )
+CACHE_HINTS: dict[Any, CacheHint] = {
+    # Tools change only with the server's options: clients may keep the list for a minute.
+    "tools/list": CacheHint(ttl_ms=60_000, scope="private"),
+    # Files in the mounts change with every run: always re-read (change notices say when).
+    "resources/list": CacheHint(ttl_ms=0, scope="private"),
+    "resources/templates/list": CacheHint(ttl_ms=60_000, scope="private"),
+}
+UNKNOWN_HANDLE = (
+    "Unknown or expired session handle: nothing was run. Sessions end after the server's --idle-timeout "
+    'without a call (and when the server restarts); omit `session`, or pass "new", to start a fresh interpreter.'
+)
+SESSION_HELP = (
+    "Interpreter session handle, from the `session` field of an earlier result: pass it back to keep "
+    "using that interpreter (its variables and imports). Omit it for the default (stdio: the one "
+    "interpreter; HTTP: the MCP session's interpreter, or a new one for clients without MCP sessions); "
+    '"new" starts a fresh interpreter and returns its handle.'
+)
+SESSION_NOTE = (
+    "\n- Sessions: when a result carries a `session` handle, pass it back as the `session` argument of "
+    "later calls (this tool, pyodide_reset and the file tools) to keep working in the same interpreter; "
+    "without it a later call may reach a fresh one. Handles end after a period without calls."
+)
+
+
+class SessionOutput(BaseModel):
+    """What every result adds to a tool's structured output when a session handle is in use."""
+
+    session: str | None = Field(default=None, description="the session handle: pass it back as `session`")
+    state_reset_reason: str | None = Field(default=None, description="why the session's earlier state is gone")
+
+
+SESSION_OUTPUT_PROPERTIES: dict[str, Any] = SessionOutput.model_json_schema()["properties"]
+
+
+class SessionArgument(BaseModel):
+    """The `session` argument every tool takes; added to each tool's argument model in `with_session`."""
+
+    session: str | None = Field(default=None, min_length=1, max_length=200, description=SESSION_HELP)
+
+
+def with_session(spec: ToolSpec) -> ToolSpec:
+    """The same tool with the `session` argument added to its argument model and description."""
+    if "session" in spec.arguments.model_fields:
+        return spec
+    model = create_model(spec.arguments.__name__, __base__=(spec.arguments, SessionArgument))
+    description = spec.description + (SESSION_NOTE if spec.name == ToolName.EXECUTE else "")
+    changes: dict[str, Any] = {"arguments": model, "description": description}
+    if spec.output is not None:
+        changes["output"] = create_model(spec.output.__name__, __base__=(spec.output, SessionOutput))
+    elif spec.output_schema is not None:
+        properties = {**spec.output_schema.get("properties", {}), **SESSION_OUTPUT_PROPERTIES}
+        changes["output_schema"] = {**spec.output_schema, "properties": properties}
+    return replace(spec, **changes)
 
 
 @dataclass
@@ -50,58 +114,80 @@ class ServerState:
     engine: PolicyEngine
     audit: AuditLog | None = None
     resources: MountResources | None = None  # files in the mounts as MCP resources; None: not offered
-    sessions: weakref.WeakKeyDictionary[Any, str] = field(default_factory=weakref.WeakKeyDictionary)
+    connections: weakref.WeakKeyDictionary[Any, str] = field(default_factory=weakref.WeakKeyDictionary)
+    bus: InMemorySubscriptionBus = field(default_factory=InMemorySubscriptionBus)
+    approvals: PendingApprovals = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tools = {name: with_session(spec) for name, spec in self.tools.items()}
+        self.approvals = PendingApprovals(self.engine, self.engine.clock)
+
+    def resolve_session(self, requested: str | None, connection: Any, modern: bool) -> tuple[str, str, str | None]:
+        """(session id, its public label for policy and logs, the handle to return or None) for a call."""
+        handles = self.sandboxes.handles
+        if requested == NEW_SESSION:
+            handle = handles.mint()
+            return handle.id, handle.label, handle.id
+        if requested is not None:
+            found = handles.lookup(requested)
+            if found is None:
+                raise ToolFailure(UNKNOWN_HANDLE)
+            return found.id, found.label, found.id
+        if self.sandboxes.has_default():
+            return DEFAULT_SESSION, DEFAULT_SESSION, None
+        minted = None if modern else self._connection_handle(connection)
+        if minted is None:
+            minted = handles.mint()
+        return minted.id, minted.label, minted.id
 
     def session_id(self, session: Any) -> str:
-        # stdio carries exactly one client, whatever protocol era it speaks.
-        if isinstance(self.sandboxes, SingleSandbox):
-            return "stdio"
+        """The policy session of a request that names no handle (resources/*): public label, never a secret.
+
+        stdio: the one session; handshake-era HTTP: the MCP session's; 2026-07-28 HTTP: "anonymous".
+        """
+        if self.sandboxes.has_default():
+            return DEFAULT_SESSION
+        if getattr(session, "protocol_version", None) in MODERN_PROTOCOL_VERSIONS:
+            return "anonymous"
+        handle = self._connection_handle(session)
+        return handle.label if handle is not None else "anonymous"
+
+    def label_of(self, session_id: str) -> str:
+        if session_id == DEFAULT_SESSION:
+            return DEFAULT_SESSION
+        found = self.sandboxes.handles.lookup(session_id)
+        return found.label if found is not None else "ended"
+
+    def _connection_handle(self, session: Any) -> Handle | None:
+        """Handshake-era HTTP: the MCP session's own handle, minted on its first call, ended with it."""
         # mcp 2.3 hands each request a fresh ServerSession; the connection underneath is what lasts.
         key = getattr(session, "_connection", session)
+        handles = self.sandboxes.handles
         try:
-            known = self.sessions.get(key)
-            if known is not None:
-                return known
-            session_id = self.sessions.setdefault(key, uuid.uuid4().hex[:12])
+            known = self.connections.get(key)
         except TypeError:
-            return "default"
+            return None
+        if known is not None:
+            found = handles.lookup(known)
+            if found is not None:
+                return found
+        handle = handles.mint()
+        self.connections[key] = handle.id
         # When the connection ends (HTTP: the client's DELETE or the idle timeout), so does its interpreter.
         exit_stack = getattr(key, "exit_stack", None)
-        if exit_stack is not None:
-            exit_stack.push_async_callback(self.sandboxes.release, session_id)
-        return session_id
+        if exit_stack is not None and known is None:
+            exit_stack.push_async_callback(self._end_connection, key)
+        return handle
 
-
-async def _ask_approval(ctx: ServerRequestContext[Any], decision: Decision) -> tuple[bool, str]:
-    """Ask the user through MCP elicitation; returns (approved, reason when not)."""
-    caps = ctx.session.client_capabilities
-    if caps is None or caps.elicitation is None:
-        return False, "this call needs the user's approval, and the client cannot ask (no elicitation support)"
-    try:
-        answer = await ctx.session.elicit_form(
-            decision.message,
-            {"type": "object", "properties": {}},
-            related_request_id=ctx.request_id,
-        )
-    except Exception as exc:  # noqa: BLE001 - any failure to ask is a refusal, never a crash
-        return False, f"asking the user for approval failed ({exc})"
-    if answer.action == "accept":
-        return True, ""
-    return False, f"the user answered {answer.action!r} to the approval request"
-
-
-def _summarise(arguments: dict[str, Any]) -> str:
-    parts = []
-    for key, value in arguments.items():
-        text = value if isinstance(value, str) else repr(value)
-        if len(text) > 300:
-            text = text[:300] + f"... ({len(text)} characters)"
-        parts.append(f"{key}: {text}")
-    return "\n".join(parts)
+    async def _end_connection(self, key: Any) -> None:
+        handle_id = self.connections.pop(key, None)
+        if handle_id is not None:
+            await self.sandboxes.release(handle_id)
 
 
 def build_server(state: ServerState) -> Server[Any]:
     """Wire the tools, the policy and the runtime into a low-level MCP server."""
+    listen = ListenHandler(state.bus)
 
     @asynccontextmanager
     async def lifespan(_: Server[Any]) -> AsyncIterator[dict[str, Any]]:
@@ -109,6 +195,7 @@ def build_server(state: ServerState) -> Server[Any]:
         try:
             yield {}
         finally:
+            listen.close()
             with anyio.CancelScope(shield=True):
                 await state.sandboxes.close()
 
@@ -119,25 +206,56 @@ def build_server(state: ServerState) -> Server[Any]:
             tools=[spec.to_mcp() for spec in state.tools.values() if state.engine.is_visible(spec.name)]
         )
 
-    async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def gate(
+        ctx: ServerRequestContext[Any],
+        params: types.CallToolRequestParams,
+        requested: str | None,
+        policy_args: dict[str, Any],
+    ) -> tuple[Decision, str, str | None] | types.InputRequiredResult:
+        """Session and policy for one call: (decision, session id, handle to return), or the approval question."""
+        name = params.name
+        modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+        bound_to = binding(name, params.arguments or {}, requested or "")
+        if modern and params.request_state is not None:  # the retry carrying the user's answer
+            decision, session_id = await state.approvals.answer(params.request_state, bound_to, params.input_responses)
+            return decision, session_id, (None if session_id == DEFAULT_SESSION else session_id or None)
+        session_id, label, report = state.resolve_session(requested, ctx.session, modern)
+        if not modern:
+            ask = partial(ask_by_elicitation, ctx)
+            decision = await admit(state.engine, name, policy_args, label, ask, principal=current_principal())
+            return decision, session_id, report
+        decision = await state.engine.decide(name, policy_args, label, current_principal())
+        if decision.needs_approval:
+            asked = state.approvals.ask(ctx, decision, policy_args, bound_to, session_id)
+            if isinstance(asked, types.InputRequiredResult):
+                return asked
+            decision = asked
+        return decision, session_id, report
+
+    async def call_tool(
+        ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult | types.InputRequiredResult:
         started = time.perf_counter()
         name = params.name
-        raw_args = dict(params.arguments or {})
-        session_id = state.session_id(ctx.session)
         spec = state.tools.get(name)
         if spec is None or not state.engine.is_visible(name):
             visible = ", ".join(state.engine.visible_tools(state.tools))
             return text_result(f"Unknown tool {name!r}. Available: {visible or 'none'}", is_error=True)
         try:
-            args = spec.parse(raw_args)
+            args = spec.parse(dict(params.arguments or {}))
         except ToolFailure as exc:
             return text_result(str(exc), is_error=True)
-        # The tool's definition says what the policy sees: defaults filled in, names normalised.
-        policy_args = spec.policy_arguments(args)
-        decision = await state.engine.decide(name, policy_args, session_id, current_principal())
-        if decision.needs_approval:
-            approved, why = await _ask_approval(ctx, _with_summary(decision, policy_args))
-            decision = await state.engine.settle(decision, approved, why)
+        requested: str | None = getattr(args, "session", None)
+        # The tool's definition says what the policy sees: defaults filled in, names normalised. The handle
+        # is a secret, not an argument of the tool: the policy and the audit log never see it.
+        policy_args = {k: v for k, v in spec.policy_arguments(args).items() if k != "session"}
+        try:
+            gated = await gate(ctx, params, requested, policy_args)
+        except ToolFailure as exc:
+            return text_result(str(exc), is_error=True)
+        if isinstance(gated, types.InputRequiredResult):
+            return gated
+        decision, session_id, report = gated
         if not decision.allowed:
             _audit(state, decision, policy_args, started, "refused")
             return text_result(decision.message, is_error=True)
@@ -151,18 +269,24 @@ def build_server(state: ServerState) -> Server[Any]:
             async def get_sandbox() -> Any:
                 return await state.sandboxes.get(session_id)
 
-            call_ctx = CallContext(session_id=session_id, report_progress=report_progress, get_sandbox=get_sandbox)
+            call_ctx = CallContext(
+                session_id=state.label_of(session_id),
+                report_progress=report_progress,
+                get_sandbox=get_sandbox,
+                mounts=state.sandboxes.mounts_for(session_id),
+            )
             with state.sandboxes.in_use(session_id):
                 result = await spec.handler(args, call_ctx)
             outcome = "error" if result.is_error else "ok"
             if state.resources is not None and not (spec.annotations.read_only_hint or False):
                 if call_ctx.files_changed is not False:  # only look when files may have changed
-                    await state.resources.notify_if_changed(ctx.session)
-            return result
+                    if await state.resources.notify_if_changed(ctx.session):
+                        await state.bus.publish(ResourcesListChanged())
+            return _with_session(result, report, state.sandboxes.take_reset_note(session_id))
         except ToolFailure as exc:
-            return text_result(str(exc), is_error=True)
+            return _with_session(text_result(str(exc), is_error=True), report, None)
         except MCPPyodideError as exc:  # the runtime could not serve (no Node, shutting down, all busy)
-            return text_result(f"{name} could not run: {exc}", is_error=True)
+            return _with_session(text_result(f"{name} could not run: {exc}", is_error=True), report, None)
         except Exception as exc:
             log.exception("tool %s failed", name)
             return text_result(f"{name} failed: {type(exc).__name__}: {exc}", is_error=True)
@@ -202,18 +326,24 @@ def build_server(state: ServerState) -> Server[Any]:
         await admit_resources(ctx, arguments)
         return await anyio.to_thread.run_sync(resources.read, arguments["uri"])
 
-    return Server(
+    server: Server[Any] = Server(
         "mcp-pyodide",
         version=__version__,
         title="Python in Pyodide",
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
+        cache_hints=CACHE_HINTS,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
         on_list_resources=list_resources if resources is not None else None,
         on_list_resource_templates=list_resource_templates if resources is not None else None,
         on_read_resource=read_resource if resources is not None else None,
+        on_subscriptions_listen=listen if resources is not None else None,
     )
+    # Seals the approval id a 2026-07-28 client echoes back: bound to tool and arguments, expiring.
+    security = RequestStateSecurity.ephemeral(ttl=state.engine.reservation_ttl_s)
+    server.middleware.append(RequestStateBoundary(security, default_audience="mcp-pyodide"))
+    return server
 
 
 def initialization_options(server: Server[Any], state: ServerState) -> InitializationOptions:
@@ -221,11 +351,20 @@ def initialization_options(server: Server[Any], state: ServerState) -> Initializ
     return server.create_initialization_options(NotificationOptions(resources_changed=state.resources is not None))
 
 
-def _with_summary(decision: Decision, arguments: dict[str, Any]) -> Decision:
-    from dataclasses import replace
-
-    summary = _summarise(arguments)
-    return replace(decision, message=f"Allow the tool call {decision.tool}?\n\n{summary}")
+def _with_session(result: types.CallToolResult, handle: str | None, reset_note: str | None) -> types.CallToolResult:
+    """Return the session handle in text and structuredContent; say when the session's state was lost."""
+    if handle is None and reset_note is None:
+        return result
+    content = list(result.content)
+    structured = dict(result.structured_content) if isinstance(result.structured_content, dict) else {}
+    if reset_note is not None:
+        content.insert(0, types.TextContent(type="text", text=f"[state reset] {reset_note}"))
+        structured["state_reset"] = True
+        structured["state_reset_reason"] = reset_note
+    if handle is not None:
+        content.append(types.TextContent(type="text", text=f"session: {handle}"))
+        structured["session"] = handle
+    return result.model_copy(update={"content": content, "structured_content": structured})
 
 
 def _audit(state: ServerState, decision: Decision, arguments: dict[str, Any], started: float, outcome: str) -> None:

@@ -272,7 +272,7 @@ def build_file_tools(mounts: Sequence[Mount], *, max_image_bytes: int = MAX_IMAG
         described = MountPointsOutput(
             mounts=[
                 MountInfo(name=m.name, hostPath=str(m.host_path), pythonPath=m.guest_path, readOnly=m.read_only)
-                for m in mounts
+                for m in (ctx.mounts if ctx.mounts is not None else mounts)
             ]
         )
         if described.mounts:
@@ -288,7 +288,7 @@ def build_file_tools(mounts: Sequence[Mount], *, max_image_bytes: int = MAX_IMAG
         )
 
     async def list_mounted_directory(args: ListDirectoryArgs, ctx: CallContext) -> types.CallToolResult:
-        mount = _mount(mounts, args.mountName)
+        mount = _mount(ctx.mounts if ctx.mounts is not None else mounts, args.mountName)
         try:
             listing = await anyio.to_thread.run_sync(list_directory, mount, args.path)
         except MountError as exc:
@@ -299,7 +299,7 @@ def build_file_tools(mounts: Sequence[Mount], *, max_image_bytes: int = MAX_IMAG
         )
 
     async def read_image_tool(args: ReadImageArgs, ctx: CallContext) -> types.CallToolResult:
-        mount = _mount(mounts, args.mountName)
+        mount = _mount(ctx.mounts if ctx.mounts is not None else mounts, args.mountName)
         try:
             data, mime, path = await anyio.to_thread.run_sync(read_image, mount, args.imagePath, max_image_bytes)
         except MountError as exc:

@@ -1,15 +1,14 @@
-"""Serve MCP over Streamable HTTP: one interpreter per MCP session, loopback only unless told otherwise.
+"""Serve MCP over Streamable HTTP, both protocol eras, loopback only unless told otherwise.
 
-mcp's low-level `Server.streamable_http_app()` gives a Starlette app whose
-session manager runs one server loop per `Mcp-Session-Id`; each loop has its
-own `Connection`, which `ServerState.session_id` keys on, so policy limits
-with `scope: "session"` and the per-session interpreter (`PerSessionSandboxes`)
-both follow the MCP session. When a session ends (the client's DELETE or the
-idle timeout) its connection's exit stack releases the interpreter.
-
-The 2026-07-28 protocol's single-exchange requests carry no session at all
-(every request would be a new "session", a fresh interpreter and fresh quota),
-so they are refused here with a message saying to use the session handshake.
+mcp's low-level `Server.streamable_http_app()` serves handshake-era clients
+one server loop per `Mcp-Session-Id` (each with its own `Connection`, which
+`ServerState` maps to a session handle, ended with the MCP session), and
+2026-07-28 clients one self-contained POST per request (their state travels
+in the `session` handle argument). An open MCP session costs a transport and
+no interpreter; interpreters are started on a session's first run and bounded
+by `--max-sessions` (see sessions.py). Host and Origin are checked on every
+loopback bind (DNS-rebinding protection), not only on the SDK's three literals.
+See docs/protocol-eras.md.
 
 With ``--auth-tokens``/``--oauth-issuer`` (see ``auth.py``) every request must carry a
 verified bearer token, and the SDK binds each MCP session to the principal that opened it.
@@ -19,15 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import logging
 import signal
 from collections.abc import Generator
 from typing import Any
 
 import uvicorn
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from starlette.types import ASGIApp, Receive, Scope, Send
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.types import ASGIApp
 
 from .app import ServerState, build_server
 from .auth import AuthFailureDetail, HttpAuth
@@ -37,6 +35,8 @@ log = logging.getLogger("mcp_pyodide.server")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 MCP_PATH = "/mcp"
+MAX_MCP_SESSIONS = 1000
+"""Open handshake-era MCP sessions at once (each costs about 40 KiB until it runs code); more get HTTP 503."""
 GRACEFUL_SHUTDOWN_S = 5
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -50,37 +50,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class RefuseSessionless:
-    """Answer 2026-07-28 single-exchange requests with a clear error instead of serving them sessionless."""
+def rebinding_protection(host: str) -> TransportSecuritySettings | None:
+    """Allow only Host/Origin values naming the loopback address we are bound to (or the usual loopback names).
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            headers = dict(scope.get("headers") or [])
-            version = headers.get(b"mcp-protocol-version", b"").decode("latin-1")
-            if version in MODERN_PROTOCOL_VERSIONS:
-                body = json.dumps(
-                    {
-                        "jsonrpc": "2.0",
-                        "id": None,
-                        "error": {
-                            "code": -32600,
-                            "message": (
-                                "mcp-pyodide keeps one interpreter per MCP session; "
-                                f"protocol {version} requests have no session. Connect with the "
-                                "initialize handshake (protocol 2025-11-25 or earlier)."
-                            ),
-                        },
-                    }
-                ).encode()
-                await send(
-                    {"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"application/json")]}
-                )
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
+    None (no check) for a non-loopback bind, where the operator's proxy decides who may connect.
+    """
+    if not is_loopback(host):
+        return None
+    bare = host.strip("[]")
+    literal = f"[{bare}]" if ":" in bare else bare
+    names = dict.fromkeys([literal, "127.0.0.1", "localhost", "[::1]"])
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[f"{name}:*" for name in names] + list(names),
+        allowed_origins=[f"http://{name}:*" for name in names] + [f"http://{name}" for name in names],
+    )
 
 
 class _Server(uvicorn.Server):
@@ -117,11 +101,12 @@ def build_app(
         host=host,
         session_idle_timeout=idle_timeout_s,
         max_sessions=max_connections,
+        transport_security=rebinding_protection(host),
         auth=auth.sdk_settings() if auth else None,
         token_verifier=auth.verifier if auth else None,
         custom_starlette_routes=auth.root_metadata_route() if auth else None,
     )
-    return RefuseSessionless(AuthFailureDetail(app) if auth else app)
+    return AuthFailureDetail(app) if auth else app
 
 
 async def serve_http(
@@ -130,7 +115,7 @@ async def serve_http(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     idle_timeout_s: float = 900.0,
-    max_connections: int | None = None,
+    max_connections: int | None = MAX_MCP_SESSIONS,
     log_level: str = "info",
     auth: HttpAuth | None = None,
 ) -> None:

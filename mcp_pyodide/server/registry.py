@@ -18,6 +18,7 @@ import mcp_types as types
 from pydantic import BaseModel, ValidationError
 
 from ..errors import MCPPyodideError
+from ..mounts import Mount
 from ..sandbox import Sandbox
 from ..tool_names import ToolName
 
@@ -38,6 +39,8 @@ class CallContext:
     get_sandbox: Callable[[], Awaitable[Sandbox]]
     # Set by a handler that knows whether files in the mounts changed; None means "maybe".
     files_changed: bool | None = None
+    # The mounts as this call's session sees them (its own output sub-folder); None: the server's.
+    mounts: tuple[Mount, ...] | None = None
 
     async def sandbox(self) -> Sandbox:
         """This session's sandbox, started on first use."""

@@ -23,7 +23,7 @@ from .notebook_tool import build_notebook_tools
 from .packages import build_package_tools
 from .registry import ToolSpec
 from .resources import MountResources, offered_by
-from .sessions import SandboxProvider, SingleSandbox
+from .sessions import SandboxProvider, SessionSandboxes
 from .stdin_guard import answer_bad_lines
 
 log = logging.getLogger("mcp_pyodide.server")
@@ -54,7 +54,10 @@ def make_state(
     resources: bool = True,
     provider: SandboxProvider | None = None,
 ) -> ServerState:
-    sandboxes = provider or SingleSandbox(Sandbox(config=config))
+    if provider is None:
+        default = Sandbox(config=config)
+        provider = SessionSandboxes(default.config, default=default)
+    sandboxes = provider
     config = sandboxes.config
     policy = policy or default_policy()
     mounts = with_output(config.mounts, config.output_dir)

@@ -1,0 +1,159 @@
+"""Asking the user to approve a call, in whichever way the client's protocol era allows.
+
+Handshake era (2025-11-25 and earlier): the server pushes `elicitation/create`
+while the call waits (`policy.admit`). 2026-07-28: the call returns an
+`input_required` result carrying the same prompt, and the client retries the
+call with the user's answer. Between the two requests the quota reservation
+is held; the pending approval is
+
+- bound to the exact call: a digest of the canonical JSON of tool name,
+  arguments and session, so a retry cannot run other code than was shown;
+- single use: the first retry consumes it, a replay finds nothing;
+- bounded in time and number: it expires with the engine's reservation
+  (`RESERVATION_TTL_S`), and at most `MAX_PENDING` wait at once.
+
+The `requestState` the client echoes is sealed by the SDK's
+`RequestStateBoundary` (AES-GCM, bound to tool and arguments, expiring); it
+carries only the pending approval's random id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.server.request_state import compact_json
+
+from ..policy import DENIED_PREFIX, Decision, PolicyEngine
+from ..policy.admit import PromptTooLong, approval_prompt, settle_approval
+
+APPROVAL_KEY = "approval"
+"""The key of our one input request in `input_required` results."""
+MAX_PENDING = 256
+"""2026-07-28 approvals that may wait for their retry at once; more are refused, never queued."""
+APPROVAL_SCHEMA: types.ElicitRequestedSchema = {"type": "object", "properties": {}}
+
+
+def binding(tool: str, arguments: Mapping[str, Any], session_key: str) -> str:
+    """What an approval is for: the tool, its exact arguments as sent, and the session."""
+    canonical = compact_json({"tool": tool, "arguments": dict(arguments), "session": session_key}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def no_elicitation(ctx: ServerRequestContext[Any]) -> str | None:
+    """The refusal when the client cannot show an approval form; None when it can."""
+    caps = ctx.session.client_capabilities
+    if caps is None or caps.elicitation is None:
+        return "this call needs the user's approval, and the client cannot ask (no elicitation support)"
+    return None
+
+
+async def ask_by_elicitation(ctx: ServerRequestContext[Any], prompt: str) -> tuple[bool, str]:
+    """Handshake era: push `elicitation/create` and wait for the user's answer."""
+    refusal = no_elicitation(ctx)
+    if refusal is not None:
+        return False, refusal
+    try:
+        answer = await ctx.session.elicit_form(prompt, APPROVAL_SCHEMA, related_request_id=ctx.request_id)
+    except Exception as exc:  # noqa: BLE001 - any failure to ask is a refusal, never a crash
+        return False, f"asking the user for approval failed ({exc})"
+    return answer_outcome(answer.action)
+
+
+def answer_outcome(action: str) -> tuple[bool, str]:
+    if action == "accept":
+        return True, ""
+    return False, f"the user answered {action!r} to the approval request"
+
+
+@dataclass
+class _Pending:
+    decision: Decision
+    binding: str
+    session: str  # the session id the call runs in (a handle may have been minted for it)
+    expires: float
+
+
+class PendingApprovals:
+    """2026-07-28 approvals waiting for the client's retry."""
+
+    def __init__(self, engine: PolicyEngine, clock: Callable[[], float]) -> None:
+        self.engine = engine
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending: dict[str, _Pending] = {}
+
+    def __len__(self) -> int:
+        self._expire()
+        return len(self._pending)
+
+    def _expire(self) -> None:
+        now = self._clock()
+        with self._lock:
+            gone = [key for key, p in self._pending.items() if now >= p.expires]
+            expired = [self._pending.pop(key) for key in gone]
+        for pending in expired:
+            self.engine.release(pending.decision, "the approval expired")
+
+    def ask(
+        self,
+        ctx: ServerRequestContext[Any],
+        decision: Decision,
+        arguments: Mapping[str, Any],
+        bound_to: str,
+        session: str,
+    ) -> types.InputRequiredResult | Decision:
+        """Hold `decision`'s reservation and return the question; a refusal when it cannot be asked."""
+        refusal = no_elicitation(ctx)
+        if refusal is not None:
+            return self.engine.release(decision, refusal)
+        try:
+            prompt = approval_prompt(decision, arguments)
+        except PromptTooLong as exc:
+            return self.engine.release(decision, str(exc))
+        self._expire()
+        approval_id = secrets.token_urlsafe(18)
+        with self._lock:
+            full = len(self._pending) >= MAX_PENDING
+            if not full:
+                expires = self._clock() + self.engine.reservation_ttl_s
+                self._pending[approval_id] = _Pending(decision, bound_to, session, expires)
+        if full:
+            return self.engine.release(
+                decision, f"{MAX_PENDING} approvals are already waiting for an answer; try again later"
+            )
+        request = types.ElicitRequest(
+            params=types.ElicitRequestFormParams(message=prompt, requested_schema=APPROVAL_SCHEMA)
+        )
+        return types.InputRequiredResult(input_requests={APPROVAL_KEY: request}, request_state=approval_id)
+
+    async def answer(
+        self, approval_id: str, bound_to: str, responses: Mapping[str, Any] | None
+    ) -> tuple[Decision, str]:
+        """Consume a pending approval with the client's answer: (the settled decision, its session id).
+
+        Unknown, expired, already used or mismatched approvals come back refused (session "").
+        """
+        self._expire()
+        with self._lock:
+            pending = self._pending.pop(approval_id, None)
+        if pending is None:
+            why = "this approval has expired or was already used; call the tool again to be asked again"
+            return _refused(why), ""
+        if pending.binding != bound_to:
+            return self.engine.release(pending.decision, "the retry is not the call the user was asked about"), ""
+        answer = (responses or {}).get(APPROVAL_KEY)
+        if not isinstance(answer, types.ElicitResult):
+            return self.engine.release(pending.decision, "the client sent no answer to the approval request"), ""
+        settled = await settle_approval(self.engine, pending.decision, *answer_outcome(answer.action))
+        return settled, pending.session
+
+
+def _refused(reason: str) -> Decision:
+    return Decision(False, False, "approval", reason, f"{DENIED_PREFIX} {reason}")
