@@ -527,7 +527,11 @@ def _serve(args: argparse.Namespace) -> int:
                 args.host,
                 args.port,
             )
-    provider = session_provider(args, config)
+    try:
+        provider = scale.ray_provider(args, config) if args.backend == "ray" else session_provider(args, config)
+    except ValueError as exc:
+        print(f"mcp-pyodide: {exc}", file=sys.stderr)
+        return 2
     state = make_state(
         config,
         policy=policy,

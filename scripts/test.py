@@ -37,7 +37,7 @@ def main() -> int:
     if not venv_python().exists():
         venv.create(VENV, with_pip=True)
     python = venv_python()
-    run(python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", ".[test,auth,redis]")
+    run(python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", ".[test,auth,redis,ray]")
     run(python, "-m", "mcp_pyodide", "install-runtime")
     lock = subprocess.run(
         [str(python), "-c", "from mcp_pyodide.cli import runtime_lock_path; print(runtime_lock_path())"],

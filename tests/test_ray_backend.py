@@ -30,7 +30,7 @@ from mcp_pyodide.server.handles import ANONYMOUS, Handle, folder_of  # noqa: E40
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "mcp-pyodide-test"
-STORE = 100 * 1024 * 1024
+NODE = {"object_store_memory": 100 * 1024 * 1024}
 SANDBOX = {"num_cpus": 0.5, "memory_bytes": 200 * 1024 * 1024}
 
 
@@ -100,8 +100,8 @@ def cluster() -> Iterator[Any]:
 
     # The workers must import this checkout (the shared venv's editable install points elsewhere).
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": STORE})
-    made.add_node(num_cpus=1, object_store_memory=STORE)
+    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, **NODE})
+    made.add_node(num_cpus=1, **NODE)
     made.wait_for_nodes()
     ray.init(address=made.address, namespace=NAMESPACE, log_to_driver=False)
     try:
@@ -145,7 +145,7 @@ def test_a_session_keeps_its_variables_across_front_ends_and_survives_losing_its
     host = ray.get(actor.where.remote(), timeout=30)
     node = next(n for n in cluster.worker_nodes if n.node_id == host)
     cluster.remove_node(node)
-    cluster.add_node(num_cpus=1, object_store_memory=STORE)  # what an autoscaler would do
+    cluster.add_node(num_cpus=1, **NODE)  # what an autoscaler would do
 
     started = time.monotonic()
     try:
@@ -180,3 +180,63 @@ def test_an_idle_actor_ends_itself(cluster: Any, tmp_path: Path) -> None:
 
 async def _run(provider: RaySandboxes, h: Handle, code: str) -> Any:
     return await (await provider.get(h)).execute(code, timeout_ms=30_000)
+
+
+# -- the real server: two replicas over HTTP sharing handles in Redis --------------------------------------
+
+
+def test_two_http_replicas_serve_one_session_and_report_its_lost_node(cluster: Any, tmp_path: Path) -> None:
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+    from scale_support import HttpServerProcess, RedisServer
+
+    store = RedisServer(tmp_path)
+    extra = [
+        "--backend",
+        "ray",
+        "--ray-address",
+        cluster.address,
+        "--ray-namespace",
+        NAMESPACE,
+        "--ray-cpus",
+        "0.5",
+        "--ray-memory-mb",
+        "200",
+        "--state",
+        store.url,
+    ]
+    replicas = [HttpServerProcess(tmp_path, {"version": "1", "default": "allow"}, *extra, name=n) for n in "ab"]
+
+    async def call(url: str, code: str, session: str) -> dict[str, Any]:
+        async with Client(streamable_http_client(url), mode="2026-07-28") as connected:  # type: ignore[arg-type]
+            result = await connected.call_tool("pyodide_execute", {"code": code, "session": session})
+        text = " ".join(getattr(block, "text", "") for block in result.content)
+        return {**(result.structured_content or {}), "is_error": result.is_error, "text": text}
+
+    async def scenario() -> None:
+        a, b = (r.url for r in replicas)
+        made = await call(a, "x = 41\nx", "new")
+        handle = made["session"]
+        assert made["result"] == "41", made
+        on_b = await call(b, "x + 1", handle)
+        assert on_b["result"] == "42" and not on_b.get("state_reset"), on_b
+
+        host = ray.get(ray.get_actor(actor_name(handle), namespace=NAMESPACE).where.remote(), timeout=30)
+        cluster.remove_node(next(n for n in cluster.worker_nodes if n.node_id == host))
+        cluster.add_node(num_cpus=1, **NODE)
+        after = await call(b, "x", handle)
+        if not after.get("state_reset") and "Ray actor" in after["text"]:  # the call raced the node's death: said so
+            after = await call(a, "x", handle)
+        assert after.get("state_reset") is True and "gone" in after["state_reset_reason"], after
+        assert "NameError" in after["text"]
+        again = await call(a, "x = 1\nx", handle)
+        assert again["result"] == "1" and not again.get("state_reset"), again
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 300))
+    finally:
+        for replica in replicas:
+            replica.stop()
+        store.stop()
+    for replica in replicas:
+        assert "Traceback" not in replica.log_text(), replica.log_text()[-3000:]

@@ -58,6 +58,35 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         help="keep rate-limit windows, pending approvals, session handles and the audit stream in Redis "
         "(redis://host:6379/0), so replicas share one policy; the [redis] extra (env MCP_PYODIDE_STATE)",
     )
+    ray = parser.add_argument_group("interpreters on a Ray cluster (--backend ray, the [ray] extra)")
+    ray.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default=env("MCP_PYODIDE_BACKEND", "local"),
+        help="local (default): interpreters are Node processes of this server; ray: each session's interpreter is "
+        "a named Ray actor, found by any replica (Streamable HTTP; use with --state) (env MCP_PYODIDE_BACKEND)",
+    )
+    ray.add_argument(
+        "--ray-address",
+        default=env("MCP_PYODIDE_RAY_ADDRESS") or None,
+        metavar="ADDR",
+        help="the Ray cluster to join (host:port of its head, or 'auto'; default: RAY_ADDRESS, else a local one)",
+    )
+    ray.add_argument(
+        "--ray-namespace",
+        default=env("MCP_PYODIDE_RAY_NAMESPACE", "mcp-pyodide"),
+        help="the Ray namespace of the session actors; replicas that share sessions share it (default mcp-pyodide)",
+    )
+    ray.add_argument(
+        "--ray-cpus", type=float, default=1.0, metavar="N", help="CPUs each session actor declares (default 1)"
+    )
+    ray.add_argument(
+        "--ray-memory-mb",
+        type=int,
+        default=512,
+        metavar="MB",
+        help="memory each session actor declares to Ray, for placement (default 512; an interpreter uses ~200)",
+    )
 
 
 def http_auth(args: argparse.Namespace) -> Any:
@@ -107,6 +136,31 @@ def apply_state(state: Any, url: str | None) -> None:
         redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping()
     except Exception as exc:  # noqa: BLE001 - reported, and served fail-closed until Redis answers
         log.error("state store %s does not answer (%s): limited tools are refused until it does", safe_url(url), exc)
+
+
+def ray_provider(args: argparse.Namespace, config: Any) -> Any:
+    """The `RaySandboxes` provider for ``--backend ray``. Raises ValueError for options it cannot serve."""
+    if args.transport != "streamable-http":
+        raise ValueError("--backend ray serves --transport streamable-http (stdio has one client: use local)")
+    if config.mounts:
+        raise ValueError(
+            "--mount is not supported with --backend ray: the interpreters run on other machines "
+            "(only the output folder is carried, as returned figures)"
+        )
+    if args.ray_cpus < 0 or args.ray_memory_mb <= 0:
+        raise ValueError("--ray-cpus must be >= 0 and --ray-memory-mb > 0")
+    try:
+        from ..backends.ray_provider import RaySandboxes
+    except ImportError as exc:
+        raise ValueError(f"--backend ray needs the [ray] extra (pip install 'mcp-pyodide[ray]'): {exc}") from exc
+    return RaySandboxes(
+        config,
+        idle_timeout_s=float(args.idle_timeout),
+        address=args.ray_address,
+        namespace=args.ray_namespace,
+        num_cpus=args.ray_cpus,
+        memory_bytes=args.ray_memory_mb * 1024 * 1024,
+    )
 
 
 def add_token_parser(sub: Any) -> None:
