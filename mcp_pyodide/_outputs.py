@@ -1,20 +1,25 @@
 """What a run produced in the output folder, decided by the broker from the folder itself.
 
 The sandbox's own lists (figures, written paths) are hints at most. Here: a bounded walk of the
-folder before and after each run (names and (inode, size, mtime_ns), never following a symlink),
-then only regular files created or changed by the run count; a figure is one the guest named
-whose bytes start with the PNG signature. Reads go through `read_inside`: every path component
-opened with O_NOFOLLOW relative to its parent's descriptor, the size checked on the open file
-before reading, and never more than cap + 1 bytes read.
+folder (names and (inode, size, mtime_ns, ctime_ns), never following a symlink) after a run that
+reported any change, compared with the folder as last seen (`Tracker`); only regular files that
+differ from it and were modified at or after the run's start count, so changes made between calls
+are never the run's. A run that reports no change is not walked: a guest that hides its writes
+hides only its own files. A figure is one the guest named whose bytes start with the PNG
+signature. Reads go through `read_inside`: every path component opened with O_NOFOLLOW relative
+to its parent's descriptor, the size checked on the open file before reading, and never more
+than cap + 1 bytes read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
 import stat
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +33,25 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO must never block the broker
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+# File times come from the kernel's coarse clock (Linux), which can trail time.time_ns() by a
+# tick: read that clock itself, so a file changed once the run started is never older than it.
+# A change in the same tick just before the run (a few ms) may count as the run's own.
+_COARSE = getattr(time, "CLOCK_REALTIME_COARSE", None)
+CLOCK_SLACK_NS = 0 if _COARSE is not None else 20_000_000
 
 
-class Listing(dict[str, tuple[int, int, int]]):
-    """Relative path -> (inode, size, mtime_ns); `complete` is False when the walk hit its bound."""
+def run_clock_ns() -> int:
+    """A start time no file touched after it can predate."""
+    if _COARSE is not None:
+        return time.clock_gettime_ns(_COARSE)
+    return time.time_ns() - CLOCK_SLACK_NS
+
+
+Signature = tuple[int, int, int, int]  # (inode, size, mtime_ns, ctime_ns)
+
+
+class Listing(dict[str, Signature]):
+    """Relative path -> (inode, size, mtime_ns, ctime_ns); `complete` is False when the walk hit its bound."""
 
     complete = True
 
@@ -56,15 +76,24 @@ def scan(root: Path) -> Listing:
                     if stat.S_ISDIR(info.st_mode) and depth < MAX_DEPTH:
                         stack.append((path, depth + 1))
                     elif stat.S_ISREG(info.st_mode):
-                        found[path] = (info.st_ino, info.st_size, info.st_mtime_ns)
+                        found[path] = _signature(info)
         except OSError:
             continue  # vanished or unreadable: nothing to report from there
     return found
 
 
-def changed(before: Listing, after: Listing) -> list[str]:
-    """Files the run created or changed, oldest change first."""
-    fresh = [path for path, sig in after.items() if before.get(path) != sig]
+def _signature(info: os.stat_result) -> Signature:
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def _fresh(sig: Signature, since_ns: int) -> bool:
+    """Modified (or renamed: that moves ctime) no earlier than `since_ns`."""
+    return max(sig[2], sig[3]) >= since_ns
+
+
+def changed(before: Listing, after: Listing, since_ns: int = 0) -> list[str]:
+    """Files created or changed (and touched at or after `since_ns`), oldest change first."""
+    fresh = [path for path, sig in after.items() if before.get(path) != sig and _fresh(sig, since_ns)]
     return sorted(fresh, key=lambda path: (after[path][2], path))
 
 
@@ -128,14 +157,14 @@ class Produced:
     not_returned: int
 
 
-def _stat_inside(root: Path, rel: str) -> tuple[int, int, int] | None:
+def _stat_inside(root: Path, rel: str) -> Signature | None:
     try:
         fd = _open_inside(root, rel)
     except OSError:
         return None
     try:
         info = os.fstat(fd)
-        return (info.st_ino, info.st_size, info.st_mtime_ns) if stat.S_ISREG(info.st_mode) else None
+        return _signature(info) if stat.S_ISREG(info.st_mode) else None
     finally:
         os.close(fd)
 
@@ -150,18 +179,18 @@ def produced(
 ) -> Produced:
     """Sort what the run made into figures and files, at most MAX_RETURNED of them in all.
 
-    When the folder is too big to walk whole, paths the guest named are checked one by one: they
-    count only if they are regular files inside the folder changed since the run started.
+    Only files touched at or after `since_ns` count. When the folder is too big to walk whole,
+    paths the guest named are checked one by one the same way.
     """
     hinted = set(figure_hints)
     figures: list[Path] = []
     files: list[Path] = []
-    fresh = changed(before, after)
+    fresh = changed(before, after, since_ns)
     if not (before.complete and after.complete):
         known = set(fresh)
         for rel in list(dict.fromkeys([*hinted, *hints]))[: MAX_RETURNED * 4]:
             sig = _stat_inside(root, rel) if rel not in known else None
-            if sig is not None and sig[2] >= since_ns and before.get(rel) != sig:
+            if sig is not None and _fresh(sig, since_ns) and before.get(rel) != sig:
                 fresh.append(rel)
                 known.add(rel)
     for rel in fresh[:MAX_RETURNED]:
@@ -171,3 +200,35 @@ def produced(
         else:
             files.append(path)
     return Produced(figures, sorted(files), max(0, len(fresh) - MAX_RETURNED))
+
+
+NOTHING = Produced([], [], 0)
+
+
+class Tracker:
+    """The output folder as last seen by one sandbox, so a run that changed nothing costs no walk.
+
+    `start()` before a run (walks only the first time), `finish()` after it. The folder is walked
+    again only when the run reported a write, a removal or a figure; whatever it then finds is
+    judged by the folder itself (`produced`), never by the report.
+    """
+
+    def __init__(self, root: Path, clock: Callable[[], int] = run_clock_ns) -> None:
+        self.root = root
+        self._clock = clock
+        self._seen: Listing | None = None
+        self._since_ns = 0
+
+    async def start(self) -> None:
+        if self._seen is None:
+            self._seen = await asyncio.to_thread(scan, self.root)
+        self._since_ns = self._clock()
+
+    async def finish(self, figure_hints: list[str], hints: list[str], reported_change: bool) -> tuple[Produced, bool]:
+        """What the run produced, and whether the folder's listing changed."""
+        if not (reported_change or figure_hints or hints):
+            return NOTHING, False
+        before = self._seen if self._seen is not None else Listing()
+        after = await asyncio.to_thread(scan, self.root)
+        self._seen = after
+        return produced(self.root, before, after, figure_hints, hints, self._since_ns), before != after

@@ -79,6 +79,7 @@ class Sandbox:
         self._preload_task: asyncio.Task[None] | None = None
         self.history = History()  # what this session ran, for export_notebook()
         self._run_lock = asyncio.Lock()
+        self._tracker: _outputs.Tracker | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -164,20 +165,24 @@ class Sandbox:
                     loaded_packages=outcomes,
                 )
         output = self.output_dir
-        async with self._run_lock:  # the folder's "before" must be this run's own
-            before = await asyncio.to_thread(_outputs.scan, output) if output is not None else _outputs.Listing()
-            since_ns = time.time_ns()
+        tracker = self._tracker
+        if output is not None and (tracker is None or tracker.root != output):
+            tracker = self._tracker = _outputs.Tracker(output)
+        async with self._run_lock:  # the folder as last seen must be this sandbox's own
+            if tracker is not None:
+                await tracker.start()
             result, reply = await self.runtime.execute(code, timeout_ms=timeout_ms, on_output=on_output)
-            after = await asyncio.to_thread(_outputs.scan, output) if output is not None else _outputs.Listing()
+            folder_changed = False
+            if tracker is not None:
+                prefix = f"{GUEST_ROOT}/{OUTPUT_NAME}/"
+                figure_hints = [p[len(prefix) :] for p in (reply.figures if reply else []) if p.startswith(prefix)]
+                hints = [p[len(prefix) :] for p in (reply.written if reply else []) if p.startswith(prefix)]
+                reported = reply is None or bool(reply.written or reply.removed or reply.figures)  # no reply: walk
+                made, folder_changed = await tracker.finish(figure_hints, hints, reported)
+                result.figures, result.files, result.files_not_returned = made.figures, made.files, made.not_returned
         result.loaded_packages = [o for o in outcomes if o.installed]
-        if output is not None:
-            prefix = f"{GUEST_ROOT}/{OUTPUT_NAME}/"
-            figure_hints = [p[len(prefix) :] for p in (reply.figures if reply else []) if p.startswith(prefix)]
-            hints = [p[len(prefix) :] for p in (reply.written if reply else []) if p.startswith(prefix)]
-            made = _outputs.produced(output, before, after, figure_hints, hints, since_ns)
-            result.figures, result.files, result.files_not_returned = made.figures, made.files, made.not_returned
         written = bool(reply and (reply.written or reply.removed))  # other mounts: the guest's word, a hint
-        result.mounts_changed = written or before != after or result.state_reset
+        result.mounts_changed = written or folder_changed or result.state_reset
         return result
 
     async def reset(self) -> InterpreterInfo:

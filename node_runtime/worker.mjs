@@ -324,6 +324,9 @@ function watchWrites(folders) {
   wrap(NODEFS.node_ops, "unlink", (parent, name) => {
     if (watched(parent)) removedPaths.add(`${FS.getPath(parent)}/${name}`);
   });
+  wrap(NODEFS.node_ops, "setattr", (node, attr) => {
+    if (watched(node) && attr?.size !== undefined) writtenPaths.add(FS.getPath(node)); // a truncation
+  });
   wrap(NODEFS.stream_ops, "write", (stream) => {
     if (watched(stream.node)) writtenPaths.add(FS.getPath(stream.node));
   });

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -95,3 +96,35 @@ def test_past_the_walk_bound_only_verified_hints_count(tmp_path: Path, monkeypat
     made = _outputs.produced(tmp_path, before, after, ["zz-new.png", "zz-link.png"], hints, since)
     assert tmp_path / "zz-new.png" in made.figures
     assert all(p.name not in ("zz-link.png", "old3.txt") for p in made.figures + made.files)
+
+
+def test_the_tracker_walks_only_after_a_reported_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    walks: list[Path] = []
+    real_scan = _outputs.scan
+    monkeypatch.setattr(_outputs, "scan", lambda root: walks.append(root) or real_scan(root))
+    starts = iter(range(1, 10))  # each run starts a second after the last (file times are now-ish)
+    tracker = _outputs.Tracker(tmp_path, clock=lambda: _outputs.run_clock_ns() + next(starts) * 10**9)
+
+    async def run(write: str | None, reported: bool) -> tuple[_outputs.Produced, bool]:
+        await tracker.start()
+        if write:
+            (tmp_path / write).write_text("x")
+            now = _outputs.run_clock_ns() + 10**9 * 3  # a file time inside this run
+            os.utime(tmp_path / write, ns=(now, now))
+        return await tracker.finish([], [], reported)
+
+    assert asyncio.run(run(None, False)) == (_outputs.NOTHING, False)
+    assert len(walks) == 1  # the first start only
+    made, changed = asyncio.run(run("unreported.txt", False))
+    assert made == _outputs.NOTHING and not changed and len(walks) == 1  # hidden: its own file only
+    made, changed = asyncio.run(run("own.txt", True))
+    assert [p.name for p in made.files] == ["own.txt"] and changed  # not the earlier unreported file
+
+
+def test_files_older_than_the_run_are_not_its_own(tmp_path: Path) -> None:
+    before = _outputs.scan(tmp_path)
+    (tmp_path / "copied-in.txt").write_text("x")
+    os.utime(tmp_path / "copied-in.txt", ns=(1, 1))
+    since = _outputs.run_clock_ns() + 10**9  # as if the run started a second later
+    made = _outputs.produced(tmp_path, before, _outputs.scan(tmp_path), [], since_ns=since)
+    assert made == _outputs.NOTHING

@@ -226,7 +226,7 @@ def compile_cell(source: str, filename: str) -> tuple[types.CodeType, types.Code
     flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
     tree = _compile(source, filename, "exec", flags=_ONLY_AST | flags, dont_inherit=True)
     last: types.CodeType | None = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr) and not ends_with_semicolon(source):
+    if tree.body and isinstance(tree.body[-1], ast.Expr) and not ends_with_semicolon(_after(source, tree.body[-1])):
         expr = ast.Expression(tree.body.pop().value)
         last = _compile(expr, filename, "eval", flags=flags, dont_inherit=True)
     body = _compile(tree, filename, "exec", flags=flags, dont_inherit=True)
@@ -248,6 +248,19 @@ def ends_with_semicolon(source: str) -> bool:
     except (tokenize.TokenError, SyntaxError):
         return False
     return last is not None and last.type == tokenize.OP and last.string == ";"
+
+
+def _after(source: str, node: ast.stmt) -> str:
+    """The text after `node` (only `;`, comments and blanks can follow the last statement).
+
+    Tokenizing just that keeps a big cell from being tokenized whole for one character.
+    """
+    if "\r" in source or node.end_lineno is None or node.end_col_offset is None:
+        return source  # line numbers may count differently: read it all
+    lines = source.split("\n")
+    line = lines[node.end_lineno - 1]
+    column = len(line.encode("utf-8")[: node.end_col_offset].decode("utf-8", "replace"))
+    return "\n".join([line[column:], *lines[node.end_lineno :]])
 
 
 def _sibling(name: str) -> Any:

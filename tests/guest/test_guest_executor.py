@@ -71,6 +71,26 @@ def test_a_trailing_semicolon_is_read_by_the_tokenizer(source: str, hidden: bool
     assert ex.ends_with_semicolon(source) is hidden
 
 
+@pytest.mark.parametrize(
+    ("source", "hidden"),
+    [
+        ("1+1", False),
+        ("'é';  # é", True),
+        ("a = 1; a", False),
+        ('x = """a\n"""; x;', True),
+        ("x = 1\nx \\\n;", True),
+        ("1 + \\\n 1 \\\n;", True),
+        ("1;2", False),
+        ("1;\r\n", True),
+    ],
+)
+def test_only_the_text_after_the_last_statement_decides(source: str, hidden: bool) -> None:
+    """compile_cell reads just the tail (a big cell is not tokenized whole), with the same answer."""
+    _, last = ex.compile_cell(source, "<cell>")
+    assert (last is None) is hidden
+    assert ex.ends_with_semicolon(source) is hidden
+
+
 def test_a_cell_ending_in_a_string_with_a_semicolon_shows_its_value(guest: ex.Guest) -> None:
     outcome = run(guest, "def f(s):\n    return s * 2\nf(';#')")
     assert outcome == {"ok": True, "result": "';#;#'", "extra": {}}
