@@ -1,6 +1,9 @@
 # ruff: noqa: RUF001  (multiplication signs and en dashes in the tables are meant)
 """Benchmark mcp-pyodide against bare Pyodide in Node, side by side, in one run.
 
+Over 300 lines on purpose: a stand-alone benchmark script, run and never imported; its rows share the
+measuring helpers and the report, so one file shows what each figure measured.
+
     python benchmarks/run.py [--quick] [--repeat N] [--json PATH] [--package-source PATH]
                              [--checkout DIR]
 

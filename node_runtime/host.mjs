@@ -5,6 +5,9 @@
 // stays free while Python runs, a timeout can always fire: first as a
 // KeyboardInterrupt through the shared interrupt buffer, then, if the
 // interpreter does not stop within the grace period, by ending the worker.
+//
+// Over 300 lines on purpose: it is the main thread's whole side of the protocol (requests, worker
+// life, timers, spare interpreter), which share one state and are read together.
 
 import fs from "node:fs";
 import { Worker } from "node:worker_threads";

@@ -4,6 +4,9 @@
 // thread only runs Python. Python can hold this thread for as long as it
 // likes, which is why timeouts live elsewhere and reach us through the shared
 // interrupt buffer.
+//
+// Over 300 lines on purpose: this is one worker thread's whole life (boot, lock-down, file guards, runs),
+// and the guards close over the interpreter they lock, so they are read in the order they are applied.
 
 import fs from "node:fs";
 import path from "node:path";

@@ -5,6 +5,8 @@ decision (and approval) -> tool handler -> runtime. A refused call never
 reaches the runtime and never consumes quota. Both protocol eras are served
 by the same handlers; where they differ (approval, sessions) the difference
 is decided here from `ctx.protocol_version`. See docs/protocol-eras.md.
+Over 300 lines on purpose: the request handlers are closures over one `ServerState` and share the
+policy gate and audit, so the path of a call is read in one place.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -29,7 +31,6 @@ from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourcesListChanged
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import BaseModel, Field, create_model
 
 from .. import __version__
 from ..errors import MCPPyodideError
@@ -42,6 +43,7 @@ from .auth import current_principal
 from .handles import NEW_SESSION, Handle
 from .registry import CallContext, ToolFailure, ToolSpec, text_result
 from .resources import MountResources, resource_decision
+from .session_args import session_fields, with_session
 from .sessions import DEFAULT_HANDLE, DEFAULT_SESSION, SandboxProvider
 
 log = logging.getLogger("mcp_pyodide.server")
@@ -62,48 +64,6 @@ UNKNOWN_HANDLE = (
     "Unknown or expired session handle: nothing was run. Sessions end after the server's --idle-timeout "
     'without a call (and when the server restarts); omit `session`, or pass "new", to start a fresh interpreter.'
 )
-SESSION_HELP = (
-    "Interpreter session handle, from the `session` field of an earlier result: pass it back to keep "
-    "using that interpreter (its variables and imports). Omit it for the default (stdio: the one "
-    "interpreter; HTTP: the MCP session's interpreter, or a new one for clients without MCP sessions); "
-    '"new" starts a fresh interpreter and returns its handle.'
-)
-SESSION_NOTE = (
-    "\n- Sessions: when a result carries a `session` handle, pass it back as the `session` argument of "
-    "later calls (this tool, pyodide_reset and the file tools) to keep working in the same interpreter; "
-    "without it a later call may reach a fresh one. Handles end after a period without calls."
-)
-
-
-class SessionOutput(BaseModel):
-    """What every result adds to a tool's structured output when a session handle is in use."""
-
-    session: str | None = Field(default=None, description="the session handle: pass it back as `session`")
-    state_reset_reason: str | None = Field(default=None, description="why the session's earlier state is gone")
-
-
-SESSION_OUTPUT_PROPERTIES: dict[str, Any] = SessionOutput.model_json_schema()["properties"]
-
-
-class SessionArgument(BaseModel):
-    """The `session` argument every tool takes; added to each tool's argument model in `with_session`."""
-
-    session: str | None = Field(default=None, min_length=1, max_length=200, description=SESSION_HELP)
-
-
-def with_session(spec: ToolSpec) -> ToolSpec:
-    """The same tool with the `session` argument added to its argument model and description."""
-    if "session" in spec.arguments.model_fields:
-        return spec
-    model = create_model(spec.arguments.__name__, __base__=(spec.arguments, SessionArgument))
-    description = spec.description + (SESSION_NOTE if spec.name == ToolName.EXECUTE else "")
-    changes: dict[str, Any] = {"arguments": model, "description": description}
-    if spec.output is not None:
-        changes["output"] = create_model(spec.output.__name__, __base__=(spec.output, SessionOutput))
-    elif spec.output_schema is not None:
-        properties = {**spec.output_schema.get("properties", {}), **SESSION_OUTPUT_PROPERTIES}
-        changes["output_schema"] = {**spec.output_schema, "properties": properties}
-    return replace(spec, **changes)
 
 
 @dataclass
@@ -291,11 +251,11 @@ def build_server(state: ServerState) -> Server[Any]:
                 if call_ctx.files_changed is not False:  # only look when files may have changed
                     if await state.resources.notify_if_changed(ctx.session):
                         await state.bus.publish(ResourcesListChanged())
-            return _with_session(result, report, state.sandboxes.take_reset_note(handle.id))
+            return session_fields(result, report, state.sandboxes.take_reset_note(handle.id))
         except ToolFailure as exc:
-            return _with_session(text_result(str(exc), is_error=True), report, None)
+            return session_fields(text_result(str(exc), is_error=True), report, None)
         except MCPPyodideError as exc:  # the runtime could not serve (no Node, shutting down, all busy)
-            return _with_session(text_result(f"{name} could not run: {exc}", is_error=True), report, None)
+            return session_fields(text_result(f"{name} could not run: {exc}", is_error=True), report, None)
         except Exception as exc:
             log.exception("tool %s failed", name)
             return text_result(f"{name} failed: {type(exc).__name__}: {exc}", is_error=True)
@@ -363,22 +323,6 @@ def build_server(state: ServerState) -> Server[Any]:
 def initialization_options(server: Server[Any], state: ServerState) -> InitializationOptions:
     """Capabilities as served: resources.listChanged when resources are offered."""
     return server.create_initialization_options(NotificationOptions(resources_changed=state.resources is not None))
-
-
-def _with_session(result: types.CallToolResult, handle: str | None, reset_note: str | None) -> types.CallToolResult:
-    """Return the session handle in text and structuredContent; say when the session's state was lost."""
-    if handle is None and reset_note is None:
-        return result
-    content = list(result.content)
-    structured = dict(result.structured_content) if isinstance(result.structured_content, dict) else {}
-    if reset_note is not None:
-        content.insert(0, types.TextContent(type="text", text=f"[state reset] {reset_note}"))
-        structured["state_reset"] = True
-        structured["state_reset_reason"] = reset_note
-    if handle is not None:
-        content.append(types.TextContent(type="text", text=f"session: {handle}"))
-        structured["session"] = handle
-    return result.model_copy(update={"content": content, "structured_content": structured})
 
 
 def _audit(state: ServerState, decision: Decision, arguments: dict[str, Any], started: float, outcome: str) -> None:

@@ -19,12 +19,13 @@ import anyio
 import mcp_types as types
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..config import DEFAULT_MAX_IMAGE_BYTES
 from ..escaping import json_safe, shown
 from ..mounts import Mount, MountError, find_mount, open_inside, read_bounded, resolve_inside
 from ..tool_names import ToolName
 from .registry import CallContext, ToolFailure, ToolSpec
 
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
+MAX_IMAGE_BYTES = DEFAULT_MAX_IMAGE_BYTES
 """Largest image pyodide_read-image returns; the CLI's --max-image-bytes overrides it."""
 MAX_LIST_ENTRIES = 1000
 """Entries shown by pyodide_list-mounted-directory; the rest are counted, not listed."""

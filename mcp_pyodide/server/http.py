@@ -27,13 +27,12 @@ import uvicorn
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp
 
+from ..config import DEFAULT_HOST, DEFAULT_PORT
 from .app import ServerState, build_server
 from .auth import AuthFailureDetail, HttpAuth
 
 log = logging.getLogger("mcp_pyodide.server")
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8000
 MCP_PATH = "/mcp"
 MAX_MCP_SESSIONS = 1000
 """Open handshake-era MCP sessions at once (each costs about 40 KiB until it runs code); more get HTTP 503."""
