@@ -1,6 +1,6 @@
 """A second front-end, in its own process: runs one call of a session through `RaySandboxes` and prints it.
 
-Used by tests/test_ray_backend.py: `python tests/ray_frontend.py ADDRESS NAMESPACE HANDLE_ID OUTPUT CODE`.
+Used by tests/ray_cases.py: `python tests/ray_frontend.py ADDRESS NAMESPACE HANDLE_ID OUTPUT CODE`.
 """
 
 from __future__ import annotations
