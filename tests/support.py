@@ -133,6 +133,18 @@ class ServerHandle:
     def stderr_text(self) -> str:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
 
+    def wait_for_log(self, needle: str, count: int = 1, timeout_s: float = 120.0) -> str:
+        """The server's log once `needle` has appeared in it `count` times (bounded wait)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            text = self.stderr_text()
+            if text.count(needle) >= count:
+                return text
+            time.sleep(0.05)
+        raise AssertionError(
+            f"{needle!r} did not appear {count} time(s) in the server log:\n{self.stderr_text()[-2000:]}"
+        )
+
     def close(self) -> None:
         try:
             self.loop.call_soon_threadsafe(self.stop_event.set)

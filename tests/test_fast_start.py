@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 from support import ALLOW_ALL, ServerHandle
 
 from mcp_pyodide._paths import cache_root
-
-
-def wait_for_log(handle: ServerHandle, needle: str, timeout_s: float = 120.0) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        text = handle.stderr_text()
-        if needle in text:
-            return text
-        time.sleep(0.05)
-    raise AssertionError(f"{needle!r} never appeared:\n{handle.stderr_text()[-2000:]}")
 
 
 def test_first_start_saves_a_snapshot_with_the_guest_imports_that_the_next_start_restores(tmp_path: Path) -> None:
@@ -30,7 +19,7 @@ def test_first_start_saves_a_snapshot_with_the_guest_imports_that_the_next_start
     try:
         result = first.execute("import json, ast\n1+1")
         assert result.structured_content["result"] == "2"  # type: ignore[index]
-        log = wait_for_log(first, "memory snapshot for fast starts")
+        log = first.wait_for_log("memory snapshot for fast starts")
         assert "booted from scratch" in log
     finally:
         first.close()

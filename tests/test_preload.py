@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from support import ALLOW_ALL, ServerHandle, offline_packages_dir, text_of
 
 from mcp_pyodide.config import RuntimeConfig
-
-
-def wait_for_log(handle: ServerHandle, needle: str, timeout_s: float = 120.0) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        text = handle.stderr_text()
-        if needle in text:
-            return text
-        time.sleep(0.1)
-    raise AssertionError(f"{needle!r} never appeared in the server log:\n{handle.stderr_text()[-2000:]}")
 
 
 def test_preloaded_packages_are_ready_and_the_first_answer_is_not_held_back() -> None:
@@ -32,7 +20,7 @@ def test_preloaded_packages_are_ready_and_the_first_answer_is_not_held_back() ->
     try:
         first = handle.execute("1+1")
         assert not first.is_error and first.structured_content["result"] == "2"  # type: ignore[index]
-        log = wait_for_log(handle, "preloaded numpy, matplotlib, no-such-package")
+        log = handle.wait_for_log("preloaded numpy, matplotlib, no-such-package")
         assert "--preload no-such-package" in log  # named, not fatal
         # Already loaded: the call loads nothing more and pyplot was imported by the preload.
         result = handle.execute("import sys\nimport numpy\n'matplotlib.pyplot' in sys.modules")
