@@ -7,7 +7,10 @@ can serve a whole test module and tests stay plain functions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -166,6 +169,20 @@ def runtime_nodes(parent: psutil.Process) -> list[psutil.Process]:
         except psutil.Error:
             continue
     return found
+
+
+def wait_listening(
+    port: int, proc: subprocess.Popen[bytes] | None, log: Path | None, timeout: float = 60.0, host: str = "127.0.0.1"
+) -> None:
+    """Return once something accepts connections on host:port; fail with the server's log if it exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(log.read_text() if log else f"exited {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listening on {host}:{port} after {timeout} s")
 
 
 def offline_packages_dir() -> Path:

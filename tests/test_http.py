@@ -21,7 +21,7 @@ import psutil
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from support import runtime_nodes
+from support import runtime_nodes, wait_listening
 
 REPO = Path(__file__).resolve().parent.parent
 SESSION_LIMIT = 4
@@ -73,13 +73,7 @@ class HttpServer:
             env=dict(os.environ),
         )
         self.log_path = tmp / "server.log"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log_path.read_text()
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return
-            time.sleep(0.1)
-        raise AssertionError("the HTTP server did not start listening")
+        wait_listening(self.port, self.proc, self.log_path)
 
     def node_processes(self) -> list[psutil.Process]:
         return runtime_nodes(psutil.Process(self.proc.pid))

@@ -29,7 +29,7 @@ import psutil
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
-from support import REPO, runtime_nodes
+from support import REPO, runtime_nodes, wait_listening
 
 MODERN = "2026-07-28"
 ERAS = ["legacy", MODERN]
@@ -66,13 +66,7 @@ class HttpServer:
             stderr=subprocess.STDOUT,
             cwd=REPO,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log_path.read_text()
-            with contextlib.suppress(OSError), socket.create_connection((host, self.port), timeout=1):
-                return
-            time.sleep(0.1)
-        raise AssertionError("the HTTP server did not start listening")
+        wait_listening(self.port, self.proc, self.log_path, host=host)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
