@@ -24,6 +24,7 @@ from .config import (
 from .mounts import ENV_SEPARATOR, Mount, MountError, build_mounts, output_mount, split_env_mounts
 from .netbroker import NetworkPolicy
 from .policy import PolicyError
+from .policy.engine import RESERVATION_TTL_S
 from .tool_names import ToolName
 
 
@@ -302,6 +303,15 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
         help="policy.json to enforce on every tool call (env MCP_PYODIDE_POLICY; default: the built-in policy)",
     )
     parser.add_argument("--audit-log", type=Path, default=None, help="append one JSON line per policy decision")
+    parser.add_argument(
+        "--approval-timeout",
+        type=_positive_int,
+        default=int(os.environ.get("MCP_PYODIDE_APPROVAL_TIMEOUT") or RESERVATION_TTL_S),
+        metavar="SECONDS",
+        help="how long a call needing approval waits for the user's answer (2026-07-28: for the client's retry) "
+        f"before it is refused and its quota given back (default {RESERVATION_TTL_S:.0f}; "
+        "env MCP_PYODIDE_APPROVAL_TIMEOUT)",
+    )
     parser.add_argument(
         "--log-level",
         default=os.environ.get("MCP_PYODIDE_LOG_LEVEL", "info"),

@@ -15,7 +15,7 @@ import pytest
 
 from mcp_pyodide.policy import PolicyEngine, parse_policy
 from mcp_pyodide.policy.admit import MAX_PROMPT_CHARS, admit, approval_prompt
-from mcp_pyodide.server.approval import APPROVAL_KEY, PendingApprovals, binding
+from mcp_pyodide.server.approval import APPROVAL_KEY, LocalApprovals, PendingApprovals, binding
 
 TOOL = "pyodide_execute"
 POLICY = {
@@ -145,10 +145,11 @@ def _accept() -> dict[str, Any]:
 
 
 def test_input_required_approval_is_single_use_and_bound_to_the_call(engine: PolicyEngine) -> None:
-    approvals = PendingApprovals(engine, engine.clock)
+    book = LocalApprovals(engine.clock)
+    approvals = PendingApprovals(engine, book)
     args = {"code": "21 * 2", "timeout": 30000}
     bound = binding(TOOL, args, "")
-    asked = approvals.ask(_ctx(), engine.decide_now(TOOL, args, "s"), args, bound, "sid")
+    asked = asyncio.run(approvals.ask(_ctx(), engine.decide_now(TOOL, args, "s"), args, bound, "sid"))
     assert isinstance(asked, types.InputRequiredResult) and asked.request_state
     request = asked.input_requests[APPROVAL_KEY]  # type: ignore[index]
     assert isinstance(request, types.ElicitRequest) and "21 * 2" in request.params.message
@@ -157,9 +158,9 @@ def test_input_required_approval_is_single_use_and_bound_to_the_call(engine: Pol
     other = binding(TOOL, {"code": "import os", "timeout": 30000}, "")
     refused, _ = asyncio.run(approvals.answer(asked.request_state, other, _accept()))
     assert not refused.allowed and "not the call the user was asked about" in refused.message
-    assert quota_used(engine) == 0 and len(approvals) == 0  # a mismatch consumes and releases
+    assert quota_used(engine) == 0 and len(book) == 0  # a mismatch consumes and releases
 
-    asked = approvals.ask(_ctx(), engine.decide_now(TOOL, args, "s"), args, bound, "sid")
+    asked = asyncio.run(approvals.ask(_ctx(), engine.decide_now(TOOL, args, "s"), args, bound, "sid"))
     assert isinstance(asked, types.InputRequiredResult) and asked.request_state
     decision, session = asyncio.run(approvals.answer(asked.request_state, bound, _accept()))
     assert decision.allowed and session == "sid"
@@ -168,27 +169,31 @@ def test_input_required_approval_is_single_use_and_bound_to_the_call(engine: Pol
 
 
 def test_input_required_approval_decline_and_expiry_release(engine: PolicyEngine, clock: FakeClock) -> None:
-    approvals = PendingApprovals(engine, engine.clock)
+    book = LocalApprovals(engine.clock)
+    approvals = PendingApprovals(engine, book)
     args = {"code": "1"}
     bound = binding(TOOL, args, "")
-    asked = approvals.ask(_ctx(), engine.decide_now(TOOL, args, "s"), args, bound, "sid")
+    asked = asyncio.run(approvals.ask(_ctx(), engine.decide_now(TOOL, args, "s"), args, bound, "sid"))
     assert isinstance(asked, types.InputRequiredResult) and asked.request_state
     decision, _ = asyncio.run(
         approvals.answer(asked.request_state, bound, {APPROVAL_KEY: types.ElicitResult(action="decline")})
     )
     assert not decision.allowed and "decline" in decision.message and quota_used(engine) == 0
 
-    asked = approvals.ask(_ctx(), engine.decide_now(TOOL, args, "s"), args, bound, "sid")
+    asked = asyncio.run(approvals.ask(_ctx(), engine.decide_now(TOOL, args, "s"), args, bound, "sid"))
     assert isinstance(asked, types.InputRequiredResult) and asked.request_state
     clock.now += 301  # the client never comes back
-    assert len(approvals) == 0 and quota_used(engine) == 0 and engine.pending_approvals == 0
+    assert quota_used(engine) == 0 and engine.pending_approvals == 0  # the quota is back at the expiry
     late, _ = asyncio.run(approvals.answer(asked.request_state, bound, _accept()))
-    assert not late.allowed and "expired" in late.message
+    assert not late.allowed and "expired" in late.message and len(book) == 0
 
 
 def test_input_required_needs_an_elicitation_capable_client(engine: PolicyEngine) -> None:
-    approvals = PendingApprovals(engine, engine.clock)
-    refused = approvals.ask(_ctx(elicitation=False), engine.decide_now(TOOL, {"code": "1"}, "s"), {}, "b", "sid")
+    book = LocalApprovals(engine.clock)
+    approvals = PendingApprovals(engine, book)
+    refused = asyncio.run(
+        approvals.ask(_ctx(elicitation=False), engine.decide_now(TOOL, {"code": "1"}, "s"), {}, "b", "sid")
+    )
     assert not isinstance(refused, types.InputRequiredResult)
     assert "no elicitation support" in refused.message and quota_used(engine) == 0
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,17 @@ LIMITED = {
     "tools": {
         "pyodide_execute": {"limits": [{"counter": "runs", "window": "minute", "max": 10, "scope": "grant"}]},
         "approve_me": {"action": "require_approval", "limits": [{"counter": "a", "window": 60, "max": 1}]},
+        "approve_unlimited": {"action": "require_approval"},
+    },
+}
+APPROVED_RUN = {
+    "version": "1",
+    "default": "allow",
+    "tools": {
+        "pyodide_execute": {
+            "action": "require_approval",
+            "limits": [{"counter": "runs", "window": "minute", "max": 1, "scope": "grant"}],
+        }
     },
 }
 
@@ -39,9 +51,20 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
-def engine_on(url: str) -> PolicyEngine:
+def engine_on(url: str, reservation_ttl_s: float = 300.0) -> PolicyEngine:
     policy = parse_policy(LIMITED)
-    return PolicyEngine(policy, store=RedisLimitStore(redis_connect(url), url, policy.all_limits()))
+    store = RedisLimitStore(redis_connect(url), url, policy.all_limits())
+    return PolicyEngine(policy, store=store, reservation_ttl_s=reservation_ttl_s)
+
+
+async def until(check: Callable[[], Awaitable[bool]], within_s: float) -> bool:
+    """Poll ``check`` (Redis keeps the time here: there is no clock to inject) until it holds or time is up."""
+    deadline = time.monotonic() + within_s
+    while not await check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
 
 
 def test_concurrent_engines_on_one_redis_admit_exactly_the_limit(redis_server: RedisServer) -> None:
@@ -76,6 +99,72 @@ def test_an_approval_reservation_is_held_in_redis_and_given_back_on_decline(redi
         assert (await other.settle(again, True)).allowed
         with pytest.raises(ValueError, match="no longer pending"):
             await front.settle(again, True)  # a ticket is good once
+
+    asyncio.run(scenario())
+
+
+def test_an_approval_with_no_limits_is_held_in_redis_too(redis_server: RedisServer) -> None:
+    async def scenario() -> None:
+        front, other = engine_on(redis_server.url), engine_on(redis_server.url)
+        pending = await front.decide("approve_unlimited", {}, "s", "alice")
+        assert pending.needs_approval and isinstance(pending.ticket, str)
+        assert (await other.settle(pending, True)).allowed  # approved through another replica
+        with pytest.raises(ValueError, match="no longer pending"):
+            await front.settle(pending, True)
+
+    asyncio.run(scenario())
+
+
+def test_an_unanswered_approval_gives_its_quota_back_when_it_expires(redis_server: RedisServer) -> None:
+    async def scenario() -> None:
+        front, other = engine_on(redis_server.url, 0.5), engine_on(redis_server.url, 0.5)
+        pending = await front.decide("approve_me", {}, "s", "alice")
+        assert pending.needs_approval
+        held = await other.decide("approve_me", {}, "s2", "alice")
+        assert not held.needs_approval and "rate limit 1" in held.message  # the one slot is held...
+        started = time.monotonic()
+
+        async def free_again() -> bool:
+            decision = await other.decide("approve_me", {}, "s2", "alice")
+            if decision.needs_approval:
+                await other.settle(decision, False)
+            return decision.needs_approval
+
+        assert await until(free_again, 10)  # ...until the approval expires, not until the 60 s window ends
+        assert 0.4 <= time.monotonic() - started < 5
+        with pytest.raises(ValueError, match="no longer pending"):  # the answer came too late: refused
+            await front.settle(pending, True)
+        assert (await front.decide("approve_me", {}, "s", "alice")).needs_approval
+
+    asyncio.run(scenario())
+
+
+def test_pending_approvals_in_redis_are_shared_single_use_and_capped(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mcp_pyodide.server.approval import Pending
+    from mcp_pyodide.state import redis_approvals
+    from mcp_pyodide.state.redis_approvals import RedisApprovals
+
+    async def scenario() -> None:
+        engine = engine_on(redis_server.url)
+        decision = await engine.decide("approve_unlimited", {"code": "1"}, "s", "alice")
+        clients = [redis_connect(redis_server.url) for _ in range(2)]  # two replicas
+        books = [RedisApprovals(RedisLimitStore(c, redis_server.url, []), c) for c in clients]
+        assert await books[0].put("approval-1", Pending(decision, "bound", "sid"), 60)
+        found = await books[1].pop("approval-1")  # the retry reached the other replica
+        assert found == Pending(decision, "bound", "sid") and found.decision.ticket == decision.ticket
+        assert await books[0].pop("approval-1") is None  # single use
+        monkeypatch.setattr(redis_approvals, "MAX_PENDING", 3)
+        assert [await books[i % 2].put(f"a{i}", Pending(decision, "b", "s"), 60) for i in range(4)] == [
+            True,
+            True,
+            True,
+            False,
+        ]
+        assert await books[0].put("short", Pending(decision, "b", "s"), 0.2) is False  # still full
+        stored = redis.Redis.from_url(redis_server.url).keys("mcp-pyodide:approval:*")
+        assert len(stored) == 3 and all(b"a0" not in key for key in stored)  # named by digests, not by the id
 
     asyncio.run(scenario())
 
@@ -149,3 +238,83 @@ def test_three_replicas_enforce_one_limit_exactly_and_fail_closed_without_redis(
             replica.stop()
     for replica in replicas:
         assert "Traceback" not in replica.log_text()
+
+
+def test_a_stateless_approval_is_answered_through_any_replica_and_an_unanswered_one_expires(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """2026-07-28 approvals behind a load balancer: ask on A, answer on B; decline, approve, never answer."""
+    import mcp_types as types
+    from mcp import Client
+
+    from mcp_pyodide.server.approval import APPROVAL_KEY
+
+    policy = json.loads(json.dumps(APPROVED_RUN))
+    policy["tools"]["pyodide_execute"]["limits"][0]["max"] = 2
+    extra = ("--state", redis_server.url, "--approval-timeout", "3")
+    replicas = [HttpServerProcess(tmp_path, policy, *extra, name=f"replica{i}") for i in range(2)]
+    code = {"code": "6 * 7"}
+
+    def answer(action: str) -> dict[str, types.ElicitResult]:
+        return {APPROVAL_KEY: types.ElicitResult(action=action)}  # type: ignore[arg-type]
+
+    async def unused(context: object, params: object) -> types.ElicitResult:
+        raise AssertionError("the test answers each approval itself, through the replica of its choice")
+
+    def client(url: str) -> Client:  # a client able to show approval forms, driven by hand here
+        return Client(url, mode="2026-07-28", elicitation_callback=unused)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        async with client(replicas[0].url) as a, client(replicas[1].url) as b:
+            asked = await a.session.call_tool("pyodide_execute", code, allow_input_required=True)
+            assert isinstance(asked, types.InputRequiredResult) and asked.request_state
+            declined = await b.session.call_tool(
+                "pyodide_execute", code, input_responses=answer("decline"), request_state=asked.request_state
+            )
+            assert declined.is_error and "decline" in str(declined.content), declined
+
+            asked = await a.session.call_tool("pyodide_execute", code, allow_input_required=True)
+            assert isinstance(asked, types.InputRequiredResult), asked  # the declined call's quota came back at once
+            approved = await b.session.call_tool(
+                "pyodide_execute", code, input_responses=answer("accept"), request_state=asked.request_state
+            )
+            assert not approved.is_error and (approved.structured_content or {}).get("result") == "42", approved
+            replay = await a.session.call_tool(
+                "pyodide_execute", code, input_responses=answer("accept"), request_state=asked.request_state
+            )
+            assert replay.is_error and "already used" in str(replay.content), replay
+
+            forgotten = await a.session.call_tool("pyodide_execute", code, allow_input_required=True)
+            assert isinstance(forgotten, types.InputRequiredResult)  # the client never comes back with this one
+            held = await b.session.call_tool("pyodide_execute", code, allow_input_required=True)
+            assert isinstance(held, types.CallToolResult) and "rate limit 2 per minute" in str(held.content)
+            started = time.monotonic()
+
+            async def asked_again() -> bool:
+                again = await b.session.call_tool("pyodide_execute", code, allow_input_required=True)
+                return isinstance(again, types.InputRequiredResult)
+
+            assert await until(asked_again, 30)  # the quota is back when the approval expires, not at the window
+            assert 2.5 <= time.monotonic() - started < 20
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 240))
+    finally:
+        for replica in replicas:
+            replica.stop()
+    for replica in replicas:
+        assert "Traceback" not in replica.log_text()
+
+
+def test_request_state_keys_come_from_a_file_of_secrets(tmp_path: Path) -> None:
+    from mcp_pyodide.commands.scale import request_state_keys
+
+    keys = tmp_path / "keys"
+    keys.write_text("# rotated 2026-12\n" + "n" * 64 + "\n\n" + "o" * 32 + "\n")
+    assert request_state_keys(keys) == [b"n" * 64, b"o" * 32]
+    assert request_state_keys(None) is None
+    keys.write_text("short\n")
+    with pytest.raises(ValueError, match="at least 32 characters"):
+        request_state_keys(keys)
+    with pytest.raises(ValueError, match="No such file"):
+        request_state_keys(tmp_path / "missing")

@@ -58,6 +58,15 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         help="keep rate-limit windows, pending approvals, session handles and the audit stream in Redis "
         "(redis://host:6379/0), so replicas share one policy; the [redis] extra (env MCP_PYODIDE_STATE)",
     )
+    group.add_argument(
+        "--request-state-keys",
+        type=Path,
+        default=env("MCP_PYODIDE_REQUEST_STATE_KEYS") or None,
+        metavar="FILE",
+        help="secrets (one per line, 32+ characters; the first seals, all open) for the requestState of "
+        "2026-07-28 approvals, shared by the replicas; default with --state: one kept in Redis "
+        "(env MCP_PYODIDE_REQUEST_STATE_KEYS)",
+    )
     ray = parser.add_argument_group("interpreters on a Ray cluster (--backend ray, the [ray] extra)")
     ray.add_argument(
         "--backend",
@@ -114,28 +123,49 @@ def http_auth(args: argparse.Namespace) -> Any:
     return HttpAuth(Authenticator(tokens, oauth), resource_url=resource, issuer=args.oauth_issuer)
 
 
-def apply_state(state: Any, url: str | None) -> None:
-    """Point the server's policy engine, handle registry and audit log at Redis (``--state``); nothing when
-    ``url`` is None."""
+def request_state_keys(path: Path | None) -> list[bytes] | None:
+    """The secrets of ``--request-state-keys`` (first seals); None when not given. ValueError names the problem."""
+    if path is None:
+        return None
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise ValueError(f"--request-state-keys {path}: {exc.strerror or exc}") from exc
+    keys = [line.strip() for line in lines if line.strip() and not line.startswith(b"#")]
+    if not keys or any(len(key) < 32 for key in keys):
+        raise ValueError(
+            f"--request-state-keys {path}: give one secret per line, each at least 32 characters "
+            '(make one with: python -c "import secrets; print(secrets.token_hex(32))")'
+        )
+    return keys
+
+
+def apply_state(state: Any, url: str | None, keys: list[bytes] | None = None) -> None:
+    """Point the server's policy engine, pending approvals, handle registry and audit log at Redis (``--state``);
+    seal `requestState` with ``keys`` when given, else (with ``--state``) with a key shared through Redis."""
+    state.request_state_keys = keys
     if not url:
         return
     from ..policy import PolicyEngine
+    from ..server.approval import PendingApprovals
+    from ..state.redis_approvals import RedisApprovals, shared_request_state_key
     from ..state.redis_audit import AuditTee
     from ..state.redis_handles import RedisHandles
-    from ..state.redis_store import RedisLimitStore, connect, safe_url
+    from ..state.redis_store import RedisLimitStore, connect
 
     client = connect(url)
     policy = state.engine.policy
     store = RedisLimitStore(client, url, policy.all_limits())
-    state.engine = PolicyEngine(policy, store=store)
+    state.engine = PolicyEngine(policy, store=store, reservation_ttl_s=state.engine.reservation_ttl_s)
+    state.approvals = PendingApprovals(state.engine, RedisApprovals(store, client))
     state.sandboxes.handles = RedisHandles(store, client, state.sandboxes.handles.idle_timeout_s)
     state.audit = AuditTee(state.audit, client)
-    try:
-        import redis
+    import redis
 
-        redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping()
-    except Exception as exc:  # noqa: BLE001 - reported, and served fail-closed until Redis answers
-        log.error("state store %s does not answer (%s): limited tools are refused until it does", safe_url(url), exc)
+    # Also tells the operator at start-up when Redis does not answer (then served fail-closed until it does).
+    shared = shared_request_state_key(redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2), url)
+    if keys is None and shared is not None:
+        state.request_state_keys = [shared]
 
 
 def ray_provider(args: argparse.Namespace, config: Any) -> Any:

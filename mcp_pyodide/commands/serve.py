@@ -110,9 +110,10 @@ def run(args: argparse.Namespace) -> int:
         max_image_bytes=args.max_image_bytes,
         resources=not args.no_resources,
         provider=provider,
+        approval_timeout_s=float(args.approval_timeout),
     )
     try:
-        scale.apply_state(state, args.state)
+        scale.apply_state(state, args.state, scale.request_state_keys(args.request_state_keys))
     except ValueError as exc:
         print(f"mcp-pyodide: {exc}", file=sys.stderr)
         return 2

@@ -164,14 +164,16 @@ class PolicyEngine:
         if isinstance(checked, Decision):
             return checked
         rule, limits = checked
-        if not limits:
+        approval = rule is not None and rule.action == "require_approval"
+        if not limits and not approval:
             return self._admit(tool, rule, session_id, principal, None)
         try:
             outcome = await self._store.try_acquire(limits, session_id, principal)
             if isinstance(outcome, Blocked):
                 return self._blocked(tool, session_id, principal, outcome)
-            if rule is not None and rule.action == "require_approval":
-                return self._admit(tool, rule, session_id, principal, await self._store.hold(outcome))
+            if approval:  # held in the store (even with no limits), so any replica can settle it
+                ticket = await self._store.hold(outcome, self.reservation_ttl_s)
+                return self._admit(tool, rule, session_id, principal, ticket)
         except StoreUnavailable as exc:
             return _deny(
                 tool, session_id, "state", f"{exc}; limited tools are refused until it answers", None, principal

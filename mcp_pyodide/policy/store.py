@@ -28,8 +28,9 @@ class LimitStore(Protocol):
         """Give a reservation's quota back (approval declined)."""
         ...
 
-    async def hold(self, reservation: object) -> str:
-        """Keep a reservation while the user is asked; returns an unguessable ticket (expires by itself)."""
+    async def hold(self, reservation: object, ttl_s: float) -> str:
+        """Keep a reservation while the user is asked; returns an unguessable ticket. After ``ttl_s`` the
+        ticket expires and the reservation's quota is given back by the store itself."""
         ...
 
     async def take(self, ticket: str) -> object | None:

@@ -38,7 +38,7 @@ from ..policy import AuditLog, Decision, PolicyEngine, audit_record
 from ..policy.admit import admit
 from ..policy.store import StoreUnavailable
 from ..tool_names import ToolName
-from .approval import PendingApprovals, ask_by_elicitation, binding
+from .approval import LocalApprovals, PendingApprovals, ask_by_elicitation, binding
 from .auth import current_principal
 from .handles import NEW_SESSION, Handle
 from .registry import CallContext, ToolFailure, ToolSpec, text_result
@@ -78,10 +78,11 @@ class ServerState:
     connections: weakref.WeakKeyDictionary[Any, str] = field(default_factory=weakref.WeakKeyDictionary)
     bus: InMemorySubscriptionBus = field(default_factory=InMemorySubscriptionBus)
     approvals: PendingApprovals = field(init=False)
+    request_state_keys: list[bytes] | None = None  # shared by replicas (first seals); None: this process's own
 
     def __post_init__(self) -> None:
         self.tools = {name: with_session(spec) for name, spec in self.tools.items()}
-        self.approvals = PendingApprovals(self.engine, self.engine.clock)
+        self.approvals = PendingApprovals(self.engine, LocalApprovals(self.engine.clock))
 
     async def resolve_session(
         self, requested: str | None, connection: Any, modern: bool, principal: str
@@ -193,7 +194,7 @@ def build_server(state: ServerState) -> Server[Any]:
             return decision, handle, report
         decision = await state.engine.decide(name, policy_args, handle.label, principal)
         if decision.needs_approval:
-            asked = state.approvals.ask(ctx, decision, policy_args, bound_to, handle.id)
+            asked = await state.approvals.ask(ctx, decision, policy_args, bound_to, handle.id)
             if isinstance(asked, types.InputRequiredResult):
                 return asked
             decision = asked
@@ -315,7 +316,11 @@ def build_server(state: ServerState) -> Server[Any]:
         on_subscriptions_listen=listen if resources is not None else None,
     )
     # Seals the approval id a 2026-07-28 client echoes back: bound to tool and arguments, expiring.
-    security = RequestStateSecurity.ephemeral(ttl=state.engine.reservation_ttl_s)
+    ttl = state.engine.reservation_ttl_s
+    if state.request_state_keys is None:
+        security = RequestStateSecurity.ephemeral(ttl=ttl)
+    else:
+        security = RequestStateSecurity(keys=state.request_state_keys, ttl=ttl)
     server.middleware.append(RequestStateBoundary(security, default_audience="mcp-pyodide"))
     return server
 

@@ -10,11 +10,14 @@ is held; the pending approval is
   arguments and session, so a retry cannot run other code than was shown;
 - single use: the first retry consumes it, a replay finds nothing;
 - bounded in time and number: it expires with the engine's reservation
-  (`RESERVATION_TTL_S`), and at most `MAX_PENDING` wait at once.
+  (`RESERVATION_TTL_S`, `--approval-timeout`), and at most `MAX_PENDING` wait at once;
+- kept in this process, or with `--state` in Redis (`ApprovalBook`), so the
+  retry may reach any replica.
 
 The `requestState` the client echoes is sealed by the SDK's
-`RequestStateBoundary` (AES-GCM, bound to tool and arguments, expiring); it
-carries only the pending approval's random id.
+`RequestStateBoundary` (AES-GCM, bound to tool and arguments, expiring; the key
+is this process's own, or with `--state` one shared through Redis); it carries
+only the pending approval's random id.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import secrets
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
@@ -73,35 +76,72 @@ def answer_outcome(action: str) -> tuple[bool, str]:
 
 
 @dataclass
-class _Pending:
+class Pending:
+    """An approval waiting for the client's retry."""
+
     decision: Decision
     binding: str
     session: str  # the session id the call runs in (a handle may have been minted for it)
-    expires: float
+
+
+class ApprovalBook(Protocol):
+    """Where pending approvals wait: this process (default) or Redis (``--state``), so any replica answers."""
+
+    async def put(self, approval_id: str, pending: Pending, ttl_s: float) -> bool:
+        """Keep ``pending`` for ``ttl_s`` seconds; False when MAX_PENDING already wait."""
+        ...
+
+    async def pop(self, approval_id: str) -> Pending | None:
+        """Remove and return one (None: unknown, expired or already used)."""
+        ...
+
+    async def expired(self) -> list[Pending]:
+        """Approvals this book dropped unanswered whose quota the engine must still give back."""
+        ...
+
+
+class LocalApprovals:
+    """Pending approvals in this process, timed by the injected clock."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending: dict[str, tuple[Pending, float]] = {}
+
+    async def put(self, approval_id: str, pending: Pending, ttl_s: float) -> bool:
+        with self._lock:
+            if len(self._pending) >= MAX_PENDING:
+                return False
+            self._pending[approval_id] = (pending, self._clock() + ttl_s)
+            return True
+
+    async def pop(self, approval_id: str) -> Pending | None:
+        with self._lock:
+            held = self._pending.pop(approval_id, None)
+        return None if held is None else held[0]  # one that expired just now: the engine's own expiry refuses it
+
+    async def expired(self) -> list[Pending]:
+        now = self._clock()
+        with self._lock:
+            gone = [key for key, (_, until) in self._pending.items() if now >= until]
+            return [self._pending.pop(key)[0] for key in gone]
+
+    def __len__(self) -> int:
+        return len(self._pending)
 
 
 class PendingApprovals:
     """2026-07-28 approvals waiting for the client's retry."""
 
-    def __init__(self, engine: PolicyEngine, clock: Callable[[], float]) -> None:
+    def __init__(self, engine: PolicyEngine, book: ApprovalBook) -> None:
         self.engine = engine
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._pending: dict[str, _Pending] = {}
+        self.book = book
 
-    def __len__(self) -> int:
-        self._expire()
-        return len(self._pending)
+    async def _expire(self) -> None:
+        for pending in await self.book.expired():
+            await settle_approval(self.engine, pending.decision, False, "the approval expired")
 
-    def _expire(self) -> None:
-        now = self._clock()
-        with self._lock:
-            gone = [key for key, p in self._pending.items() if now >= p.expires]
-            expired = [self._pending.pop(key) for key in gone]
-        for pending in expired:
-            self.engine.release(pending.decision, "the approval expired")
-
-    def ask(
+    async def ask(
         self,
         ctx: ServerRequestContext[Any],
         decision: Decision,
@@ -112,22 +152,16 @@ class PendingApprovals:
         """Hold `decision`'s reservation and return the question; a refusal when it cannot be asked."""
         refusal = no_elicitation(ctx)
         if refusal is not None:
-            return self.engine.release(decision, refusal)
+            return await settle_approval(self.engine, decision, False, refusal)
         try:
             prompt = approval_prompt(decision, arguments)
         except PromptTooLong as exc:
-            return self.engine.release(decision, str(exc))
-        self._expire()
+            return await settle_approval(self.engine, decision, False, str(exc))
+        await self._expire()
         approval_id = secrets.token_urlsafe(18)
-        with self._lock:
-            full = len(self._pending) >= MAX_PENDING
-            if not full:
-                expires = self._clock() + self.engine.reservation_ttl_s
-                self._pending[approval_id] = _Pending(decision, bound_to, session, expires)
-        if full:
-            return self.engine.release(
-                decision, f"{MAX_PENDING} approvals are already waiting for an answer; try again later"
-            )
+        if not await self.book.put(approval_id, Pending(decision, bound_to, session), self.engine.reservation_ttl_s):
+            why = f"{MAX_PENDING} approvals are already waiting for an answer; try again later"
+            return await settle_approval(self.engine, decision, False, why)
         request = types.ElicitRequest(
             params=types.ElicitRequestFormParams(message=prompt, requested_schema=APPROVAL_SCHEMA)
         )
@@ -140,17 +174,18 @@ class PendingApprovals:
 
         Unknown, expired, already used or mismatched approvals come back refused (session "").
         """
-        self._expire()
-        with self._lock:
-            pending = self._pending.pop(approval_id, None)
+        await self._expire()
+        pending = await self.book.pop(approval_id)
         if pending is None:
             why = "this approval has expired or was already used; call the tool again to be asked again"
             return _refused(why), ""
         if pending.binding != bound_to:
-            return self.engine.release(pending.decision, "the retry is not the call the user was asked about"), ""
+            why = "the retry is not the call the user was asked about"
+            return await settle_approval(self.engine, pending.decision, False, why), ""
         answer = (responses or {}).get(APPROVAL_KEY)
         if not isinstance(answer, types.ElicitResult):
-            return self.engine.release(pending.decision, "the client sent no answer to the approval request"), ""
+            why = "the client sent no answer to the approval request"
+            return await settle_approval(self.engine, pending.decision, False, why), ""
         settled = await settle_approval(self.engine, pending.decision, *answer_outcome(answer.action))
         return settled, pending.session
 

@@ -15,6 +15,7 @@ from mcp.server.stdio import stdio_server
 from ..config import RuntimeConfig
 from ..mounts import Mount, with_output
 from ..policy import AuditLog, Policy, PolicyEngine, default_policy
+from ..policy.engine import RESERVATION_TTL_S
 from ..sandbox import Sandbox
 from .app import ServerState, build_server, initialization_options, tool_map
 from .execute import LinkMaker, build_execute_tools
@@ -53,6 +54,7 @@ def make_state(
     max_image_bytes: int = MAX_IMAGE_BYTES,
     resources: bool = True,
     provider: SandboxProvider | None = None,
+    approval_timeout_s: float = RESERVATION_TTL_S,
 ) -> ServerState:
     if provider is None:
         default = Sandbox(config=config)
@@ -68,7 +70,7 @@ def make_state(
     return ServerState(
         sandboxes=sandboxes,
         tools=tools,
-        engine=PolicyEngine(policy),
+        engine=PolicyEngine(policy, reservation_ttl_s=approval_timeout_s),
         audit=AuditLog(audit_log) if audit_log else None,
         resources=shared,
     )

@@ -7,6 +7,13 @@ of replicas can never overshoot a limit. The script reads the clock with the
 Redis server's ``TIME``: every replica's calls are stamped by one clock, so
 skew between the replicas' own clocks cannot split or stretch a window.
 
+A reservation held while the user is asked (an approval) is recorded in one
+sorted set of held tickets scored by when the hold expires. The acquire script
+first gives back the quota of every hold past its expiry, so a client that never
+returns with its answer frees the slot exactly when its approval expires, on
+every replica, with no sweeper process. Taking a ticket is a script too, so a
+hold is taken or expired, never both.
+
 Redis unreachable: :class:`StoreUnavailable` naming the store; the engine
 refuses limited tools (fail closed). redis-py reconnects on the next call, so
 service resumes by itself when Redis is back. Counts survive a Redis restart
@@ -17,6 +24,7 @@ the windows.
 from __future__ import annotations
 
 import json
+import math
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -29,16 +37,43 @@ from ..policy.store import StoreUnavailable
 
 T = TypeVar("T")
 PREFIX = "mcp-pyodide"
-PENDING_TTL_S = 900
-"""A held approval reservation outlives any approval round trip; after this it is forgotten (quota still counted)."""
+HOLD_GRACE_S = 60
+"""A held ticket's record outlives its expiry and the longest window by this much: until then the acquire
+script can still give its quota back (after it, the quota has slid out of every window anyway)."""
+SWEEP_BATCH = 100
+"""Expired holds given back per acquire (the rest at the next one)."""
 TIMEOUT_S = 2.0
+
+# Gives back the quota of up to SWEEP_BATCH holds past their expiry. Expects `now` (microseconds) and `holds`
+# (the sorted set of held tickets) to be defined; `pending` is the ticket records' key prefix.
+SWEEP_LUA = """
+local expired = redis.call('ZRANGEBYSCORE', holds, '-inf', string.format('%.0f', now), 'LIMIT', 0, SWEEP_BATCH)
+for _, ticket in ipairs(expired) do
+  local value = redis.call('GET', pending .. ticket)
+  if value then
+    local record = cjson.decode(value)
+    for _, key in ipairs(record.keys) do redis.call('ZREM', key, record.member) end
+    redis.call('DEL', pending .. ticket)
+  end
+  redis.call('ZREM', holds, ticket)
+end
+""".replace("SWEEP_BATCH", str(SWEEP_BATCH))
+CLOCK_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+"""
 
 # KEYS: the call's distinct counter keys. ARGV[1]: this call's member id; ARGV[2..1+#KEYS]: each key's horizon
 # (longest window over it, microseconds); then one (key index, window us, max) triple per limit.
 # Numbers go to Redis through string.format('%.0f'): Lua's default number-to-string keeps 14 digits only.
-ACQUIRE_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+# The holds' keys are not in KEYS: one Redis server (or a Sentinel primary), not Cluster.
+ACQUIRE_LUA = (
+    CLOCK_LUA
+    + """
+local holds, pending = HOLDS, PENDING
+"""
+    + SWEEP_LUA
+    + """
 local nkeys = #KEYS
 for k = 1, nkeys do
   redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', string.format('%.0f', now - tonumber(ARGV[1 + k])))
@@ -72,6 +107,35 @@ for k = 1, nkeys do
 end
 return {1, 0, '0'}
 """
+)
+# KEYS[1]: the ticket's record; KEYS[2]: the holds. ARGV: ticket, record JSON, hold (us), record TTL (s).
+HOLD_LUA = (
+    CLOCK_LUA
+    + """
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[4])
+redis.call('ZADD', KEYS[2], string.format('%.0f', now + tonumber(ARGV[3])), ARGV[1])
+return 1
+"""
+)
+# KEYS[1]: the ticket's record; KEYS[2]: the holds. ARGV: ticket. Returns the record, or false when the ticket is
+# unknown, taken or expired (an expired one's quota is given back here).
+TAKE_LUA = (
+    CLOCK_LUA
+    + """
+local until_ = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not until_ then return false end
+redis.call('ZREM', KEYS[2], ARGV[1])
+local value = redis.call('GET', KEYS[1])
+redis.call('DEL', KEYS[1])
+if not value then return false end
+if tonumber(until_) <= now then
+  local record = cjson.decode(value)
+  for _, key in ipairs(record.keys) do redis.call('ZREM', key, record.member) end
+  return false
+end
+return value
+"""
+)
 
 
 @dataclass(frozen=True)
@@ -114,7 +178,12 @@ class RedisLimitStore:
         self._client = client
         self.name = f"the shared state store {safe_url(url)}"
         self._prefix = prefix
-        self._script = client.register_script(ACQUIRE_LUA)
+        self._holds = f"{prefix}:holds"
+        self._pending = f"{prefix}:pending:"
+        quoted = ACQUIRE_LUA.replace("HOLDS", json.dumps(self._holds)).replace("PENDING", json.dumps(self._pending))
+        self._script = client.register_script(quoted)
+        self._hold = client.register_script(HOLD_LUA)
+        self._take = client.register_script(TAKE_LUA)
         self._horizon: dict[str, float] = {}
         for limit in all_limits:
             self._horizon[limit.counter] = max(self._horizon.get(limit.counter, 0.0), limit.window)
@@ -165,16 +234,18 @@ class RedisLimitStore:
 
         await self.run(remove)
 
-    async def hold(self, reservation: object) -> str:
+    async def hold(self, reservation: object, ttl_s: float) -> str:
         assert isinstance(reservation, RedisReservation)
         ticket = secrets.token_urlsafe(18)
         value = json.dumps({"keys": list(reservation.keys), "member": reservation.member})
-        await self.run(lambda: self._client.set(f"{self._prefix}:pending:{ticket}", value, ex=PENDING_TTL_S))
+        keep = math.ceil(ttl_s + max(self._horizon.values(), default=0.0)) + HOLD_GRACE_S
+        args = [ticket, value, _us(ttl_s), keep]
+        await self.run(lambda: self._hold(keys=[self._pending + ticket, self._holds], args=args))
         return ticket
 
     async def take(self, ticket: str) -> object | None:
-        value = await self.run(lambda: self._client.getdel(f"{self._prefix}:pending:{ticket}"))
-        if value is None:
+        value = await self.run(lambda: self._take(keys=[self._pending + ticket, self._holds], args=[ticket]))
+        if not value:
             return None
         data = json.loads(value)
         return RedisReservation(tuple(str(k) for k in data["keys"]), str(data["member"]))
