@@ -145,6 +145,7 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     monkeypatch.setenv("PYODIDE_CACHE_DIR", str(tmp_path / "c"))
     assert default_cache_dir() == tmp_path / "c"
     monkeypatch.delenv("PYODIDE_CACHE_DIR")
+    monkeypatch.delenv("MCP_PYODIDE_CACHE_ROOT", raising=False)  # the override a test run may set wins over XDG
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     if sys.platform != "win32":
         assert default_cache_dir() == tmp_path / "xdg" / "mcp-pyodide" / "packages"

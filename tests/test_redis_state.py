@@ -252,7 +252,10 @@ def test_a_stateless_approval_is_answered_through_any_replica_and_an_unanswered_
     policy = json.loads(json.dumps(APPROVED_RUN))
     policy["tools"]["pyodide_execute"]["limits"][0]["max"] = 2
     extra = ("--state", redis_server.url, "--approval-timeout", "3")
-    replicas = [HttpServerProcess(tmp_path, policy, *extra, name=f"replica{i}") for i in range(2)]
+    audits = [tmp_path / f"audit{i}.jsonl" for i in range(2)]
+    replicas = [
+        HttpServerProcess(tmp_path, policy, *extra, "--audit-log", str(audits[i]), name=f"replica{i}") for i in range(2)
+    ]
     code = {"code": "6 * 7"}
 
     def answer(action: str) -> dict[str, types.ElicitResult]:
@@ -297,6 +300,9 @@ def test_a_stateless_approval_is_answered_through_any_replica_and_an_unanswered_
             assert await until(asked_again, 30)  # the quota is back when the approval expires, not at the window
             assert 2.5 <= time.monotonic() - started < 20
 
+            guessed = await b.session.call_tool("pyodide_execute", {"code": "1", "session": "guessed-handle-xyz"})
+            assert guessed.is_error and "nothing was run" in str(guessed.content)
+
     try:
         asyncio.run(asyncio.wait_for(scenario(), 240))
     finally:
@@ -304,6 +310,17 @@ def test_a_stateless_approval_is_answered_through_any_replica_and_an_unanswered_
             replica.stop()
     for replica in replicas:
         assert "Traceback" not in replica.log_text()
+    # Each approval's lines share a link across the replicas' logs; the forgotten one has only its "asked" line.
+    lines = [json.loads(line) for audit in audits for line in audit.read_text().splitlines()]
+    by_link: dict[str, list[str]] = {}
+    for line in lines:
+        if "approval" in line:
+            by_link.setdefault(line["approval"], []).append(line["outcome"])
+    outcomes = sorted(sorted(v) for v in by_link.values())
+    # declined; approved then replayed; and the forgotten approval and the last question, both only asked
+    assert outcomes == [["asked"], ["asked"], ["asked", "ok", "refused"], ["asked", "refused"]], by_link
+    assert any(line["rule"] == "session" and line["outcome"] == "refused" for line in lines)
+    assert all("guessed-handle" not in json.dumps(line) for line in lines)  # a handle is never logged
 
 
 def test_request_state_keys_come_from_a_file_of_secrets(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from ..policy import AuditLog, Decision, PolicyEngine, audit_record
 from ..policy.admit import admit
 from ..policy.store import StoreUnavailable
 from ..tool_names import ToolName
-from .approval import LocalApprovals, PendingApprovals, ask_by_elicitation, binding
+from .approval import LocalApprovals, PendingApprovals, approval_link, ask_by_elicitation, binding
 from .auth import current_principal
 from .handles import NEW_SESSION, Handle
 from .registry import CallContext, ToolFailure, ToolSpec, text_result
@@ -196,6 +196,9 @@ def build_server(state: ServerState) -> Server[Any]:
         if decision.needs_approval:
             asked = await state.approvals.ask(ctx, decision, policy_args, bound_to, handle.id)
             if isinstance(asked, types.InputRequiredResult):
+                # The answer's line carries the same link; an asked line with none after it expired.
+                link = approval_link(asked.request_state or "")
+                _audit(state, decision, policy_args, time.perf_counter(), "asked", approval=link)
                 return asked
             decision = asked
         return decision, handle, report
@@ -217,17 +220,23 @@ def build_server(state: ServerState) -> Server[Any]:
         # The tool's definition says what the policy sees: defaults filled in, names normalised. The handle
         # is a secret, not an argument of the tool: the policy and the audit log never see it.
         policy_args = {k: v for k, v in spec.policy_arguments(args).items() if k != "session"}
+        answered = params.request_state if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS else None
+        link = approval_link(answered) if answered else None
         try:
             gated = await gate(ctx, params, requested, policy_args)
-        except ToolFailure as exc:
+        except ToolFailure as exc:  # an unknown, expired or another principal's handle
+            refused = refusal(name, "session", "unknown or expired session handle", str(exc))
+            _audit(state, refused, policy_args, started, "refused", approval=link)
             return text_result(str(exc), is_error=True)
         except StoreUnavailable as exc:  # the shared handle registry is down: no handle can be checked
-            return text_result(f"{exc}: nothing was run (session handles are kept there)", is_error=True)
+            message = f"{exc}: nothing was run (session handles are kept there)"
+            _audit(state, refusal(name, "state", str(exc), message), policy_args, started, "refused", approval=link)
+            return text_result(message, is_error=True)
         if isinstance(gated, types.InputRequiredResult):
             return gated
         decision, handle, report = gated
         if not decision.allowed:
-            _audit(state, decision, policy_args, started, "refused")
+            _audit(state, decision, policy_args, started, "refused", approval=link)
             return text_result(decision.message, is_error=True)
 
         async def report_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -261,7 +270,7 @@ def build_server(state: ServerState) -> Server[Any]:
             log.exception("tool %s failed", name)
             return text_result(f"{name} failed: {type(exc).__name__}: {exc}", is_error=True)
         finally:
-            _audit(state, decision, policy_args, started, outcome)
+            _audit(state, decision, policy_args, started, outcome, approval=link)
 
     resources = state.resources
 
@@ -330,13 +339,28 @@ def initialization_options(server: Server[Any], state: ServerState) -> Initializ
     return server.create_initialization_options(NotificationOptions(resources_changed=state.resources is not None))
 
 
-def _audit(state: ServerState, decision: Decision, arguments: dict[str, Any], started: float, outcome: str) -> None:
+def refusal(tool: str, rule: str, reason: str, message: str) -> Decision:
+    """A call refused before the policy saw it (its handle, the shared store), for the audit log."""
+    principal = current_principal()
+    return Decision(False, False, rule, reason, message, tool, "unknown", principal=principal)
+
+
+def _audit(
+    state: ServerState,
+    decision: Decision,
+    arguments: dict[str, Any],
+    started: float,
+    outcome: str,
+    *,
+    approval: str | None = None,
+) -> None:
     if state.audit is None:
         return
+    record = audit_record(decision, arguments, duration_ms=(time.perf_counter() - started) * 1000, outcome=outcome)
+    if approval is not None:
+        record["approval"] = approval
     try:
-        state.audit.write(
-            audit_record(decision, arguments, duration_ms=(time.perf_counter() - started) * 1000, outcome=outcome)
-        )
+        state.audit.write(record)
     except OSError as exc:
         log.error("could not write the audit log: %s", exc)
 

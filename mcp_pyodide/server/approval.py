@@ -49,6 +49,11 @@ def binding(tool: str, arguments: Mapping[str, Any], session_key: str) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def approval_link(approval_id: str) -> str:
+    """What the audit log records of an approval (its id is a secret): the same on the asked and answer lines."""
+    return hashlib.sha256(b"mcp-pyodide approval audit:" + approval_id.encode()).hexdigest()[:16]
+
+
 def no_elicitation(ctx: ServerRequestContext[Any]) -> str | None:
     """The refusal when the client cannot show an approval form; None when it can."""
     caps = ctx.session.client_capabilities
