@@ -281,27 +281,26 @@ def _port(text: str) -> int:
     return value
 
 
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """What `mcp-pyodide run` shares with the server: the sandbox, its folders and the policy."""
-    add_runtime_options(parser)
-    add_mount_options(parser)
+def add_policy_option(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument(
         "--policy",
         type=Path,
         default=os.environ.get("MCP_PYODIDE_POLICY") or None,
-        help=f"policy.json the run must pass, as a {ToolName.EXECUTE} call (env MCP_PYODIDE_POLICY)",
+        help=f"{help_text} (env MCP_PYODIDE_POLICY)",
     )
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """What `mcp-pyodide run` shares with the server: the sandbox, its folders and the policy."""
+    add_runtime_options(parser)
+    add_mount_options(parser)
+    add_policy_option(parser, f"policy.json the run must pass, as a {ToolName.EXECUTE} call")
 
 
 def add_serve_options(parser: argparse.ArgumentParser) -> None:
     add_runtime_options(parser)
     add_mount_options(parser)
-    parser.add_argument(
-        "--policy",
-        type=Path,
-        default=os.environ.get("MCP_PYODIDE_POLICY") or None,
-        help="policy.json to enforce on every tool call (env MCP_PYODIDE_POLICY; default: the built-in policy)",
-    )
+    add_policy_option(parser, "policy.json to enforce on every tool call (default: the built-in policy)")
     parser.add_argument("--audit-log", type=Path, default=None, help="append one JSON line per policy decision")
     parser.add_argument(
         "--approval-timeout",
