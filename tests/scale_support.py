@@ -1,82 +1,23 @@
-"""Real HTTP server processes for the auth and shared-state tests, and a client that carries a bearer token."""
+"""A Redis server of the test's own and a client that carries a bearer token, for the auth and shared-state tests.
+
+`HttpServerProcess` (the server under test) lives in support.py and is re-exported here.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-from support import REPO, runtime_nodes, wait_listening
+from support import HttpServerProcess, free_port, wait_listening
 
-START_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class HttpServerProcess:
-    """`mcp-pyodide --transport streamable-http` on a free loopback port, with a policy of the test's choosing."""
-
-    def __init__(self, tmp: Path, policy: dict[str, Any], *extra: str, name: str = "server") -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/mcp"
-        self.output_dir = tmp / f"{name}-out"
-        policy_path = tmp / f"{name}-policy.json"
-        policy_path.write_text(json.dumps(policy))
-        self.log_path = tmp / f"{name}.log"
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mcp_pyodide",
-                "--transport",
-                "streamable-http",
-                "--port",
-                str(self.port),
-                "--policy",
-                str(policy_path),
-                "--output-dir",
-                str(self.output_dir),
-                *extra,
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-            env=dict(os.environ),
-        )
-        wait_listening(self.port, self.proc, self.log_path, START_TIMEOUT_S)
-
-    def node_processes(self) -> list[psutil.Process]:
-        return runtime_nodes(psutil.Process(self.proc.pid))
-
-    def log_text(self) -> str:
-        return self.log_path.read_text()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
+__all__ = ["HttpServerProcess", "RedisServer", "connect", "execute"]
 
 
 @contextlib.asynccontextmanager

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -183,6 +185,67 @@ def wait_listening(
             return
         time.sleep(0.1)
     raise AssertionError(f"nothing listening on {host}:{port} after {timeout} s")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class HttpServerProcess:
+    """`mcp-pyodide --transport streamable-http` in a process of its own on a free port of ``host``.
+
+    ``policy`` (a policy document) is written next to its log; None serves the built-in policy
+    (or whatever ``--policy`` the ``extra`` arguments name).
+    """
+
+    def __init__(
+        self,
+        tmp: Path,
+        policy: dict[str, Any] | None,
+        *extra: str,
+        name: str = "server",
+        host: str = "127.0.0.1",
+        start_timeout: float = 60.0,
+    ) -> None:
+        self.port = free_port(host)
+        self.url = f"http://{host}:{self.port}/mcp"
+        self.output_dir = tmp / f"{name}-out"
+        arguments = ["--transport", "streamable-http", "--host", host, "--port", str(self.port)]
+        arguments += ["--output-dir", str(self.output_dir)]
+        if policy is not None:
+            policy_path = tmp / f"{name}-policy.json"
+            policy_path.write_text(json.dumps(policy))
+            arguments += ["--policy", str(policy_path)]
+        self.log_path = tmp / f"{name}.log"
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mcp_pyodide", *arguments, *extra],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=dict(os.environ),
+        )
+        wait_listening(self.port, self.proc, self.log_path, start_timeout, host=host)
+
+    def node_processes(self) -> list[psutil.Process]:
+        return runtime_nodes(psutil.Process(self.proc.pid))
+
+    def log_text(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Ask it to stop with ``sig`` (killed after 30 s); its exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
 
 
 def offline_packages_dir() -> Path:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,81 +19,28 @@ import psutil
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from support import runtime_nodes, wait_listening
+from support import HttpServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 SESSION_LIMIT = 4
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class HttpServer:
-    def __init__(self, tmp: Path, *extra: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/mcp"
-        policy = tmp / "policy.json"
-        policy.write_text(
-            json.dumps(
-                {
-                    "version": "1",
-                    "default": "allow",
-                    "tools": {
-                        "pyodide_execute": {
-                            "limits": [{"counter": "runs", "window": "hour", "max": SESSION_LIMIT, "scope": "session"}]
-                        }
-                    },
-                }
-            )
-        )
-        self.log = (tmp / "server.log").open("w")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mcp_pyodide",
-                "--transport",
-                "streamable-http",
-                "--port",
-                str(self.port),
-                "--policy",
-                str(policy),
-                "--output-dir",
-                str(tmp / "out"),
-                *extra,
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-            env=dict(os.environ),
-        )
-        self.log_path = tmp / "server.log"
-        wait_listening(self.port, self.proc, self.log_path)
-
-    def node_processes(self) -> list[psutil.Process]:
-        return runtime_nodes(psutil.Process(self.proc.pid))
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        finally:
-            self.log.close()
+SESSION_POLICY = {
+    "version": "1",
+    "default": "allow",
+    "tools": {
+        "pyodide_execute": {"limits": [{"counter": "runs", "window": "hour", "max": SESSION_LIMIT, "scope": "session"}]}
+    },
+}
 
 
 @pytest.fixture
-def http_server(tmp_path: Path) -> Iterator[HttpServer]:
-    server = HttpServer(tmp_path)
+def http_server(tmp_path: Path) -> Iterator[HttpServerProcess]:
+    server = HttpServerProcess(tmp_path, SESSION_POLICY)
     try:
         yield server
     finally:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait(10)
+        server.stop(signal.SIGKILL)
 
 
 @contextlib.asynccontextmanager
@@ -120,7 +65,9 @@ def wait_for(predicate: Any, timeout: float = 20.0) -> bool:
     return bool(predicate())
 
 
-def test_sessions_get_their_own_interpreter_and_quota_and_sigterm_ends_every_node(http_server: HttpServer) -> None:
+def test_sessions_get_their_own_interpreter_and_quota_and_sigterm_ends_every_node(
+    http_server: HttpServerProcess,
+) -> None:
     nodes_seen: list[psutil.Process] = []
 
     async def scenario() -> None:
@@ -151,7 +98,7 @@ def test_sessions_get_their_own_interpreter_and_quota_and_sigterm_ends_every_nod
     assert "received SIGTERM" in log and "Traceback" not in log
 
 
-def test_sigint_also_shuts_down_cleanly(http_server: HttpServer) -> None:
+def test_sigint_also_shuts_down_cleanly(http_server: HttpServerProcess) -> None:
     async def scenario() -> None:
         async with connect(http_server.url) as a:
             assert (await run(a, "1 + 1"))["result"] == "2"
@@ -175,7 +122,7 @@ def test_sigint_also_shuts_down_cleanly(http_server: HttpServer) -> None:
 
 
 def test_a_busy_interpreter_is_never_taken_for_a_new_session(tmp_path: Path) -> None:
-    server = HttpServer(tmp_path, "--max-sessions", "1")
+    server = HttpServerProcess(tmp_path, SESSION_POLICY, "--max-sessions", "1")
     try:
 
         async def scenario() -> None:
@@ -200,7 +147,7 @@ def test_a_busy_interpreter_is_never_taken_for_a_new_session(tmp_path: Path) -> 
             server.proc.kill()
 
 
-def test_sessionless_protocol_requests_are_served(http_server: HttpServer) -> None:
+def test_sessionless_protocol_requests_are_served(http_server: HttpServerProcess) -> None:
     body = {
         "jsonrpc": "2.0",
         "id": 1,

@@ -13,9 +13,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -29,17 +26,11 @@ import psutil
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
-from support import REPO, runtime_nodes, wait_listening
+from support import REPO, HttpServerProcess, runtime_nodes
 
 MODERN = "2026-07-28"
 ERAS = ["legacy", MODERN]
 SCENARIO_TIMEOUT_S = 240
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def write_policy(folder: Path) -> Path:
@@ -47,35 +38,6 @@ def write_policy(folder: Path) -> Path:
     rule = {"action": "require_approval", "reason": "runs only with your OK"}
     policy.write_text(json.dumps({"version": "1", "default": "allow", "tools": {"pyodide_execute": rule}}))
     return policy
-
-
-class HttpServer:
-    """`mcp-pyodide --transport streamable-http` in a process of its own, on a free loopback port."""
-
-    def __init__(self, tmp: Path, *extra: str, host: str = "127.0.0.1") -> None:
-        self.port = free_port(host)
-        self.url = f"http://{host}:{self.port}/mcp"
-        self.log_path = tmp / "server.log"
-        self.log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "mcp_pyodide", "--transport", "streamable-http", "--host", host),
-                *("--port", str(self.port), "--output-dir", str(tmp / "out"), *extra),
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-        wait_listening(self.port, self.proc, self.log_path, host=host)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
 
 
 PROMPTS: list[str] = []
@@ -99,10 +61,10 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def http_server(folder: Path) -> Iterator[HttpServer]:
+def http_server(folder: Path) -> Iterator[HttpServerProcess]:
     shared = folder / "shared"
     shared.mkdir(exist_ok=True)
-    server = HttpServer(folder, "--policy", str(write_policy(folder)), "--mount", f"shared={shared}")
+    server = HttpServerProcess(folder, None, "--policy", str(write_policy(folder)), "--mount", f"shared={shared}")
     try:
         yield server
     finally:
@@ -111,7 +73,7 @@ def http_server(folder: Path) -> Iterator[HttpServer]:
 
 @contextlib.asynccontextmanager
 async def client_for(
-    transport: str, mode: str, folder: Path, http: HttpServer | None, **kwargs: Any
+    transport: str, mode: str, folder: Path, http: HttpServerProcess | None, **kwargs: Any
 ) -> AsyncIterator[Client]:
     target: Any
     if transport == "http":
@@ -254,7 +216,7 @@ def anyio_timeout(seconds: float) -> Iterator[None]:
         yield
 
 
-def test_http_sessions_write_to_their_own_output_folder(http_server: HttpServer, folder: Path) -> None:
+def test_http_sessions_write_to_their_own_output_folder(http_server: HttpServerProcess, folder: Path) -> None:
     async def scenario() -> None:
         async with client_for("http", MODERN, folder, http_server) as client:
             write = "open('/mnt/output/mine-a.txt', 'w').write('a')"
@@ -284,7 +246,7 @@ def test_http_sessions_write_to_their_own_output_folder(http_server: HttpServer,
 
 def test_an_evicted_session_is_told_its_state_was_reset_and_an_expired_handle_runs_nothing(tmp_path: Path) -> None:
     audit = tmp_path / "audit.jsonl"
-    server = HttpServer(tmp_path, "--max-sessions", "1", "--idle-timeout", "8", "--audit-log", str(audit))
+    server = HttpServerProcess(tmp_path, None, "--max-sessions", "1", "--idle-timeout", "8", "--audit-log", str(audit))
     handles: list[str] = []
     try:
 
@@ -346,7 +308,7 @@ INITIALIZE = {
 }
 
 
-def test_bare_initializes_cannot_exhaust_the_server(http_server: HttpServer, folder: Path) -> None:
+def test_bare_initializes_cannot_exhaust_the_server(http_server: HttpServerProcess, folder: Path) -> None:
     statuses = [_post(http_server.url, INITIALIZE)[0] for _ in range(40)]
     assert statuses == [200] * 40
 
@@ -359,7 +321,7 @@ def test_bare_initializes_cannot_exhaust_the_server(http_server: HttpServer, fol
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2"])
 def test_dns_rebinding_is_refused_on_every_loopback_bind(host: str, tmp_path: Path) -> None:
-    server = HttpServer(tmp_path, host=host)
+    server = HttpServerProcess(tmp_path, None, host=host)
     try:
         evil = {"Host": "evil.example", "Origin": "http://evil.example"}
         assert _post(server.url, INITIALIZE, evil)[0] == 421

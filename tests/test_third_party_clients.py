@@ -21,8 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import REPO
-from test_protocol_eras import HttpServer
+from support import REPO, HttpServerProcess
 
 NPM_SPEC = Path(__file__).resolve().parent / "npm"
 INSTALL_TIMEOUT_S = 300
@@ -67,8 +66,8 @@ def npm_tools() -> Path:
 
 
 @pytest.fixture(scope="module")
-def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
-    server = HttpServer(tmp_path_factory.mktemp("third-party"))
+def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServerProcess]:
+    server = HttpServerProcess(tmp_path_factory.mktemp("third-party"), None)
     try:
         yield server
     finally:
@@ -95,14 +94,14 @@ def test_typescript_sdk_over_stdio(npm_tools: Path, tmp_path: Path) -> None:
     assert "pyodide_execute" in out["tools"]  # type: ignore[operator]
 
 
-def test_typescript_sdk_over_http(npm_tools: Path, http_server: HttpServer) -> None:
+def test_typescript_sdk_over_http(npm_tools: Path, http_server: HttpServerProcess) -> None:
     out = run_ts_client(npm_tools, "http", http_server.url)
     assert out["first"] == "42" and out["second"] == "43"
     assert isinstance(out["session"], str) and len(out["session"]) >= 32
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_conformance_scenario(scenario: str, npm_tools: Path, http_server: HttpServer, tmp_path: Path) -> None:
+def test_conformance_scenario(scenario: str, npm_tools: Path, http_server: HttpServerProcess, tmp_path: Path) -> None:
     suite = npm_tools / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
     proc = subprocess.run(
         [str(node_bin()), str(suite), "server", "--url", http_server.url, "--scenario", scenario, "-o", str(tmp_path)],
