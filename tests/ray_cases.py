@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 import ray
 
+from mcp_pyodide._outputs import MAX_RETURNED
+from mcp_pyodide.backends.ray_actor import MAX_FILE_BYTES, MAX_RESULT_BYTES
 from mcp_pyodide.backends.ray_provider import RaySandboxes, RemoteSandbox, actor_name, result_from_wire
 from mcp_pyodide.config import RuntimeConfig
 from mcp_pyodide.errors import RuntimeUnavailable
@@ -66,7 +68,7 @@ def test_a_hostile_payload_becomes_a_bounded_result() -> None:
     assert result_from_wire("not a dict", 100).ok
 
 
-def test_only_safely_named_capped_figures_are_written(tmp_path: Path) -> None:
+def test_only_safe_capped_outputs_are_written_and_only_pngs_count_as_figures(tmp_path: Path) -> None:
     class Provider:
         config = RuntimeConfig(output_dir=tmp_path)
 
@@ -75,20 +77,37 @@ def test_only_safely_named_capped_figures_are_written(tmp_path: Path) -> None:
 
     remote = RemoteSandbox(Provider(), handle())  # type: ignore[arg-type]
     png = b"\x89PNG\r\n\x1a\nrest"
-    stored = remote._store_figures(
+    (tmp_path / "session").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "session" / "link").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "session" / "dir.csv").mkdir()
+    figures, files, dropped = remote._store_outputs(
         [
-            ["fig.png", png],
-            ["../escape.png", png],
-            [".hidden", png],
-            ["/abs.png", png],
-            ["big.png", b"0" * (3 << 20)],
-            ["ok/sub.png", "not bytes"],
+            ["fig.png", png, "figure"],
+            ["fake.png", b"GIF89a", "figure"],  # called a figure, is not a PNG: a file
+            ["data/table.csv", b"a,b\n1,2\n", "file"],
+            ["../escape.png", png, "figure"],
+            [".hidden", png, "file"],
+            ["/abs.png", png, "figure"],
+            ["link/through.txt", b"x", "file"],  # a link on the way: refused
+            ["dir.csv", b"x", "file"],  # not a regular file: refused
+            ["big.bin", b"0" * (MAX_FILE_BYTES + 1), "file"],
+            ["ok/sub.png", "not bytes", "figure"],
+            ["two", b"fields"],
             "junk",
         ]
     )
-    assert stored == [tmp_path / "session" / "fig.png"]
-    assert (tmp_path / "session" / "fig.png").read_bytes() == png
-    assert not (tmp_path / "escape.png").exists()
+    session = tmp_path / "session"
+    assert figures == [session / "fig.png"]
+    assert files == [session / "fake.png", session / "data" / "table.csv"]
+    assert dropped == 9
+    assert (session / "data" / "table.csv").read_bytes() == b"a,b\n1,2\n"
+    assert not (tmp_path / "escape.png").exists() and not list((tmp_path / "elsewhere").iterdir())
+    _, many, over = remote._store_outputs([[f"f{i}.txt", b"x", "file"] for i in range(MAX_RETURNED + 5)])
+    assert len(many) == MAX_RETURNED and over == 5
+    chunk = b"0" * MAX_FILE_BYTES
+    _, fits, past = remote._store_outputs([[f"c{i}", chunk, "file"] for i in range(3)])  # 24 MiB > 16 MiB in all
+    assert len(fits) == MAX_RESULT_BYTES // MAX_FILE_BYTES and past == 1
 
 
 # -- a real cluster ----------------------------------------------------------------------------------------
@@ -139,6 +158,22 @@ def test_a_session_keeps_its_variables_across_front_ends_and_survives_losing_its
 
     first = asyncio.run(through_a("x = 41\nx"))
     assert first.result == "41" and a.take_reset_note(h.id) is None
+
+    # Files the run wrote on the actor's node come back to this front-end; one over the cap is counted.
+    write = (
+        "import os\nos.makedirs('/mnt/output/sub', exist_ok=True)\n"
+        "open('/mnt/output/table.csv', 'w').write('a,b\\n1,2\\n')\n"
+        "open('/mnt/output/sub/blob.bin', 'wb').write(bytes(range(256)) * 4)\n"
+        f"open('/mnt/output/huge.bin', 'wb').write(b'0' * {MAX_FILE_BYTES + 1})"
+    )
+    wrote = asyncio.run(through_a(write))
+    assert wrote.error is None, wrote.error
+    session = a.output_dir_for(h)
+    assert session is not None
+    assert sorted(wrote.files) == [session / "sub" / "blob.bin", session / "table.csv"], wrote
+    assert (session / "table.csv").read_text() == "a,b\n1,2\n"
+    assert (session / "sub" / "blob.bin").read_bytes() == bytes(range(256)) * 4
+    assert wrote.files_not_returned == 1 and not (session / "huge.bin").exists()
     assert actor_name(h.id) != h.id and h.id not in actor_name(h.id)
 
     seen_by_b = front_end_b(cluster, h, tmp_path / "b", "x + 1")

@@ -2,8 +2,8 @@
 
 It runs a `Sandbox` (so its Node process) on whichever node Ray placed it, writes
 the session's outputs to a private temporary folder there, and answers with plain
-values: figure bytes capped here and checked again by the front-end, which trusts
-nothing it gets back. It ends itself after `idle_timeout_s` without a call, so a
+values: the bytes of the run's figures and files, capped here and checked again
+by the front-end, which trusts nothing it gets back. It ends itself after `idle_timeout_s` without a call, so a
 front-end that dies leaks nothing.
 """
 
@@ -19,12 +19,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from .._outputs import read_inside
+from .._outputs import MAX_RETURNED, read_inside
 from ..config import RuntimeConfig
 from ..sandbox import Sandbox
 
-MAX_FIGURES = 8
-MAX_FIGURE_BYTES = 2 * 1024 * 1024
+MAX_FILE_BYTES = 8 * 1024 * 1024
+"""Largest figure or file carried back to the front-end; a bigger one is counted in files_not_returned."""
+MAX_RESULT_BYTES = 16 * 1024 * 1024
+"""All figures and files of one run together (Ray's object store carries them)."""
 KV_NAMESPACE = "mcp-pyodide"
 """Ray internal-KV namespace of the "this session has had an actor" markers."""
 
@@ -67,13 +69,19 @@ class SandboxActor:
         finally:
             self._done()
         payload = asdict(result)
-        figures = []
-        for path in result.figures[:MAX_FIGURES]:
-            data = read_inside(self._out, Path(path), MAX_FIGURE_BYTES)
-            if data is not None:
-                figures.append([str(Path(path).relative_to(self._out)), data])
-        payload["figures"] = figures
-        payload["files"] = [str(Path(p).relative_to(self._out)) for p in result.files]
+        outputs: list[list[object]] = []
+        left, not_sent = MAX_RESULT_BYTES, 0
+        for kind, paths in (("figure", result.figures), ("file", result.files)):
+            for path in paths[:MAX_RETURNED]:
+                data = read_inside(self._out, Path(path), min(MAX_FILE_BYTES, left))
+                if data is None or len(outputs) >= MAX_RETURNED:
+                    not_sent += 1
+                    continue
+                left -= len(data)
+                outputs.append([Path(path).relative_to(self._out).as_posix(), data, kind])
+        payload["outputs"] = outputs
+        payload["outputs_not_sent"] = not_sent
+        del payload["figures"], payload["files"]
         return payload
 
     async def reset(self) -> dict[str, Any]:

@@ -10,9 +10,10 @@ sandbox, not to say anything the front-end would act on unchecked).
 Every wait on Ray is bounded. An actor that died (its node went away, its
 process crashed) or stopped answering is recorded in Ray's KV store as having
 existed, so the session's next call, through any front-end, starts a fresh
-actor and says so (`state_reset`). Figures come back as bytes (capped on both
-sides) and are written to the session's output sub-folder here, so results
-link and inline them as with the local backend; the file tools see that copy.
+actor and says so (`state_reset`). Figures and files come back as bytes
+(capped on both sides) and are written to the session's output sub-folder
+here, so results link and inline them as with the local backend; the file
+tools see that copy.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import os
 from pathlib import Path
 from typing import Any, cast
 
+from .._outputs import MAX_RETURNED, PNG_SIGNATURE
 from .._protocol import ErrorInfo, cut
 from ..config import RuntimeConfig
 from ..errors import MCPPyodideError, RuntimeUnavailable
@@ -32,7 +34,7 @@ from ..result import InterpreterInfo, PackageOutcome, Result
 from ..sandbox import Sandbox
 from ..server.handles import Handle, HandleRegistry, InMemoryHandles
 from ..server.sessions import SandboxProvider
-from .ray_actor import KV_NAMESPACE, MAX_FIGURE_BYTES, MAX_FIGURES, SandboxActor, kv_key
+from .ray_actor import KV_NAMESPACE, MAX_FILE_BYTES, MAX_RESULT_BYTES, SandboxActor, kv_key
 
 log = logging.getLogger("mcp_pyodide.server")
 
@@ -197,7 +199,9 @@ class RemoteSandbox:
             self._handle, "execute", (code, timeout_ms), timeout_ms / 1000 + CALL_MARGIN_S
         )
         result = result_from_wire(payload, self.config.max_output_chars)
-        result.figures = self._store_figures(payload.get("figures") if isinstance(payload, dict) else None)
+        outputs = payload.get("outputs") if isinstance(payload, dict) else None
+        result.figures, result.files, dropped = self._store_outputs(outputs)
+        result.files_not_returned += dropped
         return result
 
     async def reset(self) -> InterpreterInfo:
@@ -220,25 +224,51 @@ class RemoteSandbox:
     def history(self) -> Any:
         raise RuntimeUnavailable("notebook export is not available with --backend ray")
 
-    def _store_figures(self, figures: object) -> list[Path]:
-        """Write the figures the actor sent into this session's output folder; only safe names, capped sizes."""
-        if self.output_dir is None or not isinstance(figures, list):
-            return []
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        stored: list[Path] = []
-        for item in figures[:MAX_FIGURES]:
-            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], bytes)):
+    def _store_outputs(self, outputs: object) -> tuple[list[Path], list[Path], int]:
+        """Write what the actor sent into this session's output folder: (figures, files, how many were refused).
+
+        Only safe relative names, regular files (never through a link), each and all within the caps; a
+        figure is a `.png` the actor called one whose bytes are a PNG, anything else it sent is a file.
+        """
+        if self.output_dir is None or not isinstance(outputs, list):
+            return [], [], 0
+        figures: list[Path] = []
+        files: list[Path] = []
+        dropped = max(0, len(outputs) - MAX_RETURNED)
+        left = MAX_RESULT_BYTES
+        for item in outputs[:MAX_RETURNED]:
+            if not (isinstance(item, list) and len(item) == 3 and isinstance(item[1], bytes)):
+                dropped += 1
                 continue
-            name, data = item
-            if not _safe_name(name) or len(data) > MAX_FIGURE_BYTES:
+            name, data, kind = item
+            if not _safe_name(name) or len(data) > min(MAX_FILE_BYTES, left):
+                dropped += 1
                 continue
             target = self.output_dir / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            stored.append(target)
-        return stored
+            try:
+                _write_new(self.output_dir, target, data)
+            except OSError as exc:
+                log.warning("session %s: output %r not written: %s", self._handle.label, name, exc)
+                dropped += 1
+                continue
+            left -= len(data)
+            is_figure = kind == "figure" and name.endswith(".png") and data.startswith(PNG_SIGNATURE)
+            (figures if is_figure else files).append(target)
+        return figures, files, dropped
+
+
+def _write_new(root: Path, target: Path, data: bytes) -> None:
+    """Write ``target`` under ``root``; no part of the way may be a link (the actor named it)."""
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root
+    for part in target.relative_to(root).parts[:-1]:
+        folder = folder / part
+        if folder.is_symlink():
+            raise OSError(f"{folder} is a link")
+        folder.mkdir(exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
 
 
 def _safe_name(name: object) -> bool:
@@ -279,7 +309,7 @@ def result_from_wire(payload: object, max_chars: int) -> Result:
         duration_ms=float(duration) if isinstance(duration, (int, float)) and 0 <= duration < 1e10 else 0.0,
         stdout_truncated_chars=_count(data.get("stdout_truncated_chars")) + max(0, len(stdout) - max_chars),
         stderr_truncated_chars=_count(data.get("stderr_truncated_chars")) + max(0, len(stderr) - max_chars),
-        files_not_returned=_count(data.get("files_not_returned")) + len(data.get("files") or []),
+        files_not_returned=_count(data.get("files_not_returned")) + _count(data.get("outputs_not_sent")),
         mounts_changed=data.get("mounts_changed") is True,
         loaded_packages=outcomes_from_wire(data.get("loaded_packages")),
     )
