@@ -24,7 +24,15 @@ import pytest
 import ray
 
 from mcp_pyodide._outputs import MAX_RETURNED
-from mcp_pyodide.backends.ray_actor import MAX_FILE_BYTES, MAX_RESULT_BYTES
+from mcp_pyodide.backends.ray_actor import (
+    KV_NAMESPACE,
+    MARKER_MARGIN_S,
+    MAX_FILE_BYTES,
+    MAX_RESULT_BYTES,
+    kv_key,
+    marker_fresh,
+    marker_value,
+)
 from mcp_pyodide.backends.ray_provider import RaySandboxes, RemoteSandbox, actor_name, result_from_wire
 from mcp_pyodide.config import RuntimeConfig
 from mcp_pyodide.errors import RuntimeUnavailable
@@ -108,6 +116,16 @@ def test_only_safe_capped_outputs_are_written_and_only_pngs_count_as_figures(tmp
     chunk = b"0" * MAX_FILE_BYTES
     _, fits, past = remote._store_outputs([[f"c{i}", chunk, "file"] for i in range(3)])  # 24 MiB > 16 MiB in all
     assert len(fits) == MAX_RESULT_BYTES // MAX_FILE_BYTES and past == 1
+
+
+def test_a_marker_is_fresh_only_while_its_handle_can_be_alive() -> None:
+    now = 1_000_000.0
+    assert marker_fresh(marker_value(now - 900), now, idle_timeout_s=900)  # idle for exactly the timeout
+    assert marker_fresh(marker_value(now - 900 - MARKER_MARGIN_S + 1), now, idle_timeout_s=900)
+    assert not marker_fresh(marker_value(now - 900 - MARKER_MARGIN_S - 1), now, idle_timeout_s=900)
+    assert not marker_fresh(marker_value(now + 10 * MARKER_MARGIN_S), now, idle_timeout_s=900)  # from the future
+    for junk in (b"1", b"", b"nan", b"inf", None, "1.0", b"\xff"):
+        assert not marker_fresh(junk, now, idle_timeout_s=900)
 
 
 # -- a real cluster ----------------------------------------------------------------------------------------
@@ -195,6 +213,21 @@ def test_a_session_keeps_its_variables_across_front_ends_and_survives_losing_its
     assert note is not None and "variables and imports are gone" in note
     assert after.error is not None and after.error.type == "NameError"
     assert time.monotonic() - started < 200
+
+
+def test_markers_of_expired_sessions_are_swept(cluster: Any, tmp_path: Path) -> None:
+    from ray.experimental import internal_kv
+
+    stale, fresh = kv_key("mcp-pyodide-stale-test"), kv_key("mcp-pyodide-fresh-test")
+    internal_kv._internal_kv_put(stale, marker_value(time.time() - 5000), namespace=KV_NAMESPACE)
+    internal_kv._internal_kv_put(fresh, marker_value(time.time()), namespace=KV_NAMESPACE)
+    provider = RaySandboxes(RuntimeConfig(output_dir=tmp_path), namespace=NAMESPACE, idle_timeout_s=60, **SANDBOX)  # type: ignore[arg-type]
+    h = handle()
+    assert asyncio.run(_run(provider, h, "1 + 1")).result == "2"  # creating its actor sweeps
+    assert not internal_kv._internal_kv_exists(stale, namespace=KV_NAMESPACE)
+    assert internal_kv._internal_kv_exists(fresh, namespace=KV_NAMESPACE)
+    assert marker_fresh(internal_kv._internal_kv_get(kv_key(actor_name(h.id)), namespace=KV_NAMESPACE), time.time(), 60)
+    asyncio.run(provider.release(h.id))
 
 
 def test_an_idle_actor_ends_itself(cluster: Any, tmp_path: Path) -> None:

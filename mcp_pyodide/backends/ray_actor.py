@@ -29,10 +29,26 @@ MAX_RESULT_BYTES = 16 * 1024 * 1024
 """All figures and files of one run together (Ray's object store carries them)."""
 KV_NAMESPACE = "mcp-pyodide"
 """Ray internal-KV namespace of the "this session has had an actor" markers."""
+MARKER_MARGIN_S = 120.0
+"""A marker not refreshed for the idle timeout plus this is garbage: its handle has expired everywhere."""
 
 
 def kv_key(name: str) -> bytes:
     return f"started:{name}".encode()
+
+
+def marker_value(now: float) -> bytes:
+    """A marker says when its session last used its actor (wall-clock seconds)."""
+    return f"{now:.3f}".encode()
+
+
+def marker_fresh(value: object, now: float, idle_timeout_s: float) -> bool:
+    """Whether a marker can still belong to a live handle (anything unreadable counts as stale)."""
+    try:
+        stamp = float(value.decode() if isinstance(value, bytes) else "nan")
+    except ValueError:
+        return False
+    return now - idle_timeout_s - MARKER_MARGIN_S <= stamp <= now + MARKER_MARGIN_S
 
 
 class SandboxActor:
@@ -44,6 +60,7 @@ class SandboxActor:
         self._idle_timeout_s = idle_timeout_s
         self._name = name
         self._last = time.monotonic()
+        self._marked = self._last  # the front-end wrote the marker when it created this actor
         self._busy = 0
         self._watch: asyncio.Task[None] | None = None
 
@@ -114,10 +131,19 @@ class SandboxActor:
 
             internal_kv._internal_kv_del(kv_key(self._name), namespace=KV_NAMESPACE)
 
+    def _mark(self) -> None:
+        from ray.experimental import internal_kv
+
+        internal_kv._internal_kv_put(kv_key(self._name), marker_value(time.time()), namespace=KV_NAMESPACE)
+
     async def _end_when_idle(self) -> None:
         step = max(0.05, min(30.0, self._idle_timeout_s / 4))
         while True:
             await asyncio.sleep(step)
+            if self._busy or self._last > self._marked:  # used since the marker was written: refresh it
+                self._marked = time.monotonic()
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self._mark)
             if not self._busy and time.monotonic() - self._last > self._idle_timeout_s:
                 await self._close()
                 os._exit(0)  # a detached actor with no restarts: Ray records it dead and frees its name

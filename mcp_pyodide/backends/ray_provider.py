@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -34,10 +35,20 @@ from ..result import InterpreterInfo, PackageOutcome, Result
 from ..sandbox import Sandbox
 from ..server.handles import Handle, HandleRegistry, InMemoryHandles
 from ..server.sessions import SandboxProvider
-from .ray_actor import KV_NAMESPACE, MAX_FILE_BYTES, MAX_RESULT_BYTES, SandboxActor, kv_key
+from .ray_actor import (
+    KV_NAMESPACE,
+    MAX_FILE_BYTES,
+    MAX_RESULT_BYTES,
+    SandboxActor,
+    kv_key,
+    marker_fresh,
+    marker_value,
+)
 
 log = logging.getLogger("mcp_pyodide.server")
 
+MAX_SWEEP = 1000
+"""Markers looked at in one sweep (the rest at the next)."""
 LOOKUP_TIMEOUT_S = 20.0
 """Finding or creating an actor (Ray's control plane answers in milliseconds when healthy)."""
 CALL_MARGIN_S = 120.0
@@ -77,6 +88,7 @@ class RaySandboxes(SandboxProvider):
         self._options: dict[str, Any] = {"num_cpus": num_cpus, "memory": memory_bytes, "resources": resources or {}}
         self._lost: dict[str, str] = {}  # handle id -> why its actor was lost, seen by this front-end
         self._notes: dict[str, str] = {}
+        self._swept = 0.0  # when this front-end last swept stale markers (wall clock)
         if not ray.is_initialized():
             ray.init(address=address, namespace=namespace, log_to_driver=False)
 
@@ -96,6 +108,18 @@ class RaySandboxes(SandboxProvider):
         # The tools use a small part of Sandbox's API; RemoteSandbox provides exactly that part.
         return cast(Sandbox, RemoteSandbox(self, handle))
 
+    def _sweep_markers(self, now: float) -> None:
+        """Drop the markers of actors that died and whose handle expired (at most once per idle timeout)."""
+        from ray.experimental import internal_kv
+
+        if now - self._swept < self.idle_timeout_s:
+            return
+        self._swept = now
+        for key in internal_kv._internal_kv_list(b"started:", namespace=KV_NAMESPACE)[:MAX_SWEEP]:
+            value = internal_kv._internal_kv_get(key, namespace=KV_NAMESPACE)
+            if not marker_fresh(value, now, self.idle_timeout_s):
+                internal_kv._internal_kv_del(key, namespace=KV_NAMESPACE)
+
     def take_reset_note(self, session_id: str) -> str | None:
         return self._notes.pop(session_id, None)
 
@@ -105,13 +129,16 @@ class RaySandboxes(SandboxProvider):
         from ray.experimental import internal_kv
 
         name = actor_name(handle.id)
+        idle = self.idle_timeout_s
 
         def find_or_create() -> tuple[Any, bool]:
             try:
                 return ray.get_actor(name, namespace=self.namespace), False
             except ValueError:
                 pass
-            had_one = internal_kv._internal_kv_exists(kv_key(name), namespace=KV_NAMESPACE)
+            now = time.time()
+            self._sweep_markers(now)
+            had_one = marker_fresh(internal_kv._internal_kv_get(kv_key(name), namespace=KV_NAMESPACE), now, idle)
             remote = ray.remote(SandboxActor).options(
                 name=name,
                 namespace=self.namespace,
@@ -121,8 +148,8 @@ class RaySandboxes(SandboxProvider):
                 **self._options,
             )
             created = remote.remote(self.config, self.idle_timeout_s, name)
-            internal_kv._internal_kv_put(kv_key(name), b"1", namespace=KV_NAMESPACE)
-            return created, bool(had_one)
+            internal_kv._internal_kv_put(kv_key(name), marker_value(now), namespace=KV_NAMESPACE)
+            return created, had_one
 
         try:
             found, lost = await asyncio.wait_for(asyncio.to_thread(find_or_create), LOOKUP_TIMEOUT_S)
