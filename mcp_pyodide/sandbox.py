@@ -201,6 +201,10 @@ class Sandbox:
 
         return await asyncio.to_thread(export, self.history, self.output_dir, name, overwrite=overwrite)
 
+    def history_counts(self) -> tuple[int, int]:
+        """(calls kept in the history, older calls dropped from it), as the last export saw them."""
+        return len(self.history.entries), self.history.dropped
+
     async def after_record(self) -> None:
         """With `RuntimeConfig.notebook` set, rewrite that notebook after every call."""
         if self.config.notebook is None:

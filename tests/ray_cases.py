@@ -33,9 +33,16 @@ from mcp_pyodide.backends.ray_actor import (
     marker_fresh,
     marker_value,
 )
-from mcp_pyodide.backends.ray_provider import RaySandboxes, RemoteSandbox, actor_name, result_from_wire
+from mcp_pyodide.backends.ray_provider import (
+    RaySandboxes,
+    RemoteSandbox,
+    _read_notebook,
+    actor_name,
+    result_from_wire,
+)
 from mcp_pyodide.config import RuntimeConfig
 from mcp_pyodide.errors import RuntimeUnavailable
+from mcp_pyodide.notebook import NotebookError
 from mcp_pyodide.server.handles import ANONYMOUS, Handle, folder_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,6 +125,12 @@ def test_only_safe_capped_outputs_are_written_and_only_pngs_count_as_figures(tmp
     assert len(fits) == MAX_RESULT_BYTES // MAX_FILE_BYTES and past == 1
 
 
+def test_a_notebook_from_an_actor_is_parsed_and_validated_before_it_is_written() -> None:
+    for junk in ("not json", "[]", '{"cells": "no"}', '{"nbformat": 4, "nbformat_minor": 5, "cells": [{"x": 1}]}'):
+        with pytest.raises(NotebookError, match="no valid notebook"):
+            _read_notebook(junk)
+
+
 def test_a_marker_is_fresh_only_while_its_handle_can_be_alive() -> None:
     now = 1_000_000.0
     assert marker_fresh(marker_value(now - 900), now, idle_timeout_s=900)  # idle for exactly the timeout
@@ -192,6 +205,17 @@ def test_a_session_keeps_its_variables_across_front_ends_and_survives_losing_its
     assert (session / "table.csv").read_text() == "a,b\n1,2\n"
     assert (session / "sub" / "blob.bin").read_bytes() == bytes(range(256)) * 4
     assert wrote.files_not_returned == 1 and not (session / "huge.bin").exists()
+
+    async def export() -> tuple[Path, tuple[int, int]]:
+        remote = await a.get(h)
+        return await remote.export_notebook("reports/run.ipynb", overwrite=False), remote.history_counts()
+
+    exported, counts = asyncio.run(export())  # the actor holds the history; the notebook is written here
+    assert exported == session / "reports" / "run.ipynb" and counts == (2, 0)
+    cells = json.loads(exported.read_text())["cells"]
+    assert any("x = 41" in "".join(cell["source"]) for cell in cells)
+    with pytest.raises(NotebookError, match="exists"):
+        asyncio.run(export())
     assert actor_name(h.id) != h.id and h.id not in actor_name(h.id)
 
     seen_by_b = front_end_b(cluster, h, tmp_path / "b", "x + 1")

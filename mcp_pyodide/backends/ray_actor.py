@@ -26,6 +26,8 @@ from ..sandbox import Sandbox
 MAX_FILE_BYTES = 8 * 1024 * 1024
 """Largest figure or file carried back to the front-end; a bigger one is counted in files_not_returned."""
 MAX_RESULT_BYTES = 16 * 1024 * 1024
+MAX_NOTEBOOK_CHARS = 64 * 1024 * 1024
+"""Largest exported notebook carried back (a history holds 16 MiB of text plus its figures)."""
 """All figures and files of one run together (Ray's object store carries them)."""
 KV_NAMESPACE = "mcp-pyodide"
 """Ray internal-KV namespace of the "this session has had an actor" markers."""
@@ -100,6 +102,19 @@ class SandboxActor:
         payload["outputs_not_sent"] = not_sent
         del payload["figures"], payload["files"]
         return payload
+
+    async def notebook(self) -> dict[str, Any]:
+        """The session's history as notebook text (nbformat 4), with how many calls it holds and dropped."""
+        self._begin()
+        try:
+            from ..notebook import to_notebook
+
+            nbformat: Any = __import__("nbformat")
+            text = await asyncio.to_thread(lambda: nbformat.writes(to_notebook(self._sandbox.history)))
+            kept, dropped = self._sandbox.history_counts()
+            return {"text": text if len(text) <= MAX_NOTEBOOK_CHARS else None, "cells": kept, "dropped": dropped}
+        finally:
+            self._done()
 
     async def reset(self) -> dict[str, Any]:
         self._begin()

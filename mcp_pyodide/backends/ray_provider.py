@@ -31,6 +31,7 @@ from .._protocol import ErrorInfo, cut
 from ..config import RuntimeConfig
 from ..errors import MCPPyodideError, RuntimeUnavailable
 from ..mounts import Mount, with_output
+from ..notebook import DEFAULT_NAME, NotebookError, check_name, write_notebook
 from ..result import InterpreterInfo, PackageOutcome, Result
 from ..sandbox import Sandbox
 from ..server.handles import Handle, HandleRegistry, InMemoryHandles
@@ -38,6 +39,7 @@ from ..server.sessions import SandboxProvider
 from .ray_actor import (
     KV_NAMESPACE,
     MAX_FILE_BYTES,
+    MAX_NOTEBOOK_CHARS,
     MAX_RESULT_BYTES,
     SandboxActor,
     kv_key,
@@ -218,6 +220,7 @@ class RemoteSandbox:
         self._handle = handle
         self.config = provider.config
         self.output_dir = provider.output_dir_for(handle)
+        self._counts = (0, 0)  # (kept, dropped) of the last exported history
 
     async def execute(self, code: str, *, timeout_ms: int | None = None, **_: Any) -> Result:
         """Run code in the actor (output is returned at the end: it is not streamed under --backend ray)."""
@@ -244,12 +247,23 @@ class RemoteSandbox:
         payload = await self._provider.call(self._handle, "install", (list(names),), CALL_MARGIN_S * 5)
         return outcomes_from_wire(payload)
 
-    async def export_notebook(self, *_: Any, **__: Any) -> Path:
-        raise RuntimeUnavailable("notebook export is not available with --backend ray")
+    async def export_notebook(self, name: str = DEFAULT_NAME, *, overwrite: bool = True) -> Path:
+        """The actor renders the notebook (it holds the history and the figures); it is checked and written here."""
+        if self.output_dir is None:
+            raise NotebookError("there is no output folder to write the notebook to")
+        check_name(name)  # a bad name fails before the actor is asked
+        payload = await self._provider.call(self._handle, "notebook", (), CALL_MARGIN_S)
+        data = payload if isinstance(payload, dict) else {}
+        text = data.get("text")
+        if not isinstance(text, str) or len(text) > MAX_NOTEBOOK_CHARS:
+            raise NotebookError(f"the session's notebook is larger than {MAX_NOTEBOOK_CHARS // 2**20} MiB")
+        notebook = await asyncio.to_thread(_read_notebook, text)
+        self._counts = (_count(data.get("cells")), _count(data.get("dropped")))
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        return await asyncio.to_thread(write_notebook, self.output_dir, name, notebook, overwrite=overwrite)
 
-    @property
-    def history(self) -> Any:
-        raise RuntimeUnavailable("notebook export is not available with --backend ray")
+    def history_counts(self) -> tuple[int, int]:
+        return self._counts
 
     def _store_outputs(self, outputs: object) -> tuple[list[Path], list[Path], int]:
         """Write what the actor sent into this session's output folder: (figures, files, how many were refused).
@@ -296,6 +310,17 @@ def _write_new(root: Path, target: Path, data: bytes) -> None:
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "wb") as out:
         out.write(data)
+
+
+def _read_notebook(text: str) -> Any:
+    """What the actor sent, as a valid nbformat-4 notebook, or NotebookError."""
+    nbformat: Any = __import__("nbformat")
+    try:
+        notebook = nbformat.reads(text, as_version=4)
+        nbformat.validate(notebook)
+    except Exception as exc:  # noqa: BLE001 - malformed JSON or not a notebook: refused either way
+        raise NotebookError(f"the session's interpreter sent no valid notebook ({type(exc).__name__})") from None
+    return notebook
 
 
 def _safe_name(name: object) -> bool:

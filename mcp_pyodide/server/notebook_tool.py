@@ -43,9 +43,8 @@ def build_notebook_tools(output_dir: Path | None, link_for: LinkMaker | None = N
             raise ToolFailure(f"Notebook not written: {exc}") from None
         except OSError as exc:
             raise ToolFailure(f"Notebook not written: {exc.strerror or exc}") from None
-        history = sandbox.history
-        kept = len(history.entries)
-        note = f"; the {history.dropped} oldest call(s) were not kept" if history.dropped else ""
+        kept, dropped = sandbox.history_counts()
+        note = f"; the {dropped} oldest call(s) were not kept" if dropped else ""
         text = f"Wrote {kept} call(s) of this session as a Jupyter notebook to {path}{note}."
         content: list[types.ContentBlock] = [types.TextContent(type="text", text=text)]
         link = link_for(path) if link_for is not None else None
@@ -54,7 +53,7 @@ def build_notebook_tools(output_dir: Path | None, link_for: LinkMaker | None = N
         ctx.files_changed = True
         return types.CallToolResult(
             content=content,
-            structured_content=ExportNotebookOutput(path=str(path), cells=kept, dropped=history.dropped).model_dump(),
+            structured_content=ExportNotebookOutput(path=str(path), cells=kept, dropped=dropped).model_dump(),
         )
 
     return [
