@@ -175,7 +175,7 @@ def ray_provider(args: argparse.Namespace, config: Any) -> Any:
     if config.mounts:
         raise ValueError(
             "--mount is not supported with --backend ray: the interpreters run on other machines "
-            "(only the output folder is carried, as returned figures)"
+            "(only what a run writes to the output folder is carried back, as returned figures and files)"
         )
     if args.ray_cpus < 0 or args.ray_memory_mb <= 0:
         raise ValueError("--ray-cpus must be >= 0 and --ray-memory-mb > 0")
