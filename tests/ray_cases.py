@@ -254,6 +254,24 @@ def test_markers_of_expired_sessions_are_swept(cluster: Any, tmp_path: Path) -> 
     asyncio.run(provider.release(h.id))
 
 
+def test_a_runaway_run_times_out_in_its_actor_and_the_session_goes_on(cluster: Any, tmp_path: Path) -> None:
+    provider = RaySandboxes(RuntimeConfig(output_dir=tmp_path), namespace=NAMESPACE, **SANDBOX)  # type: ignore[arg-type]
+    h = handle()
+
+    async def scenario() -> tuple[Any, Any, float]:
+        remote = await provider.get(h)
+        await remote.execute("kept = 7", timeout_ms=30_000)  # boots the interpreter
+        started = time.monotonic()
+        runaway = await remote.execute("while True: pass", timeout_ms=1000)
+        took = time.monotonic() - started
+        return runaway, await remote.execute("kept", timeout_ms=30_000), took
+
+    runaway, after, took = asyncio.run(scenario())
+    assert runaway.timed_out and runaway.error is not None and took < 10
+    assert after.result == "7" and not after.state_reset  # interrupted, not restarted: the variables are kept
+    asyncio.run(provider.release(h.id))
+
+
 def test_an_idle_actor_ends_itself(cluster: Any, tmp_path: Path) -> None:
     provider = RaySandboxes(
         RuntimeConfig(output_dir=tmp_path),
