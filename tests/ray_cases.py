@@ -96,6 +96,7 @@ def test_only_safe_capped_outputs_are_written_and_only_pngs_count_as_figures(tmp
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "session" / "link").symlink_to(tmp_path / "elsewhere")
     (tmp_path / "session" / "dir.csv").mkdir()
+    os.mkfifo(tmp_path / "session" / "pipe.txt")  # would block an open for writing without O_NONBLOCK
     figures, files, dropped = remote._store_outputs(
         [
             ["fig.png", png, "figure"],
@@ -106,6 +107,7 @@ def test_only_safe_capped_outputs_are_written_and_only_pngs_count_as_figures(tmp
             ["/abs.png", png, "figure"],
             ["link/through.txt", b"x", "file"],  # a link on the way: refused
             ["dir.csv", b"x", "file"],  # not a regular file: refused
+            ["pipe.txt", b"x", "file"],  # a FIFO: refused at once
             ["big.bin", b"0" * (MAX_FILE_BYTES + 1), "file"],
             ["ok/sub.png", "not bytes", "figure"],
             ["two", b"fields"],
@@ -115,7 +117,7 @@ def test_only_safe_capped_outputs_are_written_and_only_pngs_count_as_figures(tmp
     session = tmp_path / "session"
     assert figures == [session / "fig.png"]
     assert files == [session / "fake.png", session / "data" / "table.csv"]
-    assert dropped == 9
+    assert dropped == 10
     assert (session / "data" / "table.csv").read_bytes() == b"a,b\n1,2\n"
     assert not (tmp_path / "escape.png").exists() and not list((tmp_path / "elsewhere").iterdir())
     _, many, over = remote._store_outputs([[f"f{i}.txt", b"x", "file"] for i in range(MAX_RETURNED + 5)])
@@ -251,7 +253,8 @@ def test_markers_of_expired_sessions_are_swept(cluster: Any, tmp_path: Path) -> 
     assert not internal_kv._internal_kv_exists(stale, namespace=KV_NAMESPACE)
     assert internal_kv._internal_kv_exists(fresh, namespace=KV_NAMESPACE)
     assert marker_fresh(internal_kv._internal_kv_get(kv_key(actor_name(h.id)), namespace=KV_NAMESPACE), time.time(), 60)
-    asyncio.run(provider.release(h.id))
+    asyncio.run(provider.release(h.id))  # the session ended: its marker goes with it
+    assert not internal_kv._internal_kv_exists(kv_key(actor_name(h.id)), namespace=KV_NAMESPACE)
 
 
 def test_a_runaway_run_times_out_in_its_actor_and_the_session_goes_on(cluster: Any, tmp_path: Path) -> None:

@@ -19,9 +19,11 @@ tools see that copy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -190,8 +192,13 @@ class RaySandboxes(SandboxProvider):
         self._notes.pop(session_id, None)
 
         def end() -> None:
+            from ray.experimental import internal_kv
+
+            name = actor_name(session_id)
+            with contextlib.suppress(Exception):  # the session ended: its actor is not "lost" on a later call
+                internal_kv._internal_kv_del(kv_key(name), namespace=KV_NAMESPACE)
             try:
-                actor = ray.get_actor(actor_name(session_id), namespace=self.namespace)
+                actor = ray.get_actor(name, namespace=self.namespace)
             except ValueError:
                 return
             _kill(ray, actor)
@@ -307,7 +314,11 @@ def _write_new(root: Path, target: Path, data: bytes) -> None:
         if folder.is_symlink():
             raise OSError(f"{folder} is a link")
         folder.mkdir(exist_ok=True)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    # O_NONBLOCK: opening a FIFO planted at that name fails at once instead of waiting for a reader.
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{target} is not a regular file")
     with os.fdopen(fd, "wb") as out:
         out.write(data)
 
