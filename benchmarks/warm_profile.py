@@ -103,11 +103,16 @@ async def main(args: argparse.Namespace) -> None:
             os.kill(profiled_pid, __import__("signal").SIGUSR1)
             await asyncio.sleep(0.2)
         times: dict[str, list[float]] = {label: [] for label, *_ in targets}
+        ratios: dict[str, list[float]] = {label: [] for label, *_ in targets}  # per round, to the floor's
         block = max(1, args.calls // args.rounds)
         for r in range(args.rounds):
+            medians: dict[str, float] = {}
             for label, session, name in targets if r % 2 == 0 else targets[::-1]:
-                for _ in range(block):
-                    times[label].append(await call(session, name, {"code": "1+1"}))
+                got = [await call(session, name, {"code": "1+1"}) for _ in range(block)]
+                times[label] += got
+                medians[label] = statistics.median(got)
+            for label, value in medians.items():
+                ratios[label].append(value / medians["trivial"])
         if profiled_pid is not None:
             os.kill(profiled_pid, __import__("signal").SIGUSR2)
             await asyncio.sleep(0.5)
@@ -116,7 +121,8 @@ async def main(args: argparse.Namespace) -> None:
         p50, p90 = pct(values, 0.5), pct(values, 0.9)
         print(
             f"{label}: p50 {p50:.3f} ms ({p50 / floor50:.2f}x)  p90 {p90:.3f} ms ({p90 / floor90:.2f}x)  "
-            f"mean {statistics.fmean(values):.3f}  n={len(values)}"
+            f"mean {statistics.fmean(values):.3f}  n={len(values)}  "
+            f"round medians / floor's: median {statistics.median(ratios[label]):.2f}x"
         )
 
 
