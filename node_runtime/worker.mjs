@@ -602,6 +602,9 @@ async function run(message) {
     // Route later stray writes (timers left behind) nowhere rather than into the next run.
     sink.out = DISCARD;
     sink.err = DISCARD;
+    // After a fatal error Pyodide turns every property of its API into a getter that throws:
+    // reading one is the check.
+    void pyodide.setInterruptBuffer;
   } catch {
     fatal = true;
   }
