@@ -272,10 +272,9 @@ class Runtime:
             started = time.perf_counter()
             self._snapshot_wanted = False  # from here on, an image could hold user state
             try:
-                reply = await asyncio.wait_for(
-                    connection.request(ExecuteRequest(code=code, timeout_ms=timeout), on_output=collect),
-                    watchdog,
-                )
+                # asyncio.timeout, not wait_for: no task of its own, so the reply wakes this call directly.
+                async with asyncio.timeout(watchdog):
+                    reply = await connection.request(ExecuteRequest(code=code, timeout_ms=timeout), on_output=collect)
             except RemoteError as exc:
                 reply, remote_message = exc.outcome, str(exc)
                 result.timed_out = exc.code == "timeout"

@@ -489,14 +489,65 @@ function installGuestModules() {
   pyodide.runPython(`import sys\nsys.path.insert(0, ${JSON.stringify(GUEST_LIB)})`);
 }
 
+/**
+ * fds 0-2 are set up once and lead to `sink`, which each run points at its own captures (and
+ * at nothing between runs, so a timer left behind writes nowhere). Setting a stream costs a
+ * reopen of all three in the file system (about 50 us each); it is done again only when user
+ * code may have changed them: it called one of the setters below, or fds 0-2 are no longer the
+ * streams installed here (closed, dup2'd, replaced, or their read/write patched in place).
+ */
+const DISCARD = (bytes) => bytes.length;
+const sink = { out: DISCARD, err: DISCARD };
+const stdoutDevice = { write: (bytes) => sink.out(bytes) };
+const stderrDevice = { write: (bytes) => sink.err(bytes) };
+const stdioSetters = { setStdin: pyodide.setStdin, setStdout: pyodide.setStdout, setStderr: pyodide.setStderr };
+let stdioChanged = true;
+let installedStreams = [];
+for (const name of Object.keys(stdioSetters)) {
+  const setter = stdioSetters[name];
+  pyodide[name] = function (...args) {
+    stdioChanged = true;
+    return setter.apply(this, args);
+  };
+}
+
+function stdioIntact() {
+  const { FS } = pyodide;
+  return installedStreams.every((entry, fd) => {
+    const stream = FS.getStream(fd);
+    const ops = stream?.stream_ops;
+    return stream === entry.stream && ops === entry.ops && ops?.write === entry.write && ops?.read === entry.read;
+  });
+}
+
+// Pyodide's three std streams share one operations object: a patch of it in place outlives
+// any reopen, so its functions as first installed (before any user code) are put back.
+const pristineOps = new Map(); // ops object -> {read, write}
+
+function installStdio() {
+  stdioSetters.setStdin({ error: true });
+  stdioSetters.setStdout(stdoutDevice);
+  stdioSetters.setStderr(stderrDevice);
+  const { FS } = pyodide;
+  installedStreams = [0, 1, 2].map((fd) => {
+    const stream = FS.getStream(fd);
+    const ops = stream?.stream_ops;
+    if (ops && !pristineOps.has(ops)) pristineOps.set(ops, { read: ops.read, write: ops.write });
+    const pristine = ops && pristineOps.get(ops);
+    if (pristine) Object.assign(ops, pristine);
+    return { stream, ops, write: ops?.write, read: ops?.read };
+  });
+  stdioChanged = false;
+}
+
 /** Restore everything user code could have changed since the last run. */
 function armRun(runId) {
   const batch = new OutputBatch(runId);
   const out = new StreamCapture(batch, "stdout", config.maxOutputChars);
   const err = new StreamCapture(batch, "stderr", config.maxOutputChars);
-  pyodide.setStdin({ error: true });
-  pyodide.setStdout({ write: (bytes) => out.write(bytes) });
-  pyodide.setStderr({ write: (bytes) => err.write(bytes) });
+  if (stdioChanged || !stdioIntact()) installStdio();
+  sink.out = (bytes) => out.write(bytes);
+  sink.err = (bytes) => err.write(bytes);
   Atomics.store(interrupt, 0, 0);
   pyodide.setInterruptBuffer(interrupt);
   return { out, err };
@@ -549,8 +600,11 @@ async function run(message) {
     out?.finish();
     err?.finish();
     // Route later stray writes (timers left behind) nowhere rather than into the next run.
-    pyodide.setStdout({ write: (bytes) => bytes.length });
-    pyodide.setStderr({ write: (bytes) => bytes.length });
+    sink.out = DISCARD;
+    sink.err = DISCARD;
+    // After a fatal error Pyodide turns every property of its API into a getter that throws:
+    // reading one is the check.
+    void pyodide.setInterruptBuffer;
   } catch {
     fatal = true;
   }

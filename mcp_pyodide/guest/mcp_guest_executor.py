@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 CO_COROUTINE = 0x0080
 MAX_REPR_CHARS = 100_000
 MAX_ERROR_CHARS = 100_000
+ONE_LINER_CHARS = 4096  # cells up to this size are tried as a lone expression first
 KEEP_SOURCES = 20  # cells whose source stays in linecache for tracebacks (older ones are dropped)
 
 # Bound once, at import: user code shares this interpreter and may replace the builtins and
@@ -39,6 +40,7 @@ _repr = builtins.repr
 _isinstance = builtins.isinstance
 _encode = json.JSONEncoder(ensure_ascii=False).encode
 _ONLY_AST = ast.PyCF_ONLY_AST
+_NOTHING = compile("", "<cell>", "exec", dont_inherit=True)  # the body of a cell that is one expression
 _set_signal = signal.signal
 _default_int_handler = signal.default_int_handler
 _SIGINT = signal.SIGINT
@@ -224,6 +226,13 @@ def compile_cell(source: str, filename: str) -> tuple[types.CodeType, types.Code
     semicolon hides it, as in IPython.
     """
     flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    # One short unindented line that is one expression (`1+1`, `df.head()`) compiles as such: a
+    # fifth of the parse-and-compile-twice below, and failing costs a few us on one line.
+    if len(source) <= ONE_LINER_CHARS and not source[:1].isspace() and "\n" not in source.rstrip():
+        try:
+            return _NOTHING, _compile(source, filename, "eval", flags=flags, dont_inherit=True)
+        except SyntaxError:
+            pass
     tree = _compile(source, filename, "exec", flags=_ONLY_AST | flags, dont_inherit=True)
     last: types.CodeType | None = None
     if tree.body and isinstance(tree.body[-1], ast.Expr) and not ends_with_semicolon(_after(source, tree.body[-1])):
@@ -240,6 +249,8 @@ _LAYOUT_TOKENS = frozenset(
 
 def ends_with_semicolon(source: str) -> bool:
     """Whether the cell's last token is `;` (read by the tokenizer: `f(';#')` does not end with one)."""
+    if ";" not in source:  # nothing to tokenize (the common case: about 10 us in WebAssembly)
+        return False
     last: tokenize.TokenInfo | None = None
     try:
         for token in tokenize.generate_tokens(_io.StringIO(source).readline):
@@ -311,7 +322,17 @@ def _integrity_table() -> tuple[tuple[Any, str, Any], ...]:
         if isinstance(value, types.FunctionType):
             entries.append((Guest, name, value))
             entries.append((value, "__code__", value.__code__))
-    for name in ("_eval", "_compile", "_repr", "_isinstance", "_encode", "_set_signal", "_settrace", "_setprofile"):
+    for name in (
+        "_eval",
+        "_compile",
+        "_repr",
+        "_isinstance",
+        "_encode",
+        "_set_signal",
+        "_settrace",
+        "_setprofile",
+        "_NOTHING",
+    ):
         entries.append((module_globals, name, module_globals[name]))
     entries.append((GUEST, "__class__", Guest))
     return tuple(entries)

@@ -79,9 +79,7 @@ class ToolSpec:
     def derived_output_schema(self) -> dict[str, Any] | None:
         if self.output is None:
             return self.output_schema
-        schema = self.output.model_json_schema(mode="serialization")
-        schema.pop("title", None)
-        return schema
+        return compact_schema(self.output.model_json_schema(mode="serialization"))
 
     def to_mcp(self) -> types.Tool:
         schema = self.arguments.model_json_schema(by_alias=True)
@@ -109,6 +107,51 @@ class ToolSpec:
                 where = ".".join(str(part) for part in error["loc"]) or "arguments"
                 problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
             raise ToolFailure(f"Invalid arguments for {self.name}: " + "; ".join(problems)) from exc
+
+
+def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The same constraints in fewer keywords: the client re-validates every result against it.
+
+    pydantic writes `X | None` as `anyOf: [{type: X}, {type: null}]`, models as `$ref`s, and a
+    title on every property; MCP clients check each structured result with jsonschema, whose
+    cost grows with the keywords it walks (about half of it went into these). Nullable types
+    become `type: [X, "null"]`, references to `$defs` are inlined, titles dropped.
+    """
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any, seen: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [walk(item, seen) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/") and len(node) == 1:
+            name = ref.removeprefix("#/$defs/")
+            if name in defs and name not in seen:  # a recursive model keeps its reference
+                return walk(defs[name], (*seen, name))
+        out = {k: walk(v, seen) for k, v in node.items() if k not in ("title", "properties")}
+        if isinstance(node.get("properties"), dict):  # names of fields, not keywords: all kept
+            out["properties"] = {name: walk(sub, seen) for name, sub in node["properties"].items()}
+        alternatives = out.get("anyOf")
+        if isinstance(alternatives, list) and len(alternatives) == 2 and {"type": "null"} in alternatives:
+            other = alternatives[0] if alternatives[1] == {"type": "null"} else alternatives[1]
+            plain = isinstance(other, dict) and isinstance(other.get("type"), str)
+            if plain and not other.keys() & out.keys() - {"anyOf"}:
+                del out["anyOf"]
+                out.update(other)
+                out["type"] = [other["type"], "null"]
+        return out
+
+    compact: dict[str, Any] = walk({k: v for k, v in schema.items() if k != "$defs"}, ())
+    if _has_ref(compact):
+        compact["$defs"] = {name: walk(sub, ()) for name, sub in defs.items()}
+    return compact
+
+
+def _has_ref(node: Any) -> bool:
+    if isinstance(node, dict):
+        return "$ref" in node or any(_has_ref(v) for v in node.values())
+    return isinstance(node, list) and any(_has_ref(v) for v in node)
 
 
 def text_result(text: str, *, is_error: bool = False) -> types.CallToolResult:

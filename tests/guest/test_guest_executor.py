@@ -116,6 +116,38 @@ def test_errors_are_reported_from_the_users_code(guest: ex.Guest) -> None:
     assert run(guest, "def (")["error"]["type"] == "SyntaxError"
 
 
+ONE_LINERS = [
+    "1+1",
+    "1+1  # a comment",
+    "1+1 # ;",
+    "1+1;",
+    "1;2",
+    "x = 3",
+    "x = 3; x",
+    "print('p')",
+    "'a;b'",
+    "  1+1",
+    "\t1+1",
+    "1 +",
+    "yield 1",
+    "await __import__('asyncio').sleep(0, 'slept')",
+    "(lambda: 1/0)()",
+    "1+1\r",
+    "1+1\n\n  ",
+    "undefined_name",
+]
+
+
+@pytest.mark.parametrize("source", ONE_LINERS)
+def test_a_one_line_cell_has_the_outcome_of_the_general_path(source: str, guest: ex.Guest) -> None:
+    """One-liners compile as a lone expression first; a leading newline sends the same cell the general way."""
+    fast, general = run(guest, source), run(guest, "\n" + source)
+    for outcome in (fast, general):
+        if outcome.get("error"):
+            outcome["error"] = outcome["error"]["type"]
+    assert fast == general
+
+
 def test_a_huge_repr_is_cut(guest: ex.Guest) -> None:
     result = run(guest, "'x' * 300_000")["result"]
     assert len(result) < ex.MAX_REPR_CHARS + 100 and result.endswith("characters cut]")

@@ -90,6 +90,12 @@ FD_TAMPER = {
     "sys-stdout-stringio": "import sys, io\nsys.stdout = io.StringIO()",
     "setStdout-hijack": JS_PRELUDE + "stolen = []\n"
     "pyodide_js.setStdout(jsobj(write=create_proxy(lambda b: (stolen.append(bytes(b.to_py())), len(b))[1])))",
+    # The streams are installed once and kept while intact: patching their operations in place
+    # (same stream, same ops object) must still be undone before the next call.
+    "stream-ops-write-patched": JS_PRELUDE + "for fd in (1, 2):\n"
+    "    pyodide_js.FS.getStream(fd).stream_ops.write = create_proxy(lambda *a: a[3])",
+    "stream-ops-swapped": JS_PRELUDE + "swapped = pyodide_js.FS.getStream(2).stream_ops\n"
+    "pyodide_js.FS.getStream(1).stream_ops = swapped",
 }
 
 
