@@ -29,6 +29,8 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+from warm_profile import open_session  # the same client set-up (this folder is on sys.path when run)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 TRIVIAL = HERE / "trivial_server.py"
@@ -266,17 +268,6 @@ def serve_patched(checkout: Path | None, runtime_dir: Path, trace_path: Path, ar
 
 
 # -- the client --------------------------------------------------------------------------------
-
-
-async def open_session(stack: AsyncExitStack, command: list[str], env: dict[str, str], cwd: Path) -> Any:
-    from mcp import ClientSession
-    from mcp.client.stdio import StdioServerParameters, stdio_client
-
-    params = StdioServerParameters(command=command[0], args=command[1:], env=env, cwd=str(cwd))
-    read, write = await stack.enter_async_context(stdio_client(params, errlog=sys.stderr))
-    session = await stack.enter_async_context(ClientSession(read, write))
-    await session.initialize()
-    return session
 
 
 LABELS = {
