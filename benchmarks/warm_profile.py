@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import statistics
 import sys
@@ -72,6 +73,18 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def tree_cpu(root: Any) -> dict[str, float]:
+    """CPU seconds so far of a server process and its children (Node), by process name."""
+    out: dict[str, float] = collections.Counter()
+    for proc in (root, *root.children(recursive=True)):
+        try:
+            times = proc.cpu_times()
+            out["python" if proc is root else proc.name()] += times.user + times.system
+        except Exception:  # noqa: BLE001 - a child that just ended
+            continue
+    return out
+
+
 def server_pids(before: set[int]) -> list[int]:
     import psutil
 
@@ -83,10 +96,13 @@ async def main(args: argparse.Namespace) -> None:
 
     checkouts = [c.resolve() for c in (args.checkout or [REPO])]
     targets: list[tuple[str, Any, str]] = []
+    trees: dict[str, psutil.Process] = {}  # each server's process (its Node process is a child)
     profiled_pid = None
     async with AsyncExitStack() as stack:
+        before = {p.pid for p in psutil.Process().children()}
         trivial = await open_session(stack, [sys.executable, str(TRIVIAL)], dict(os.environ), HERE)
         targets.append(("trivial", trivial, "echo"))
+        trees["trivial"] = psutil.Process(server_pids(before)[0])
         for checkout in checkouts:
             before = {p.pid for p in psutil.Process().children()}
             command, env = server_command(checkout, args.cprofile is not None)
@@ -94,6 +110,7 @@ async def main(args: argparse.Namespace) -> None:
                 env["WARM_PROFILE_OUT"] = str(args.cprofile.resolve())
             session = await open_session(stack, command, env, checkout)
             targets.append((str(checkout), session, "pyodide_execute"))
+            trees[str(checkout)] = psutil.Process(server_pids(before)[0])
             if args.cprofile is not None and profiled_pid is None:
                 profiled_pid = server_pids(before)[0]
         for _, session, name in targets:
@@ -104,11 +121,14 @@ async def main(args: argparse.Namespace) -> None:
             await asyncio.sleep(0.2)
         times: dict[str, list[float]] = {label: [] for label, *_ in targets}
         ratios: dict[str, list[float]] = {label: [] for label, *_ in targets}  # per round, to the floor's
+        cpu: dict[str, collections.Counter[str]] = {label: collections.Counter() for label, *_ in targets}
         block = max(1, args.calls // args.rounds)
         for r in range(args.rounds):
             medians: dict[str, float] = {}
             for label, session, name in targets if r % 2 == 0 else targets[::-1]:
+                cpu_before = tree_cpu(trees[label])
                 got = [await call(session, name, {"code": "1+1"}) for _ in range(block)]
+                cpu[label] += {k: v - cpu_before.get(k, 0.0) for k, v in tree_cpu(trees[label]).items()}
                 times[label] += got
                 medians[label] = statistics.median(got)
             for label, value in medians.items():
@@ -124,6 +144,8 @@ async def main(args: argparse.Namespace) -> None:
             f"mean {statistics.fmean(values):.3f}  n={len(values)}  "
             f"round medians / floor's: median {statistics.median(ratios[label]):.2f}x"
         )
+        parts = ", ".join(f"{k} {v / len(values) * 1e6:.0f}" for k, v in sorted(cpu[label].items()))
+        print(f"    CPU per call (us, user+system): {parts}")
 
 
 if __name__ == "__main__":

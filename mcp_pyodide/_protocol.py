@@ -312,25 +312,39 @@ def decode(cls: type[T], payload: object, limits: Limits, what: str = "") -> T:
     what = what or cls.__name__
     if not isinstance(payload, dict):
         raise ProtocolError(f"{what}: expected an object, got {type(payload).__name__}")
-    hints = _hints(cls)
     values: dict[str, Any] = {}
-    strict: frozenset[str] = getattr(cls, "strict", frozenset())
-    for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
-        key = wire_name(spec.name)
+    for name, key, hint, limit, items, strict in _plan(cls):
         if key not in payload:
             continue
-        limit = spec.metadata.get("limit")
         chars = getattr(limits, limit) if isinstance(limit, str) else limit
-        values[spec.name] = _value(
-            hints[spec.name],
-            payload[key],
-            chars,
-            spec.metadata.get("items"),
-            limits,
-            f"{what}.{key}",
-            spec.name in strict,
-        )
+        values[name] = _value(hint, payload[key], chars, items, limits, f"{what}.{key}", strict)
     return cls(**values)
+
+
+_Field = tuple[str, str, Any, "int | str | None", "int | None", bool]  # name, wire key, hint, limit, items, strict
+
+
+def _plan(cls: type[Any]) -> tuple[_Field, ...]:
+    """Each field of `cls` as `decode` reads it; worked out once per class (every reply is decoded)."""
+    cached = _PLANS.get(cls)
+    if cached is None:
+        hints = _hints(cls)
+        strict: frozenset[str] = getattr(cls, "strict", frozenset())
+        cached = _PLANS[cls] = tuple(
+            (
+                f.name,
+                wire_name(f.name),
+                hints[f.name],
+                f.metadata.get("limit"),
+                f.metadata.get("items"),
+                f.name in strict,
+            )
+            for f in dataclasses.fields(cls)
+        )
+    return cached
+
+
+_PLANS: dict[type[Any], tuple[_Field, ...]] = {}
 
 
 def _hints(cls: type[Any]) -> dict[str, Any]:

@@ -48,30 +48,38 @@ def _input_of(exc: Exception) -> str:
     return ""
 
 
+class _Answering(ObjectReceiveStream[SessionMessage | Exception]):
+    """`read_stream` with undecodable lines answered in place: no task or stream hop per message."""
+
+    def __init__(
+        self,
+        read_stream: ObjectReceiveStream[SessionMessage | Exception],
+        write_stream: ObjectSendStream[SessionMessage],
+    ) -> None:
+        self._read = read_stream
+        self._write = write_stream
+
+    async def receive(self) -> SessionMessage | Exception:
+        while True:
+            item = await self._read.receive()
+            if not isinstance(item, Exception):
+                return item
+            _, message = describe(item)
+            log.warning("ignored a line on stdin (%s): %r", message, _input_of(item))
+            try:
+                await self._write.send(error_reply(item))
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                raise anyio.EndOfStream from None
+
+    async def aclose(self) -> None:
+        await self._read.aclose()
+
+
 @asynccontextmanager
 async def answer_bad_lines(
     read_stream: ObjectReceiveStream[SessionMessage | Exception],
     write_stream: ObjectSendStream[SessionMessage],
 ) -> AsyncIterator[ObjectReceiveStream[SessionMessage | Exception]]:
     """A read stream like `read_stream` from which undecodable lines were answered and removed."""
-    send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
-
-    async def pump() -> None:
-        async with send:
-            async for item in read_stream:
-                if isinstance(item, Exception):
-                    _, message = describe(item)
-                    log.warning("ignored a line on stdin (%s): %r", message, _input_of(item))
-                    try:
-                        await write_stream.send(error_reply(item))
-                    except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                        return
-                    continue
-                await send.send(item)
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(pump)
-        try:
-            yield receive
-        finally:
-            group.cancel_scope.cancel()
+    async with _Answering(read_stream, write_stream) as stream:
+        yield stream
