@@ -26,6 +26,7 @@ const MEMORY_NOTICE =
 let config = null; // set by the broker's "init" request
 let runtime = null; // the current WorkerRuntime
 let generation = 0; // counts interpreters, so the broker can tell a reset happened
+let pyodideVersion = ""; // every interpreter loads the same Pyodide, so the first one's answer holds
 
 function send(message) {
   sendFrame(process.stdout, message);
@@ -409,7 +410,7 @@ async function handle(message) {
         }
         config = payload;
         runtime = new WorkerRuntime();
-        const version = await runtime.ready;
+        const version = (pyodideVersion = await runtime.ready);
         prepareSpareSoon();
         send({
           id,
@@ -435,9 +436,10 @@ async function handle(message) {
         break;
       }
       case "reset": {
+        // Answered once the old interpreter is gone: its state cannot outlive this reply. The new
+        // one boots meanwhile (or was the spare, already booted); the next call waits for it.
         replaceRuntime("requested");
-        const version = await runtime.ready;
-        send({ id, kind: "result", payload: { pyodideVersion: version, generation: runtime.generation } });
+        send({ id, kind: "result", payload: { pyodideVersion: pyodideVersion, generation: runtime.generation } });
         break;
       }
       case "ping":

@@ -33,6 +33,13 @@ def test_stdout_and_stderr_are_kept_apart_with_partial_lines(server: ServerHandl
     assert sc["stderr"] == "err1\ne-partial"
 
 
+def test_a_partial_line_before_a_timeout_is_kept(server: ServerHandle) -> None:
+    code = "import sys\nsys.stdout.write('no newline yet')\nwhile True: pass"
+    sc = server.execute(code, timeout_ms=500).structured_content
+    assert sc is not None and sc["timed_out"] is True
+    assert sc["stdout"] == "no newline yet"
+
+
 def test_exception_gives_is_error_and_trimmed_traceback(server: ServerHandle) -> None:
     result = server.execute("def f():\n    return 1 / 0\n\nf()")
     assert result.is_error
@@ -125,7 +132,8 @@ def test_output_streams_to_the_client_while_the_code_runs(server: ServerHandle) 
         seen.append((time.monotonic(), message or ""))
 
     assert server.session is not None
-    code = "import time\nfor i in range(3):\n    print(f'step {i}', flush=True)\n    time.sleep(0.4)\n'done'"
+    # No flush=True: stdout is line-buffered, so each printed line streams as it is printed.
+    code = "import time\nfor i in range(3):\n    print(f'step {i}')\n    time.sleep(0.4)\n'done'"
     result = server.run(server.session.call_tool("pyodide_execute", {"code": code}, progress_callback=on_progress))
     finished = time.monotonic()
     assert result.structured_content["stdout"] == "step 0\nstep 1\nstep 2\n"  # type: ignore[index]

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 from support import ALLOW_ALL, REPO, ServerHandle, runtime_nodes, text_of
+
+from mcp_pyodide import Sandbox
+from mcp_pyodide._protocol import Event
+from mcp_pyodide.runtime import Runtime
 
 
 def test_runaway_loop_is_stopped_and_state_is_kept(server: ServerHandle) -> None:
@@ -71,6 +77,32 @@ def test_reset_discards_state(fresh_server: ServerHandle) -> None:
     result = fresh_server.call("pyodide_reset", {})
     assert not result.is_error and "fresh interpreter" in text_of(result)
     assert fresh_server.execute("'gone' in globals()").structured_content["result"] == "False"  # type: ignore[index]
+
+
+def test_reset_answers_before_the_fresh_interpreter_has_booted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reply comes once the old state is gone; the next call is the one that waits for the boot."""
+    seen: list[str] = []
+    original = Runtime._on_event
+
+    def record(self: Runtime, event: Event) -> None:
+        seen.append(type(event).__name__)
+        original(self, event)
+
+    monkeypatch.setattr(Runtime, "_on_event", record)
+
+    async def scenario() -> tuple[list[str], list[str], str | None]:
+        async with Sandbox(output_dir=tmp_path / "out") as sandbox:
+            await sandbox.execute("gone = 1")
+            seen.clear()
+            await sandbox.reset()
+            at_reply = list(seen)
+            after = await sandbox.execute("'gone' in globals()")
+            return at_reply, list(seen), after.value
+
+    at_reply, after_next_call, value = asyncio.run(scenario())
+    assert at_reply == ["RestartingEvent"], "the reset waited for the new interpreter to boot"
+    assert after_next_call == ["RestartingEvent", "ReadyEvent"]
+    assert value == "False"
 
 
 def test_a_node_process_killed_while_idle_is_replaced_at_once(fresh_server: ServerHandle) -> None:

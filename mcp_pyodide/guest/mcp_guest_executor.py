@@ -65,7 +65,7 @@ def _restore_runtime_state() -> None:
                 encoding="utf-8",
                 errors="backslashreplace",
                 line_buffering=True,
-                write_through=True,
+                write_through=index == 2,
             )
         if getattr(sys, name, None) is not original:
             setattr(sys, name, original)
@@ -201,7 +201,8 @@ class Guest:
         return extra
 
     def flush_streams(self) -> None:
-        for stream in (sys.stdout, sys.stderr):
+        """End of a run: a partial line still in stdout's buffer belongs to this run's output."""
+        for stream in {id(s): s for s in (sys.stdout, sys.stderr, *_STDIO[1:])}.values():
             try:
                 stream.flush()
             except BaseException:  # noqa: BLE001
@@ -361,4 +362,8 @@ def install() -> Guest:
     """
     os.system = _no_host_processes
     os.popen = _no_host_processes  # type: ignore[assignment]
+    # stdout is line-buffered as in a terminal, not written through: `print` is one write per
+    # line instead of two or more (a third of the time of 100,000 prints). stderr stays unbuffered.
+    if isinstance(_STDIO[1], _io.TextIOWrapper):
+        _STDIO[1].reconfigure(line_buffering=True, write_through=False)
     return GUEST
