@@ -32,3 +32,21 @@ def test_first_start_saves_a_snapshot_with_the_guest_imports_that_the_next_start
         assert "snapshot unusable" not in second.stderr_text()
     finally:
         second.close()
+
+
+DRAW = "import random\nrandom.getrandbits(128)"
+
+
+def test_interpreters_restored_from_one_snapshot_draw_different_random_numbers() -> None:
+    """`random`'s state is in the snapshot's memory: each interpreter must be seeded afresh."""
+    draws: list[str] = []
+    for _ in range(2):
+        handle = ServerHandle("--policy", str(ALLOW_ALL)).start()
+        try:
+            draws.append(handle.execute(DRAW).structured_content["result"])  # type: ignore[index]
+            assert not handle.call("pyodide_reset", {}).is_error
+            draws.append(handle.execute(DRAW).structured_content["result"])  # type: ignore[index]
+            assert "booted from snapshot" in handle.stderr_text()
+        finally:
+            handle.close()
+    assert len(set(draws)) == 4, draws
