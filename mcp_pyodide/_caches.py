@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -71,6 +72,23 @@ def save_snapshot(target: Path, raw: bytes) -> None:
         log.info("saved a %.1f MiB memory snapshot for fast starts: %s", len(raw) / 2**20, target)
     except OSError as exc:
         log.warning("could not save the memory snapshot: %s", exc)
+        return
+    prune_snapshots(target.parent, now=time.time())
+
+
+KEEP_SNAPSHOTS = 3  # installs side by side (uvx, venvs, Node majors) each keep theirs
+STALE_PARTIAL_S = 3600.0
+
+
+def prune_snapshots(folder: Path, *, now: float) -> None:
+    """Only the newest snapshots stay: each upgrade makes a new 20-30 MB one and nothing reads the old."""
+    try:
+        images = sorted(folder.glob("*.bin"), key=lambda p: p.stat().st_mtime, reverse=True)
+        partials = [p for p in folder.glob("*.tmp") if now - p.stat().st_mtime > STALE_PARTIAL_S]
+        for old in [*images[KEEP_SNAPSHOTS:], *partials]:
+            old.unlink(missing_ok=True)
+    except OSError as exc:  # another server pruning at the same time, or a read-only cache
+        log.debug("could not prune old snapshots: %s", exc)
 
 
 def mpl_config_dir() -> Path:

@@ -438,8 +438,10 @@ async function handle(message) {
       case "reset": {
         // Answered once the old interpreter is gone: its state cannot outlive this reply. The new
         // one boots meanwhile (or was the spare, already booted); the next call waits for it.
-        replaceRuntime("requested");
-        send({ id, kind: "result", payload: { pyodideVersion: pyodideVersion, generation: runtime.generation } });
+        if (runtime && !runtime.dead) runtime.terminate();
+        const next = spare && !spare.dead ? spare.generation : generation + 1; // what replaceRuntime starts
+        send({ id, kind: "result", payload: { pyodideVersion, generation: next } });
+        replaceRuntime("requested"); // after the reply: starting a worker reads the 20 MB snapshot
         break;
       }
       case "ping":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,21 @@ def test_the_snapshot_key_changes_with_the_guest_sources(monkeypatch: pytest.Mon
     real = _caches.guest_modules()
     monkeypatch.setattr(_caches, "guest_modules", lambda: {**real, "mcp_guest_executor": "changed = 1"})
     assert _caches.code_digest(host_dir()) != before
+
+
+def test_saving_a_snapshot_prunes_all_but_the_newest_three(tmp_path: Path) -> None:
+    folder = tmp_path / "snapshots"
+    folder.mkdir()
+    now = time.time()  # save_snapshot prunes against the real clock; every age here is far from it
+    for age, name in enumerate(["a.bin", "b.bin", "c.bin", "d.bin"], start=1):
+        (folder / name).write_bytes(b"old")
+        os.utime(folder / name, (now - age * 86400, now - age * 86400))
+    (folder / "dead.123.tmp").write_bytes(b"partial")
+    os.utime(folder / "dead.123.tmp", (now - 7200, now - 7200))
+    (folder / "live.456.tmp").write_bytes(b"partial")  # a save in progress elsewhere
+    os.utime(folder / "live.456.tmp", (now - 60, now - 60))
+    _caches.save_snapshot(folder / "new.bin", b"image")
+    assert sorted(p.name for p in folder.iterdir()) == ["a.bin", "b.bin", "live.456.tmp", "new.bin"]
 
 
 @pytest.mark.parametrize(
