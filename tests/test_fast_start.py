@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from support import ALLOW_ALL, ServerHandle
@@ -50,3 +52,28 @@ def test_interpreters_restored_from_one_snapshot_draw_different_random_numbers()
         finally:
             handle.close()
     assert len(set(draws)) == 4, draws
+
+
+def test_reading_the_options_does_not_import_the_mcp_sdk() -> None:
+    """The SDK loads in a thread while Node boots; an option check that imported it would serialise them."""
+    code = (
+        "import sys\n"
+        "from mcp_pyodide.cli import build_parser, runtime_config\n"
+        "from mcp_pyodide.commands import scale\n"
+        "args = build_parser().parse_args(['serve'])\n"
+        "runtime_config(args); scale.http_auth(args)\n"
+        "print(sorted(m for m in sys.modules if m == 'mcp' or m.startswith('mcp.')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert proc.stdout.strip() == "[]", proc.stdout
+
+
+def test_node_is_started_before_the_mcp_sdk_has_finished_importing() -> None:
+    handle = ServerHandle("--policy", str(ALLOW_ALL)).start()
+    try:
+        handle.execute("1")
+        log = handle.stderr_text()
+    finally:
+        handle.close()
+    spawned = log.index("mcp_pyodide.runtime: isolation")  # logged as Node is spawned
+    assert spawned < log.index("serving on stdio"), log[:2000]

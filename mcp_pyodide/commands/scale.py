@@ -100,14 +100,16 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def http_auth(args: argparse.Namespace) -> Any:
     """The configured :class:`~mcp_pyodide.server.auth.HttpAuth`, or None. Raises ValueError for bad options."""
-    from ..server.auth import Authenticator, HttpAuth, JwtVerifier, OAuthSettings, TokenFile
-
     if args.oauth_jwks_url and not args.oauth_issuer:
         raise ValueError("--oauth-jwks-url needs --oauth-issuer")
     if args.auth_tokens is None and args.oauth_issuer is None:
         return None
     if args.transport != "streamable-http":
         raise ValueError("--auth-tokens and --oauth-issuer apply to --transport streamable-http")
+    # Only now: importing it imports the whole MCP SDK, which the server otherwise loads in a
+    # thread while Node boots (commands/serve.py).
+    from ..server.auth import Authenticator, HttpAuth, JwtVerifier, OAuthSettings, TokenFile
+
     resource = args.resource_url or f"http://{args.host}:{args.port}/mcp"
     tokens = None
     if args.auth_tokens is not None:

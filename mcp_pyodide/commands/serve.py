@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 import sys
-from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
@@ -19,16 +18,28 @@ from ..options import policy_problem, runtime_config
 from ..policy import PolicyError, load_policy
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+    from types import ModuleType
+
+    from .._isolation import Isolation
+    from .._node import NodeBinary
+    from .._prewarm import Probe
+    from ..policy import Policy
+    from ..sandbox import Sandbox
+    from ..server.auth import HttpAuth
     from ..server.sessions import SessionSandboxes
 
 
-def session_provider(args: argparse.Namespace, config: RuntimeConfig) -> SessionSandboxes:
+def session_provider(
+    args: argparse.Namespace, config: RuntimeConfig, default: Sandbox | None = None
+) -> SessionSandboxes:
     """Interpreters by session, bounded by --max-sessions and --idle-timeout on either transport (stdio also
-    keeps its one default interpreter)."""
+    keeps its one default interpreter: `default` when the caller already started it)."""
     from ..sandbox import Sandbox
     from ..server.sessions import SessionSandboxes
 
-    default = None if args.transport == "streamable-http" else Sandbox(config=config)
+    if default is None and args.transport != "streamable-http":
+        default = Sandbox(config=config)
     return SessionSandboxes(
         default.config if default is not None else config,
         max_sessions=args.max_sessions,
@@ -56,23 +67,78 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"mcp-pyodide: {exc}", file=sys.stderr)
         return 2
-    # Fail fast on a missing Node or isolation: the client shows our stderr, and a server
-    # without its runtime helps nobody.
-    from dataclasses import replace
-
     from .. import _prewarm
-    from .._isolation import IsolationUnavailable
 
     probe = _prewarm.begin(config)  # Node, isolation and runtime files, found while the server imports
-    from ..server import make_state, serve_stdio
-
     try:
-        found = probe.result()  # a wheel carries the runtime; a checkout installs it once (in the probe)
-        node, isolation = found.node, found.isolation
+        code = anyio.run(_serve, args, config, policy, auth, probe)
+    except KeyboardInterrupt:
+        code = 0
+    except asyncio.CancelledError:
+        code = 0
+    if code:
+        return code
+    # The runtime is closed by now. Skip the interpreter's slow teardown of hundreds of modules
+    # (and a stdin reader thread that may still be blocked): clients wait on our exit.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _import_server() -> ModuleType:
+    import mcp_pyodide.server
+
+    return mcp_pyodide.server
+
+
+async def _serve(
+    args: argparse.Namespace, config: RuntimeConfig, policy: Policy | None, auth: HttpAuth | None, probe: Future[Probe]
+) -> int:
+    """Everything after the options: the MCP SDK imports in a thread while Node already boots (stdio)."""
+    from dataclasses import replace
+
+    from .._isolation import IsolationUnavailable
+    from ..sandbox import Sandbox  # before the thread starts: both need it, one imports it
+
+    # The MCP SDK (about half a second of imports, holding the GIL) loads in a thread from now
+    # on; for stdio's one interpreter Node boots on the other core meanwhile, not after it.
+    importing = asyncio.ensure_future(asyncio.to_thread(_import_server))
+    # Fail fast on a missing Node or isolation: the client shows our stderr, and a server
+    # without its runtime helps nobody.
+    try:
+        found = await asyncio.wrap_future(probe)  # a wheel carries the runtime; a checkout installs it once
     except (SetupError, IsolationUnavailable) as exc:
         print(f"mcp-pyodide: {exc}", file=sys.stderr)
+        await importing
         return 1
+    node, isolation = found.node, found.isolation
     config = replace(config, node=node.path)
+    default: Sandbox | None = None
+    if args.transport != "streamable-http" and args.backend != "ray":
+        default = Sandbox(config=config)
+        default.start_soon()
+    server = await importing
+    try:
+        code = await _serve_with(server, args, config, policy, auth, default, node, isolation)
+    finally:
+        if default is not None:
+            with anyio.CancelScope(shield=True):
+                await default.close()
+    return code
+
+
+async def _serve_with(
+    server: ModuleType,
+    args: argparse.Namespace,
+    config: RuntimeConfig,
+    policy: Policy | None,
+    auth: HttpAuth | None,
+    default: Sandbox | None,
+    node: NodeBinary,
+    isolation: Isolation,
+) -> int:
+    from . import scale
+
     http = args.transport == "streamable-http"
     if http and config.notebook is not None:
         print(
@@ -99,11 +165,14 @@ def run(args: argparse.Namespace) -> int:
                 args.port,
             )
     try:
-        provider = scale.ray_provider(args, config) if args.backend == "ray" else session_provider(args, config)
+        if args.backend == "ray":
+            provider = scale.ray_provider(args, config)
+        else:
+            provider = session_provider(args, config, default)
     except ValueError as exc:
         print(f"mcp-pyodide: {exc}", file=sys.stderr)
         return 2
-    state = make_state(
+    state = server.make_state(
         config,
         policy=policy,
         audit_log=args.audit_log,
@@ -127,28 +196,17 @@ def run(args: argparse.Namespace) -> int:
         isolation.describe(),
         args.policy or "built-in default",
     )
-    try:
-        if http:
-            from ..server.http import serve_http
+    if http:
+        from ..server.http import serve_http
 
-            serve = partial(
-                serve_http,
-                state,
-                host=args.host,
-                port=args.port,
-                idle_timeout_s=float(args.idle_timeout),
-                log_level=args.log_level,
-                auth=auth,
-            )
-            anyio.run(serve)
-        else:
-            anyio.run(serve_stdio, state)
-    except KeyboardInterrupt:
-        pass
-    except asyncio.CancelledError:
-        pass
-    # The runtime is closed by now. Skip the interpreter's slow teardown of hundreds of modules
-    # (and a stdin reader thread that may still be blocked): clients wait on our exit.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+        await serve_http(
+            state,
+            host=args.host,
+            port=args.port,
+            idle_timeout_s=float(args.idle_timeout),
+            log_level=args.log_level,
+            auth=auth,
+        )
+    else:
+        await server.serve_stdio(state)
+    return 0
