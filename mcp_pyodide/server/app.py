@@ -180,9 +180,13 @@ def build_server(state: ServerState) -> Server[Any]:
         name = params.name
         modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
         principal = current_principal()
-        bound_to = binding(name, params.arguments or {}, requested or "")
+        # What an approval is bound to: only worked out when one is asked or answered (a hash of the
+        # canonical arguments, milliseconds for a 1 MB cell).
+        bound_to = partial(binding, name, params.arguments or {}, requested or "")
         if modern and params.request_state is not None:  # the retry carrying the user's answer
-            decision, session_id = await state.approvals.answer(params.request_state, bound_to, params.input_responses)
+            decision, session_id = await state.approvals.answer(
+                params.request_state, bound_to(), params.input_responses
+            )
             if not decision.allowed:
                 return decision, DEFAULT_HANDLE, None
             handle = await state.lookup(session_id, principal)  # the session is still the caller's own
@@ -194,7 +198,7 @@ def build_server(state: ServerState) -> Server[Any]:
             return decision, handle, report
         decision = await state.engine.decide(name, policy_args, handle.label, principal)
         if decision.needs_approval:
-            asked = await state.approvals.ask(ctx, decision, policy_args, bound_to, handle.id)
+            asked = await state.approvals.ask(ctx, decision, policy_args, bound_to(), handle.id)
             if isinstance(asked, types.InputRequiredResult):
                 # The answer's line carries the same link; an asked line with none after it expired.
                 link = approval_link(asked.request_state or "")
