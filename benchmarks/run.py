@@ -5,11 +5,12 @@ Over 300 lines on purpose: a stand-alone benchmark script, run and never importe
 measuring helpers and the report, so one file shows what each figure measured.
 
     python benchmarks/run.py [--quick] [--repeat N] [--json PATH] [--package-source PATH]
-                             [--checkout DIR]
+                             [--checkout DIR] [--no-peer]
 
 The contenders are interleaved: every repetition runs the bare-Pyodide floor,
-a trivial Python MCP server (the MCP floor) and a fresh mcp-pyodide server,
-alternating which goes first, so noise on a shared machine hits all of them;
+a trivial Python MCP server (the MCP floor), a fresh mcp-pyodide server and
+pydantic's mcp-run-python (an offline copy, benchmarks/peers/; --no-peer leaves
+it out), rotating which goes first, so noise on a shared machine hits all of them;
 then fresh servers for the other rows (first start without a snapshot, runaway
 as the first call, full output, spare interpreter, matplotlib with and without
 --preload, HTTP with 1/2/4 sessions). Servers are driven through the real MCP
@@ -57,6 +58,7 @@ import mcp_types as types
 import psutil
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
+from peers import mcp_run_python as peer_mod  # benchmarks/ is on sys.path when this script runs
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -79,9 +81,12 @@ PRELOAD = "numpy,matplotlib"
 HOST_TOOL = "pyodide_get-mount-points"  # answered by the Python server alone: shows event-loop stalls
 HTTP_SESSIONS = (1, 2, 4)
 MIB = 1024 * 1024
-# mcp-run-python 0.0.22 could not be run in the same run here (see docs/benchmarks.md); its
-# figure from the side-by-side run of 2026-12-02 (/work/shared/DESIGN.md, issue 13) is the bar.
+# mcp-run-python is measured in the same run (benchmarks/peers/mcp_run_python.py); when it cannot
+# be (--no-peer, or its set-up failed), its figures from the side-by-side run of 2026-12-02
+# (issue 13) are the bars, and the targets say so.
 PEER_LINE10M_MS = 1168.0
+PEER_WARM_P50_MS = 1.63
+PEER_EARLIER = "2026-12-02"
 TODAY_MPL_MS = 3400.0  # first figure past cold start before issue 13: "no slower than today"
 
 
@@ -98,13 +103,14 @@ CELL_100K = data_cell(100_000)
 # Targets from issue 13: key -> (description, limit, unit). "x" is a ratio to the reference
 # measured in the same run.
 TARGETS = {
+    "warm_vs_peer": ("Warm `1+1` p50 vs mcp-run-python's", PEER_WARM_P50_MS, "ms"),
     "warm_vs_mcp": ("Warm `1+1` p50 vs the MCP floor (same run)", 1.25, "x"),
     "warm_p90_vs_mcp": ("Warm `1+1` p90 vs the MCP floor's p90", 1.5, "x"),
     "cold_ratio": ("Cold start with a snapshot vs bare boot", 0.5, "x"),
     "first_start_ratio": ("First start (snapshot cache cleared) vs bare boot", 1.0, "x"),
     "rss_vs_bare": ("Whole-tree RSS minus bare Pyodide RSS (stdio)", 60.0, "MiB"),
     "print_full": ("100,000-line print in full vs bare", 1.2, "x"),
-    "line_full": ("One 10 MB line in full (best peer: mcp-run-python 1,168 ms)", PEER_LINE10M_MS, "ms"),
+    "line_full": ("One 10 MB line in full vs mcp-run-python's", PEER_LINE10M_MS, "ms"),
     "print_capped": ("100,000-line print, default cap: past bare's own run time", 50.0, "ms"),
     "line_capped": ("One 10 MB line, default cap: past bare's own run time", 50.0, "ms"),
     "mpl_plain": ("First matplotlib figure past cold start, no --preload (today 3.4 s)", TODAY_MPL_MS, "ms"),
@@ -371,13 +377,19 @@ def server_env(**extra: str) -> dict[str, str]:
 async def mcp_server(
     errlog: IO[str], extra: Sequence[str] = (), env: dict[str, str] | None = None
 ) -> AsyncIterator[Server]:
+    async with stdio_server(
+        errlog, sys.executable, server_args(extra), SERVER_CWD, server_env(**(env or {}))
+    ) as server:
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def stdio_server(
+    errlog: IO[str], command: str, args: Sequence[str], cwd: Path, env: dict[str, str]
+) -> AsyncIterator[Server]:
+    """Any stdio MCP server, driven by the same client; its process is found by a marker in its environment."""
     instance = uuid.uuid4().hex
-    params = StdioServerParameters(
-        command=sys.executable,
-        args=server_args(extra),
-        env=server_env(**{MARKER: instance, **(env or {})}),
-        cwd=str(SERVER_CWD),
-    )
+    params = StdioServerParameters(command=command, args=list(args), env={**env, MARKER: instance}, cwd=str(cwd))
     started = time.perf_counter()
     async with stdio_client(params, errlog=errlog) as (read, write):
         async with ClientSession(read, write) as session:
@@ -469,6 +481,64 @@ async def run_trivial(calls: int, errlog: IO[str]) -> dict[str, Any]:
                     await session.call_tool("size", {"code": CELL_1M})
                 big.append(ms_since(started))
     return {"per_call_ms": times, "cell1m_ms": big}
+
+
+def peer_ok(result: Any, value: str | None = None) -> bool:
+    """mcp-run-python answers in XML text: a success status, and the return value if one is expected."""
+    text = text_of(result)
+    ok = not result.is_error and "<status>success</status>" in text
+    return ok and (value is None or f"<return_value>\n{value}\n</return_value>" in text)
+
+
+async def peer_output(server: Server, code: str, complete: Callable[[str], bool]) -> dict[str, Any]:
+    elapsed, result = await server.call(peer_mod.TOOL, {peer_mod.CODE_ARG: code})
+    text = text_of(result)
+    return {"ms": elapsed, "ok": peer_ok(result), "text_chars": len(text), "complete": complete(text)}
+
+
+PRINT_LAST = "\n99999\n"  # the last line of PRINT_CODE, as the peer's XML output holds it
+PRINT_DIGITS = sum(len(str(i)) for i in range(100_000))
+
+
+async def run_peer(launch: peer_mod.Launch, calls: int, errlog: IO[str], *, big: bool) -> dict[str, Any]:
+    """pydantic's mcp-run-python: cold start, warm `1+1`, tree RSS, and (with `big`) the output rows in full.
+
+    A failure is recorded, not raised: the peer is optional and must not end the run.
+    """
+    out: dict[str, Any] = {}
+    mark = log_mark(errlog, "mcp-run-python")
+    try:
+        env = {**os.environ, **launch.env}
+        async with stdio_server(errlog, launch.command, launch.args, launch.cwd, env) as server:
+            args = {peer_mod.CODE_ARG: "1+1"}
+            elapsed, first = await server.call(peer_mod.TOOL, args)
+            out["cold_start_ms"] = ms_since(server.spawned_at)
+            out["initialize_ms"] = server.initialized_ms
+            out["first_call_ms"] = elapsed
+            if not peer_ok(first, "2"):
+                return {**out, "unavailable": f"1+1 did not answer 2: {text_of(first)[:200]}"}
+            REAPER.sweep()
+            for _ in range(WARMUP_CALLS):
+                await server.call(peer_mod.TOOL, args)
+            out["warm_ms"], out["warm_bad"] = [], 0
+            for _ in range(calls):
+                elapsed, result = await server.call(peer_mod.TOOL, args)
+                out["warm_ms"].append(elapsed)
+                out["warm_bad"] += not peer_ok(result, "2")
+            out["rss_after_warm_bytes"], out["rss_parts"] = server.rss()
+            if big:
+                out["print100k"] = await peer_output(
+                    server, PRINT_CODE, lambda t: PRINT_LAST in t and len(t) >= PRINT_DIGITS + 99_999
+                )
+                out["line10m"] = await peer_output(server, LINE_CODE, lambda t: t.count("x") >= 10_000_000)
+    except Exception as exc:  # noqa: BLE001 - an optional contender must not end the run
+        cause: BaseException = exc
+        while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+            cause = cause.exceptions[0]
+        lines = [line for line in log_since(errlog, mark).splitlines() if line.strip()]
+        hint = f" (stderr: {lines[-1].strip()[:200]})" if lines else ""
+        return {**out, "unavailable": f"{type(cause).__name__}: {cause}".strip() + hint}
+    return out
 
 
 async def run_server(calls: int, errlog: IO[str], *, growth_calls: int = 0) -> dict[str, Any]:
@@ -876,9 +946,12 @@ class Plan:
     quick: bool
 
 
-async def benchmark(plan: Plan, node: str, pyodide_dir: Path, errlog: IO[str]) -> dict[str, Any]:
+async def benchmark(
+    plan: Plan, node: str, pyodide_dir: Path, errlog: IO[str], peer: peer_mod.Launch | None
+) -> dict[str, Any]:
     per_rep = max(1, math.ceil(plan.warm_calls / plan.repeat))
-    names = ["bare", "server", "trivial", "shutdown", "full_output", "first_start", "runaway_first", "http", "spare"]
+    names = ["bare", "server", "trivial", "peer", "shutdown", "full_output", "first_start", "runaway_first"]
+    names += ["http", "spare"]
     raw: dict[str, list[Any]] = {name: [] for name in names}
     for variant in MPL_VARIANTS:
         raw[variant] = []
@@ -888,6 +961,13 @@ async def benchmark(plan: Plan, node: str, pyodide_dir: Path, errlog: IO[str]) -
     async with mcp_server(errlog) as server:
         await timed_ones(server, 20)
     await run_shutdown(errlog)
+    if peer is not None:
+        log("warm-up (untimed): mcp-run-python")
+        warm_peer = await run_peer(peer, 20, errlog, big=False)
+        if warm_peer.get("unavailable"):
+            log(f"mcp-run-python unavailable: {warm_peer['unavailable']}")
+            raw["peer_unavailable"] = [warm_peer["unavailable"]]
+            peer = None
     mpl_unavailable: str | None = None
     if plan.mpl_repeat:
         log("warm-up (untimed): matplotlib in a fresh server, to fill the package and font caches")
@@ -903,8 +983,10 @@ async def benchmark(plan: Plan, node: str, pyodide_dir: Path, errlog: IO[str]) -
             ("bare", lambda: run_bare(node, pyodide_dir, per_rep, errlog)),
             ("server", lambda last=last: run_server(per_rep, errlog, growth_calls=plan.growth_calls if last else 0)),
         ]
-        if rep % 2:
-            steps.reverse()
+        if peer is not None:
+            steps.append(("peer", lambda p=peer, big=rep < plan.big_repeat: run_peer(p, per_rep, errlog, big=big)))
+        shift = rep % len(steps)  # each contender takes its turn first
+        steps = steps[shift:] + steps[:shift]
         steps.insert(1, ("trivial", lambda: run_trivial(per_rep, errlog)))
         steps += [
             ("shutdown", lambda: run_shutdown(errlog)),
@@ -943,7 +1025,31 @@ def values_of(items: Sequence[dict[str, Any]], *path: str) -> list[float]:
     return out
 
 
-def analyse(raw: dict[str, list[Any]], mpl_unavailable: str | None) -> dict[str, Any]:
+def analyse_peer(runs: Sequence[dict[str, Any]], unavailable: str | None) -> dict[str, Any]:
+    """mcp-run-python's figures; `unavailable` says why there are none (a run that failed counts too)."""
+    ok = [p for p in runs if "unavailable" not in p]
+    failed = [p["unavailable"] for p in runs if "unavailable" in p]
+    if not ok:
+        unavailable = unavailable or (f"every run failed: {failed[0]}" if failed else "not run")
+    big = [p for p in ok if "print100k" in p]
+    return {
+        "unavailable": unavailable if not ok else None,
+        "failed_runs": failed,
+        "cold_start_ms": summary([p["cold_start_ms"] for p in ok]),
+        "initialize_ms": summary([p["initialize_ms"] for p in ok]),
+        "warm_ms": summary([x for p in ok for x in p["warm_ms"]]),
+        "warm_bad_calls": sum(p["warm_bad"] for p in ok),
+        "rss_after_warm_mib": summary([p["rss_after_warm_bytes"] / MIB for p in ok]),
+        "print_full_ms": summary(values_of(big, "print100k", "ms")),
+        "line_full_ms": summary(values_of(big, "line10m", "ms")),
+        "print_full_complete": all(p["print100k"]["ok"] and p["print100k"]["complete"] for p in big),
+        "line_full_complete": all(p["line10m"]["ok"] and p["line10m"]["complete"] for p in big),
+    }
+
+
+def analyse(
+    raw: dict[str, list[Any]], mpl_unavailable: str | None, peer_unavailable: str | None = None
+) -> dict[str, Any]:
     bare, srv, down = raw["bare"], raw["server"], raw["shutdown"]
     trivial = raw.get("trivial", [])
     growth = next((s["growth"] for s in srv if "growth" in s), None)
@@ -1011,6 +1117,7 @@ def analyse(raw: dict[str, list[Any]], mpl_unavailable: str | None) -> dict[str,
         "shutdown_failures": sum(d["exit_ms"] is None or d["tree_gone_ms"] is None for d in down),
         "raw_cold_start_ms": summary([d["cold_start_ms"] for d in down]),
         "mpl_unavailable": mpl_unavailable,
+        "peer": analyse_peer(raw.get("peer", []), peer_unavailable),
         "http": {
             str(n): {
                 "warm_ms": summary([x for h in raw["http"] for x in h[str(n)]["warm_ms"]]),
@@ -1061,9 +1168,26 @@ def analyse(raw: dict[str, list[Any]], mpl_unavailable: str | None) -> dict[str,
         "stall_ms": median_of("probe_max_ms") - median_of("probe_baseline_ms"),
         "http_per_session_mib": per_session,
     }
+    peer = m["peer"]
+
+    def peer_median(key: str, field_name: str = "median") -> float:
+        return float(peer[key].get(field_name, math.nan))
+
+    m["ratios"].update(
+        {
+            "peer_cold_vs_bare_spawn_to_first": peer_median("cold_start_ms") / bare_first,
+            "peer_warm_p50_vs_mcp": peer_median("warm_ms") / median_of("mcp_floor_ms"),
+            "peer_warm_p90_vs_mcp": peer_median("warm_ms", "p90") / median_of("mcp_floor_ms", "p90"),
+            "peer_rss_minus_bare_mib": peer_median("rss_after_warm_mib") - median_of("bare_rss_mib"),
+            "peer_print_full_vs_bare": peer_median("print_full_ms") / median_of("bare_print100k_ms"),
+            "warm_p50_vs_peer": median_of("warm_ms") / peer_median("warm_ms"),
+            "line_full_vs_peer": median_of("line_full_ms") / peer_median("line_full_ms"),
+        }
+    )
     r = m["ratios"]
     mpl_ok = not m["mpl_unavailable"]
     values: dict[str, float | None] = {
+        "warm_vs_peer": m["warm_ms"].get("median"),
         "warm_vs_mcp": r["warm_p50_vs_mcp"],
         "warm_p90_vs_mcp": r["warm_p90_vs_mcp"],
         "cold_ratio": r["cold_vs_bare_spawn_to_first"],
@@ -1088,8 +1212,19 @@ def analyse(raw: dict[str, list[Any]], mpl_unavailable: str | None) -> dict[str,
         "after_runaway": m["after_runaway_ms"].get("median"),
         "shutdown": m["shutdown_tree_ms"].get("median") if not m["shutdown_failures"] else None,
     }
+    limits = {key: limit for key, (_, limit, _) in TARGETS.items()}
+    labels = {key: label for key, (label, _, _) in TARGETS.items()}
+    same_run = {"warm_vs_peer": peer_median("warm_ms"), "line_full": peer_median("line_full_ms")}
+    for key, figure in same_run.items():
+        if not math.isnan(figure) and (key != "line_full" or peer["line_full_complete"]):
+            limits[key], labels[key] = figure, f"{labels[key]} (same run)"
+        else:
+            why = peer["unavailable"] or ("its output was incomplete" if not math.isnan(figure) else "no figure")
+            why = why if len(why) <= 160 else why[:157] + "..."
+            labels[key] += f" ({fmt(limits[key])} from the run of {PEER_EARLIER}; not measured here: {why})"
     m["targets"] = {}
-    for key, (label, limit, unit) in TARGETS.items():
+    for key, (_, _, unit) in TARGETS.items():
+        label, limit = labels[key], limits[key]
         value = values[key]
         if value is None or (isinstance(value, float) and math.isnan(value)):
             reason = m["mpl_unavailable"] if key.startswith("mpl") and m["mpl_unavailable"] else "not measured"
@@ -1149,17 +1284,27 @@ def cut_note(cut: float) -> str:
     return f"output cut: {cut:,.0f} chars past the cap" if cut else "nothing cut"
 
 
-def rows(m: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(measure, mcp-pyodide, floor, ratio or note)."""
+def peer_note(peer: dict[str, Any], text: str) -> str:
+    return "" if peer["unavailable"] else f"; mcp-run-python {text}"
+
+
+def complete_note(complete: bool) -> str:
+    return "complete" if complete else "INCOMPLETE"
+
+
+def rows(m: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(measure, mcp-pyodide, floor, mcp-run-python, ratio or note)."""
     r = m["ratios"]
-    warm, floor, mcp = m["warm_ms"], m["bare_call_ms"], m["mcp_floor_ms"]
+    warm, floor, mcp, peer = m["warm_ms"], m["bare_call_ms"], m["mcp_floor_ms"], m["peer"]
     growth, growth_100k = m["growth"], m["growth_100k"]
-    out: list[tuple[str, str, str, str]] = [
+    out: list[tuple[str, ...]] = [
         (
             "Cold start with snapshot: spawn → first `1+1`",
             spread(m["cold_start_ms"]),
             spread(m["bare_spawn_to_first_ms"]),
-            f"{r['cold_vs_bare_spawn_to_first']:.2f}× bare boot",
+            spread(peer["cold_start_ms"]),
+            f"{r['cold_vs_bare_spawn_to_first']:.2f}× bare boot"
+            + peer_note(peer, f"{r['peer_cold_vs_bare_spawn_to_first']:.2f}×"),
         ),
         (
             "First start, snapshot cache cleared",
@@ -1168,19 +1313,27 @@ def rows(m: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"{r['first_start_vs_bare']:.2f}× bare boot",
         ),
         ("↳ bare: `loadPyodide()` alone", "", spread(m["bare_boot_ms"]), ""),
-        ("↳ server: spawn → MCP initialize answered", spread(m["initialize_ms"]), "", ""),
+        (
+            "↳ server: spawn → MCP initialize answered",
+            spread(m["initialize_ms"]),
+            "",
+            spread(peer["initialize_ms"]),
+            "",
+        ),
         ('↳ server\'s log: runtime boot ("runtime ready in")', spread(m["log_ready_ms"]), "", ""),
         (
             "Warm `1+1` p50 (MCP floor: trivial Python MCP server)",
             fmt(warm.get("median")),
             fmt(mcp.get("median")),
-            f"{r['warm_p50_vs_mcp']:.2f}× the MCP floor",
+            fmt(peer["warm_ms"].get("median")),
+            f"{r['warm_p50_vs_mcp']:.2f}× the MCP floor" + peer_note(peer, f"{r['peer_warm_p50_vs_mcp']:.2f}×"),
         ),
         (
             "Warm `1+1` p90",
             fmt(warm.get("p90")),
             fmt(mcp.get("p90")),
-            f"{r['warm_p90_vs_mcp']:.2f}× the MCP floor's p90",
+            fmt(peer["warm_ms"].get("p90")),
+            f"{r['warm_p90_vs_mcp']:.2f}× the MCP floor's p90" + peer_note(peer, f"{r['peer_warm_p90_vs_mcp']:.2f}×"),
         ),
         (
             "↳ bare `runPython('1+1')` p50 / server's own `duration_ms` p50",
@@ -1192,7 +1345,9 @@ def rows(m: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "Whole-tree RSS after warm-up (stdio)",
             spread(m["rss_after_warm_mib"], "MiB"),
             spread(m["bare_rss_mib"], "MiB"),
-            f"+{fmt(r['rss_minus_bare_mib'], 'MiB')}",
+            spread(peer["rss_after_warm_mib"], "MiB"),
+            f"{r['rss_minus_bare_mib']:+,.0f} MiB vs bare"
+            + peer_note(peer, f"{r['peer_rss_minus_bare_mib']:+,.0f} MiB"),
         ),
         (
             "↳ Python server process / Node process",
@@ -1204,13 +1359,21 @@ def rows(m: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "100,000-line print, in full (`--max-output 20M`)",
             spread(m["print_full_ms"]),
             spread(m["bare_print100k_ms"]),
-            f"{r['print_full_vs_bare']:.2f}× bare; {cut_note(m['print_full_cut'])}",
+            spread(peer["print_full_ms"]),
+            f"{r['print_full_vs_bare']:.2f}× bare; {cut_note(m['print_full_cut'])}"
+            + peer_note(peer, f"{r['peer_print_full_vs_bare']:.2f}×, {complete_note(peer['print_full_complete'])}"),
         ),
         (
             "One 10 MB line, in full",
             spread(m["line_full_ms"]),
             spread(m["bare_line10m_ms"]),
-            f"mcp-run-python {fmt(PEER_LINE10M_MS)} (earlier run); {cut_note(m['line_full_cut'])}",
+            spread(peer["line_full_ms"]),
+            f"{cut_note(m['line_full_cut'])}"
+            + (
+                f"; mcp-run-python {fmt(PEER_LINE10M_MS)} in the run of {PEER_EARLIER}"
+                if peer["unavailable"]
+                else f"; {r['line_full_vs_peer']:.2f}× mcp-run-python's, {complete_note(peer['line_full_complete'])}"
+            ),
         ),
         (
             "100,000-line print, default cap",
@@ -1326,13 +1489,18 @@ def rows(m: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"{m['shutdown_failures']} failed" if m["shutdown_failures"] else "",
         ),
     ]
-    return out
+    if peer["unavailable"]:
+        out.insert(0, ("mcp-run-python", "", "", f"not measured: {peer['unavailable']}", ""))
+    elif peer["failed_runs"]:
+        failed = peer["failed_runs"]
+        out.insert(0, ("mcp-run-python", "", "", f"{len(failed)} run(s) failed, left out: {failed[0][:120]}", ""))
+    return [row if len(row) == 5 else (*row[:3], "", row[3]) for row in out]  # type: ignore[misc]
 
 
 def target_lines(m: dict[str, Any]) -> list[str]:
     out = []
-    for t in m["targets"].values():
-        op = "<" if t["label"] in {TARGETS[k][0] for k in STRICT} else "≤"
+    for key, t in m["targets"].items():
+        op = "<" if key in STRICT else "≤"
         limit = f"{op} {fmt(t['limit'], t['unit'])}" if t["unit"] != "x" else f"{op} {t['limit']:.2f}×"
         if t["value"] is None:
             out.append(f"  MISSED  {t['label']}: {t['note']} (target {limit})")
@@ -1346,13 +1514,23 @@ def target_lines(m: dict[str, Any]) -> list[str]:
     return out
 
 
-def plain_table(table: list[tuple[str, str, str, str]]) -> str:
-    head = ("Measure", "mcp-pyodide", "floor", "ratio / note")
-    widths = [max(len(row[i]) for row in [head, *table]) for i in range(4)]
+def plain_table(table: list[tuple[str, str, str, str, str]]) -> str:
+    head = ("Measure", "mcp-pyodide", "floor", "mcp-run-python", "ratio / note")
+    widths = [max(len(row[i]) for row in [head, *table]) for i in range(5)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
     return "\n".join(lines)
+
+
+def peer_line(machine: dict[str, Any]) -> str:
+    if machine.get("peer_unavailable"):
+        return f"mcp-run-python not measured: {machine['peer_unavailable']}."
+    v = machine["peer"]
+    return (
+        f"mcp-run-python {v['mcp-run-python']} on Deno {v['deno']}, Pyodide {v['pyodide']}, in the same run "
+        "(offline copy: benchmarks/peers/mcp_run_python.py)."
+    )
 
 
 def markdown(m: dict[str, Any], machine: dict[str, Any], plan: Plan) -> str:
@@ -1361,16 +1539,17 @@ def markdown(m: dict[str, Any], machine: dict[str, Any], plan: Plan) -> str:
         f"Measured {machine['date'][:10]} on {machine['cpu']}, {machine['logical_cores']} cores, "
         f"{machine['ram_gib']} GiB RAM; Node {machine['node']}, Python {machine['python']}, Pyodide "
         f"{machine.get('pyodide', '?')}; medians of {plan.repeat} fresh-process runs, `benchmarks/run.py"
-        f"{' --quick' if plan.quick else ''}`.",
+        f"{' --quick' if plan.quick else ''}`. {peer_line(machine)}",
         "",
-        "| Measure | mcp-pyodide | floor | ratio / note |",
-        "| --- | --- | --- | --- |",
+        "| Measure | mcp-pyodide | floor | mcp-run-python | ratio / note |",
+        "| --- | --- | --- | --- | --- |",
     ]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows(m)]
+    lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows(m)]
     lines += ["", "| Target | Measured | Met | Margin |", "| --- | --- | --- | --- |"]
-    for key, (label, limit, unit) in TARGETS.items():
+    for key, target in t.items():
+        label, limit, unit = target["label"], target["limit"], target["unit"]
         op = "<" if key in STRICT else "≤"
-        value = t[key]["value"]
+        value = target["value"]
         shown = "—" if value is None else (f"{value:.2f}×" if unit == "x" else fmt(value, unit))
         goal = f"{op} {limit:.2f}×" if unit == "x" else f"{op} {fmt(limit, unit)}"
         if value is None:
@@ -1406,19 +1585,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--package-source", default=None, help="passed to the matplotlib servers as --package-source (only when given)"
     )
+    parser.add_argument(
+        "--no-peer",
+        action="store_true",
+        help="do not set up and run pydantic's mcp-run-python (its targets then use a figure from an earlier run)",
+    )
     args = parser.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be at least 1")
     return args
 
 
-async def amain(plan: Plan, node: str, pyodide_dir: Path, errlog: IO[str]) -> dict[str, Any]:
+async def amain(
+    plan: Plan, node: str, pyodide_dir: Path, errlog: IO[str], peer: peer_mod.Launch | None
+) -> dict[str, Any]:
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, task.cancel)
-    return await benchmark(plan, node, pyodide_dir, errlog)
+    return await benchmark(plan, node, pyodide_dir, errlog, peer)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1447,13 +1633,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     pyodide_dir = ensure_runtime(node).pyodide_dir
     machine = machine_info(node.path)
     machine["server_checkout"] = str(SERVER_CWD)
+    peer: peer_mod.Launch | None = None
+    peer_unavailable = "--no-peer given"
+    if not args.no_peer:
+        try:
+            peer = peer_mod.ensure()
+            machine["peer"] = peer.versions
+        except peer_mod.PeerSetupError as exc:
+            peer_unavailable = f"set-up failed: {exc}"
+            log(f"mcp-run-python {peer_unavailable}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     stderr_log = args.json.with_name(args.json.stem + "-stderr.log")
     log(f"Node {machine['node']}, Pyodide in {pyodide_dir}; child stderr goes to {stderr_log}")
     started = time.perf_counter()
     try:
         with stderr_log.open("w") as errlog:
-            result = asyncio.run(amain(plan, node.path, pyodide_dir, errlog))
+            result = asyncio.run(amain(plan, node.path, pyodide_dir, errlog, peer))
     except (KeyboardInterrupt, asyncio.CancelledError):
         log("interrupted")
         return 130
@@ -1472,7 +1667,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     machine["pyodide"] = result["raw"]["bare"][0]["pyodide_version"]
     machine["total_seconds"] = round(time.perf_counter() - started, 1)
-    metrics = analyse(result["raw"], result["mpl_unavailable"])
+    raw_unavailable = result["raw"].get("peer_unavailable")
+    if peer is None or raw_unavailable:
+        machine["peer_unavailable"] = raw_unavailable[0] if raw_unavailable else peer_unavailable
+    metrics = analyse(result["raw"], result["mpl_unavailable"], machine.get("peer_unavailable"))
     md = markdown(metrics, machine, plan)
 
     print(f"\nmcp-pyodide benchmark — {machine['date']}")
@@ -1485,6 +1683,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"git {machine['git'].get('commit')}{' (dirty)' if machine['git'].get('dirty') else ''}; "
         f"load average {machine['loadavg_start']} → {machine['loadavg_end']}"
     )
+    print(peer_line(machine))
     print(
         f"{plan.repeat} repetitions (contenders interleaved), {result['per_rep_calls']} timed warm calls each; "
         f"took {machine['total_seconds']} s\n"
