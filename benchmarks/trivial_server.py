@@ -22,5 +22,11 @@ def size(code: str) -> int:
     return len(code)
 
 
+@server.tool()
+def repeat(n: int) -> str:
+    """Return n times "x" (the floor for a big result: the SDK sends it as text and as structured content)."""
+    return "x" * n
+
+
 if __name__ == "__main__":
     server.run()
