@@ -117,8 +117,8 @@ async def _serve(
     if args.transport != "streamable-http" and args.backend != "ray":
         default = Sandbox(config=config)
         default.start_soon()
-    server = await importing
     try:
+        server = await importing
         code = await _serve_with(server, args, config, policy, auth, default, node, isolation)
     finally:
         if default is not None:
