@@ -125,8 +125,8 @@ def landlock_abi() -> int:
     return max(int(version), 0)
 
 
-def _enter_network_namespace() -> None:
-    libc = _libc()
+def _enter_network_namespace(libc: ctypes.CDLL | None = None) -> None:
+    libc = libc or _libc()
     flags = CLONE_NEWNET if os.geteuid() == 0 else CLONE_NEWUSER | CLONE_NEWNET
     if libc.unshare(flags) != 0:
         err = ctypes.get_errno()
@@ -194,9 +194,7 @@ def _fs_rights(abi: int) -> tuple[int, int]:
     return handled, write
 
 
-def _landlock(abi: int, read: Sequence[str], write: Sequence[str], execute: Sequence[str]) -> None:
-    libc = _libc()
-    libc.syscall.restype = ctypes.c_long
+def _landlock(abi: int, read: Sequence[str], write: Sequence[str], execute: Sequence[str], libc: ctypes.CDLL) -> None:
     handled_fs, write_rights = _fs_rights(abi)
     attr = _RulesetAttr(handled_fs, 0, 0)
     size = 8
@@ -243,14 +241,21 @@ def child_setup(
     read_paths = [*SYSTEM_READ_PATHS, *(str(p) for p in read)]
     write_paths = [str(p) for p in write]
 
+    # libc and its functions are looked up here, in the parent: the child runs between fork and
+    # exec, where a dlopen/dlsym could wait forever on a loader lock another thread held at the
+    # fork (the server imports the MCP SDK in a thread while Node starts).
+    libc = _libc()
+    libc.syscall.restype = ctypes.c_long
+    for name in ("prctl", "unshare", "syscall"):
+        getattr(libc, name)  # ctypes keeps each function once looked up
+
     def setup() -> None:
-        libc = _libc()
         libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
         if isolation.network_namespace:
-            _enter_network_namespace()
+            _enter_network_namespace(libc)
         if isolation.landlock_abi:
             try:
-                _landlock(isolation.landlock_abi, read_paths, write_paths, execute)
+                _landlock(isolation.landlock_abi, read_paths, write_paths, execute, libc)
             except OSError as exc:
                 if exc.errno not in (errno.ENOSYS, errno.EOPNOTSUPP):
                     raise
