@@ -70,7 +70,8 @@ def serving(tmp: Path, with_redis: bool) -> Iterator[Served]:
             yield server
         finally:
             server.http.stop()
-            assert "Traceback" not in server.http.log_text()
+            log = server.http.log_text()
+            assert "Traceback" not in log, log[max(0, log.find("Traceback") - 1500) :][:4000]
     finally:
         if store is not None:
             store.stop()

@@ -45,28 +45,29 @@ class Decision:
     ticket: int | str | None = field(default=None, repr=False, compare=False)
     principal: str = ""
 
+    @classmethod
+    def refused(
+        cls,
+        rule: str,
+        reason: str,
+        *,
+        tool: str = "",
+        session_id: str = "",
+        message: str | None = None,
+        retry_after: int | None = None,
+        principal: str = "",
+    ) -> Decision:
+        """A refusal: by the policy, or before it was asked (a handle, the shared store, an approval)."""
+        if message is None:
+            message = f"{DENIED_PREFIX} {tool}: {reason}" if tool else f"{DENIED_PREFIX} {reason}"
+        return cls(False, False, rule, reason, message, tool, session_id, retry_after, principal=principal)
+
     @property
     def kind(self) -> Literal["allow", "deny", "needs_approval"]:
         """Single-word form used in the audit log."""
         if self.needs_approval:
             return "needs_approval"
         return "allow" if self.allowed else "deny"
-
-
-def _deny(
-    tool: str, session_id: str, rule: str, reason: str, retry: int | None = None, principal: str = ""
-) -> Decision:
-    return Decision(
-        allowed=False,
-        needs_approval=False,
-        rule=rule,
-        reason=reason,
-        message=f"{DENIED_PREFIX} {tool}: {reason}",
-        tool=tool,
-        session_id=session_id,
-        retry_after=retry,
-        principal=principal,
-    )
 
 
 def _rate_reason(blocked: Blocked) -> str:
@@ -175,8 +176,12 @@ class PolicyEngine:
                 ticket = await self._store.hold(outcome, self.reservation_ttl_s)
                 return self._admit(tool, rule, session_id, principal, ticket)
         except StoreUnavailable as exc:
-            return _deny(
-                tool, session_id, "state", f"{exc}; limited tools are refused until it answers", None, principal
+            return Decision.refused(
+                "state",
+                f"{exc}; limited tools are refused until it answers",
+                tool=tool,
+                session_id=session_id,
+                principal=principal,
             )
         return self._admit(tool, rule, session_id, principal, None)
 
@@ -205,23 +210,38 @@ class PolicyEngine:
         """Every check before the rate limits: a refusal, or the rule and the limits that apply."""
         policy = self._policy
         if policy.is_hidden(tool):
-            return _deny(tool, session_id, "hide", "tool is hidden by policy", None, principal)
+            return Decision.refused(
+                "hide", "tool is hidden by policy", tool=tool, session_id=session_id, principal=principal
+            )
         rule = policy.rule_for(tool)
         if rule is not None and rule.action == "deny":
             reason = rule.reason or "not allowed by policy"
-            return _deny(tool, session_id, f"{rule.place}.action", f"{reason} (action deny)", None, principal)
+            return Decision.refused(
+                f"{rule.place}.action", f"{reason} (action deny)", tool=tool, session_id=session_id, principal=principal
+            )
         if rule is None and policy.default == "deny":
-            return _deny(tool, session_id, "default", "not allowed by policy (default deny)", None, principal)
+            return Decision.refused(
+                "default", "not allowed by policy (default deny)", tool=tool, session_id=session_id, principal=principal
+            )
         if rule is not None:
             for condition in (*rule.deny_if, *rule.require):
                 problem = violation(condition, arguments)
                 if problem is not None:
-                    return _deny(tool, session_id, condition.place, problem, None, principal)
+                    return Decision.refused(
+                        condition.place, problem, tool=tool, session_id=session_id, principal=principal
+                    )
         return rule, tuple(policy.all_tools_limits) + (tuple(rule.limits) if rule is not None else ())
 
     @staticmethod
     def _blocked(tool: str, session_id: str, principal: str, outcome: Blocked) -> Decision:
-        return _deny(tool, session_id, outcome.limit.place, _rate_reason(outcome), outcome.retry_seconds, principal)
+        return Decision.refused(
+            outcome.limit.place,
+            _rate_reason(outcome),
+            tool=tool,
+            session_id=session_id,
+            retry_after=outcome.retry_seconds,
+            principal=principal,
+        )
 
     @staticmethod
     def _admit(tool: str, rule: ToolRule | None, session_id: str, principal: str, ticket: int | str | None) -> Decision:
@@ -257,8 +277,12 @@ class PolicyEngine:
             if reservation is not None:
                 await self._store.release(reservation)
         except StoreUnavailable as exc:
-            return _deny(decision.tool, decision.session_id, "state", str(exc), None, decision.principal)
-        return _deny(decision.tool, decision.session_id, decision.rule, reason, None, decision.principal)
+            return Decision.refused(
+                "state", str(exc), tool=decision.tool, session_id=decision.session_id, principal=decision.principal
+            )
+        return Decision.refused(
+            decision.rule, reason, tool=decision.tool, session_id=decision.session_id, principal=decision.principal
+        )
 
     def commit(self, decision: Decision) -> Decision:
         """The user approved: keep the reserved quota and return an allowed decision.
@@ -294,4 +318,6 @@ class PolicyEngine:
                 held = self._pending.pop(decision.ticket, None)
             if held is not None:
                 self._limiter.release(held[0])
-        return _deny(decision.tool, decision.session_id, decision.rule, reason, None, decision.principal)
+        return Decision.refused(
+            decision.rule, reason, tool=decision.tool, session_id=decision.session_id, principal=decision.principal
+        )

@@ -33,7 +33,7 @@ import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.request_state import compact_json
 
-from ..policy import DENIED_PREFIX, Decision, PolicyEngine
+from ..policy import Decision, PolicyEngine
 from ..policy.admit import PromptTooLong, approval_prompt, settle_approval
 
 APPROVAL_KEY = "approval"
@@ -183,7 +183,7 @@ class PendingApprovals:
         pending = await self.book.pop(approval_id)
         if pending is None:
             why = "this approval has expired or was already used; call the tool again to be asked again"
-            return _refused(why), ""
+            return Decision.refused("approval", why), ""
         if pending.binding != bound_to:
             why = "the retry is not the call the user was asked about"
             return await settle_approval(self.engine, pending.decision, False, why), ""
@@ -193,7 +193,3 @@ class PendingApprovals:
             return await settle_approval(self.engine, pending.decision, False, why), ""
         settled = await settle_approval(self.engine, pending.decision, *answer_outcome(answer.action))
         return settled, pending.session
-
-
-def _refused(reason: str) -> Decision:
-    return Decision(False, False, "approval", reason, f"{DENIED_PREFIX} {reason}")
