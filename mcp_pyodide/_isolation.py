@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 from ._node import NodeBinary
@@ -115,6 +115,19 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
+def _child_libc() -> ctypes.CDLL:
+    """libc with the functions a child calls between fork and exec already looked up.
+
+    Looked up in the parent: in the child, a dlopen or dlsym could wait forever on a loader lock
+    another thread held at the fork (the server imports the MCP SDK in a thread while Node starts).
+    """
+    libc = _libc()
+    libc.syscall.restype = ctypes.c_long
+    for name in ("prctl", "unshare", "syscall"):
+        getattr(libc, name)  # ctypes keeps each function once looked up
+    return libc
+
+
 def landlock_abi() -> int:
     """The kernel's Landlock ABI version, 0 when absent or disabled."""
     if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "aarch64"):
@@ -125,8 +138,7 @@ def landlock_abi() -> int:
     return max(int(version), 0)
 
 
-def _enter_network_namespace(libc: ctypes.CDLL | None = None) -> None:
-    libc = libc or _libc()
+def _enter_network_namespace(libc: ctypes.CDLL) -> None:
     flags = CLONE_NEWNET if os.geteuid() == 0 else CLONE_NEWUSER | CLONE_NEWNET
     if libc.unshare(flags) != 0:
         err = ctypes.get_errno()
@@ -139,7 +151,12 @@ def network_namespace_works() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        subprocess.run(["/bin/sh", "-c", "exit 0"], preexec_fn=_enter_network_namespace, check=True, timeout=10)
+        subprocess.run(
+            ["/bin/sh", "-c", "exit 0"],
+            preexec_fn=partial(_enter_network_namespace, _child_libc()),
+            check=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     return True
@@ -241,13 +258,7 @@ def child_setup(
     read_paths = [*SYSTEM_READ_PATHS, *(str(p) for p in read)]
     write_paths = [str(p) for p in write]
 
-    # libc and its functions are looked up here, in the parent: the child runs between fork and
-    # exec, where a dlopen/dlsym could wait forever on a loader lock another thread held at the
-    # fork (the server imports the MCP SDK in a thread while Node starts).
-    libc = _libc()
-    libc.syscall.restype = ctypes.c_long
-    for name in ("prctl", "unshare", "syscall"):
-        getattr(libc, name)  # ctypes keeps each function once looked up
+    libc = _child_libc()
 
     def setup() -> None:
         libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)

@@ -350,9 +350,9 @@ function takeSpare() {
   return taken;
 }
 
-function replaceRuntime(why) {
+function replaceRuntime(why, taken = takeSpare()) {
   if (runtime && !runtime.dead) runtime.terminate();
-  runtime = takeSpare() ?? new WorkerRuntime();
+  runtime = taken ?? new WorkerRuntime();
   prepareSpareSoon();
   send({ id: null, kind: "event", payload: { event: "restarting", reason: why, generation: runtime.generation } });
   runtime.ready.then(
@@ -439,9 +439,9 @@ async function handle(message) {
         // Answered once the old interpreter is gone: its state cannot outlive this reply. The new
         // one boots meanwhile (or was the spare, already booted); the next call waits for it.
         if (runtime && !runtime.dead) runtime.terminate();
-        const next = spare && !spare.dead ? spare.generation : generation + 1; // what replaceRuntime starts
-        send({ id, kind: "result", payload: { pyodideVersion, generation: next } });
-        replaceRuntime("requested"); // after the reply: starting a worker reads the 20 MB snapshot
+        const taken = takeSpare();
+        send({ id, kind: "result", payload: { pyodideVersion, generation: taken?.generation ?? generation + 1 } });
+        replaceRuntime("requested", taken); // after the reply: starting a worker reads the 20 MB snapshot
         break;
       }
       case "ping":

@@ -229,28 +229,12 @@ def build_server(state: ServerState) -> Server[Any]:
         try:
             gated = await gate(ctx, params, requested, policy_args)
         except ToolFailure as exc:  # an unknown, expired or another principal's handle
-            refused = Decision.refused(
-                "session",
-                "unknown or expired session handle",
-                tool=name,
-                session_id="unknown",
-                message=str(exc),
-                principal=current_principal(),
-            )
+            refused = refusal(name, "session", "unknown or expired session handle", str(exc))
             _audit(state, refused, policy_args, started, "refused", approval=link)
             return text_result(str(exc), is_error=True)
         except StoreUnavailable as exc:  # the shared handle registry is down: no handle can be checked
             message = f"{exc}: nothing was run (session handles are kept there)"
-            _audit(
-                state,
-                Decision.refused(
-                    "state", str(exc), tool=name, session_id="unknown", message=message, principal=current_principal()
-                ),
-                policy_args,
-                started,
-                "refused",
-                approval=link,
-            )
+            _audit(state, refusal(name, "state", str(exc), message), policy_args, started, "refused", approval=link)
             return text_result(message, is_error=True)
         if isinstance(gated, types.InputRequiredResult):
             return gated
@@ -357,6 +341,13 @@ def build_server(state: ServerState) -> Server[Any]:
 def initialization_options(server: Server[Any], state: ServerState) -> InitializationOptions:
     """Capabilities as served: resources.listChanged when resources are offered."""
     return server.create_initialization_options(NotificationOptions(resources_changed=state.resources is not None))
+
+
+def refusal(tool: str, rule: str, reason: str, message: str) -> Decision:
+    """A call refused before the policy saw it (its handle, the shared store), for the audit log."""
+    return Decision.refused(
+        rule, reason, tool=tool, session_id="unknown", message=message, principal=current_principal()
+    )
 
 
 def _audit(
