@@ -48,10 +48,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import anyio
 import mcp_types as types
@@ -413,6 +413,16 @@ def log_mark(errlog: IO[str], label: str) -> int:
     return os.lseek(errlog.fileno(), 0, os.SEEK_CUR)
 
 
+def why_unavailable(exc: BaseException, errlog: IO[str], mark: int, source: str) -> str:
+    """A row that could not be measured: the first real exception, and the last line its process logged."""
+    cause = exc
+    while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+        cause = cause.exceptions[0]
+    lines = [line for line in log_since(errlog, mark).splitlines() if line.strip()]
+    hint = f" ({source}: {lines[-1].strip()[:200]})" if lines else ""
+    return f"{type(cause).__name__}: {cause}".strip() + hint
+
+
 def log_since(errlog: IO[str], start: int) -> str:
     errlog.flush()
     end = os.lseek(errlog.fileno(), 0, os.SEEK_CUR)
@@ -490,28 +500,17 @@ async def run_trivial(calls: int, errlog: IO[str]) -> dict[str, Any]:
 
 async def floor_stall(session: ClientSession) -> float:
     """The MCP floor's own stall while it takes a 1 MB argument: the client's share of the stall row."""
-    baseline = []
-    for _ in range(20):
+
+    async def echo() -> float:
         started = time.perf_counter()
         await session.call_tool("echo", {"code": "x"})
-        baseline.append(ms_since(started))
-    probes: list[float] = []
-    stop = asyncio.Event()
+        return ms_since(started)
 
-    async def probe() -> None:
-        while not stop.is_set():
-            started = time.perf_counter()
-            await session.call_tool("echo", {"code": "x"})
-            probes.append(ms_since(started))
-            await asyncio.sleep(0.002)
-
-    task = asyncio.ensure_future(probe())
-    try:
+    async def size() -> None:
         with anyio.fail_after(CALL_TIMEOUT_S):
             await session.call_tool("size", {"code": CELL_1M})
-    finally:
-        stop.set()
-        await task
+
+    baseline, probes, _ = await probed(echo, size())
     return max(probes) - statistics.median(baseline)
 
 
@@ -564,12 +563,7 @@ async def run_peer(launch: peer_mod.Launch, calls: int, errlog: IO[str], *, big:
                 )
                 out["line10m"] = await peer_output(server, LINE_CODE, lambda t: t.count("x") >= 10_000_000)
     except Exception as exc:  # noqa: BLE001 - an optional contender must not end the run
-        cause: BaseException = exc
-        while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
-            cause = cause.exceptions[0]
-        lines = [line for line in log_since(errlog, mark).splitlines() if line.strip()]
-        hint = f" (stderr: {lines[-1].strip()[:200]})" if lines else ""
-        return {**out, "unavailable": f"{type(cause).__name__}: {cause}".strip() + hint}
+        return {**out, "unavailable": why_unavailable(exc, errlog, mark, "stderr")}
     return out
 
 
@@ -658,27 +652,38 @@ async def big_output(server: Server, code: str) -> dict[str, Any]:
     }
 
 
-async def big_cell(server: Server) -> dict[str, Any]:
-    """A 1 MB cell, while a host-side tool is called over and over on the same connection."""
-    baseline = []
-    for _ in range(20):
-        elapsed, _ = await server.call(HOST_TOOL, {})
-        baseline.append(elapsed)
+T = TypeVar("T")
+
+
+async def probed(probe: Callable[[], Awaitable[float]], big: Awaitable[T]) -> tuple[list[float], list[float], T]:
+    """`big`'s outcome while `probe` (one quick call, its latency in ms) runs every 2 ms on the same
+    connection; with 20 probe latencies measured just before as the baseline."""
+    baseline = [await probe() for _ in range(20)]
     probes: list[float] = []
     stop = asyncio.Event()
 
-    async def probe() -> None:
+    async def loop() -> None:
         while not stop.is_set():
-            elapsed, _ = await server.call(HOST_TOOL, {})
-            probes.append(elapsed)
+            probes.append(await probe())
             await asyncio.sleep(0.002)
 
-    task = asyncio.ensure_future(probe())
+    task = asyncio.ensure_future(loop())
     try:
-        elapsed, result = await server.execute(CELL_1M)
+        outcome = await big
     finally:
         stop.set()
         await task
+    return baseline, probes, outcome
+
+
+async def big_cell(server: Server) -> dict[str, Any]:
+    """A 1 MB cell, while a host-side tool is called over and over on the same connection."""
+
+    async def host_tool() -> float:
+        elapsed, _ = await server.call(HOST_TOOL, {})
+        return elapsed
+
+    baseline, probes, (elapsed, result) = await probed(host_tool, server.execute(CELL_1M))
     reported = data_of(result).get("duration_ms")
     return {
         "ms": elapsed,
@@ -843,12 +848,7 @@ async def run_matplotlib(
             rss, _ = server.rss()
             out["rss_after_figures_bytes"] = rss
     except Exception as exc:  # noqa: BLE001 - a missing feature must not end the run
-        cause = exc
-        while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
-            cause = cause.exceptions[0]
-        lines = [line for line in log_since(errlog, mark).splitlines() if line.strip()]
-        hint = f" (server stderr: {lines[-1].strip()[:200]})" if lines else ""
-        return {**out, "unavailable": f"{type(cause).__name__}: {cause}".strip() + hint}
+        return {**out, "unavailable": why_unavailable(exc, errlog, mark, "server stderr")}
     return out
 
 

@@ -235,6 +235,12 @@ class HttpServerProcess:
     def log_text(self) -> str:
         return self.log_path.read_text()
 
+    def traceback(self) -> str:
+        """The first traceback in the server's log with what led to it; empty when there is none."""
+        log = self.log_text()
+        at = log.find("Traceback")
+        return "" if at < 0 else log[max(0, at - 1500) :][:4000]
+
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Ask it to stop with ``sig`` (killed after 30 s); its exit code."""
         if self.proc.poll() is None:
