@@ -95,7 +95,8 @@ class Launch:
             limit=2**20,
         )
 
-    def init_request(self) -> InitRequest:
+    def init_request(self, *, make_snapshot: bool = False) -> InitRequest:
+        """What the Node process is told at start; only `_snapshot_maker` asks for a snapshot."""
         config = self.config
         use_snapshot = config.use_snapshot
         mounts = [MountSpec(m.guest_path, str(m.host_path), m.read_only) for m in config.mounts]
@@ -115,7 +116,7 @@ class Launch:
             max_output_chars=config.max_output_chars,
             grace_ms=config.grace_ms,
             snapshot_path=str(self.snapshot_file) if use_snapshot else None,
-            make_snapshot=use_snapshot and not self.snapshot_file.exists(),
+            make_snapshot=use_snapshot and make_snapshot,
             spare_interpreter=config.spare_interpreter,
         )
 

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from . import _caches, netbroker
+from . import _caches, _snapshot_maker, netbroker
 from ._connection import Connection, RemoteError
 from ._launch import Launch, prepare
 from ._protocol import (
@@ -69,8 +69,6 @@ class Runtime:
         self._spawns = 0
         self._worker_generation = 0
         self._network = netbroker.FetchBroker(self.config.network)
-        # A snapshot is kept only if this process was asked for one and no user code has run in it.
-        self._snapshot_wanted = False
         self._watch_task: asyncio.Task[None] | None = None
         # Why the next run starts on a fresh interpreter although it did not ask (the process died idle).
         self._reset_note: str | None = None
@@ -104,6 +102,7 @@ class Runtime:
         started = time.perf_counter()
         launch = await self._prepared()
         await self._spawn(launch)
+        _snapshot_maker.make_soon(launch)  # first start on this machine: in a process of its own
         log.info(
             "runtime ready: Pyodide %s on Node %s in %.0f ms",
             self.info.pyodide_version,
@@ -127,10 +126,8 @@ class Runtime:
         )
         connection.start()
         self._connection = connection
-        request = launch.init_request()
-        self._snapshot_wanted = request.make_snapshot
         try:
-            self.info = await connection.request(request)
+            self.info = await connection.request(launch.init_request())
         except RemoteError as exc:
             if exc.code == "protocol":
                 raise SetupError(str(exc)) from None
@@ -149,11 +146,8 @@ class Runtime:
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, SnapshotEvent):
-            if not self._snapshot_wanted or self._launch is None:
-                log.warning("ignored a memory snapshot the broker did not ask for (or sent after user code ran)")
-                return
-            self._snapshot_wanted = False
-            _caches.save_snapshot(self._launch.snapshot_file, event.data)
+            # Only a process that never runs user code may make one (`_snapshot_maker`).
+            log.warning("ignored a memory snapshot from the serving Node process, which was not asked for one")
         elif isinstance(event, RestartingEvent):
             self._worker_generation = event.generation or self._worker_generation + 1
             log.warning("the interpreter is restarting (%s)", event.reason)
@@ -270,7 +264,6 @@ class Runtime:
             note, self._reset_note = self._reset_note, None
             watchdog = timeout / 1000 + self.config.grace_ms / 1000 + WATCHDOG_SLACK_S
             started = time.perf_counter()
-            self._snapshot_wanted = False  # from here on, an image could hold user state
             try:
                 # asyncio.timeout, not wait_for: no task of its own, so the reply wakes this call directly.
                 async with asyncio.timeout(watchdog):
