@@ -10,6 +10,7 @@ from .netbroker import NetworkPolicy
 
 DEFAULT_TIMEOUT_MS = 30_000
 DEFAULT_MAX_OUTPUT_CHARS = 100_000
+DEFAULT_MAX_TEXT_CHARS = 100_000  # a result's text part; the structured part keeps max_output_chars
 DEFAULT_MAX_CODE_BYTES = 1_000_000
 DEFAULT_MEMORY_LIMIT_MB = 1024
 DEFAULT_GRACE_MS = 1_000
@@ -24,6 +25,7 @@ class RuntimeConfig:
 
     timeout_ms: int = DEFAULT_TIMEOUT_MS
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS  # of each stream, repeated in a result's text block
     max_code_bytes: int = DEFAULT_MAX_CODE_BYTES
     memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB
     grace_ms: int = DEFAULT_GRACE_MS
@@ -42,7 +44,14 @@ class RuntimeConfig:
     notebook: str | None = None  # a name in output_dir: the session is rewritten there after every call
 
     def __post_init__(self) -> None:
-        for name in ("timeout_ms", "max_output_chars", "max_code_bytes", "memory_limit_mb", "grace_ms"):
+        for name in (
+            "timeout_ms",
+            "max_output_chars",
+            "max_text_chars",
+            "max_code_bytes",
+            "memory_limit_mb",
+            "grace_ms",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive whole number, got {value!r}")

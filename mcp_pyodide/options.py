@@ -16,6 +16,7 @@ from .config import (
     DEFAULT_MAX_CODE_BYTES,
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MAX_OUTPUT_CHARS,
+    DEFAULT_MAX_TEXT_CHARS,
     DEFAULT_MEMORY_LIMIT_MB,
     DEFAULT_PORT,
     DEFAULT_TIMEOUT_MS,
@@ -71,6 +72,14 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_OUTPUT_CHARS,
         metavar="CHARS",
         help=f"characters kept per stream per call (default {DEFAULT_MAX_OUTPUT_CHARS})",
+    )
+    parser.add_argument(
+        "--max-text-output",
+        type=_positive_int,
+        default=DEFAULT_MAX_TEXT_CHARS,
+        metavar="CHARS",
+        help="characters of each stream also shown in a result's text; past that the text says how much more "
+        f"the structured result holds, so big outputs are not sent twice (default {DEFAULT_MAX_TEXT_CHARS})",
     )
     parser.add_argument(
         "--max-code-bytes",
@@ -156,6 +165,7 @@ def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
     return RuntimeConfig(
         timeout_ms=timeout,
         max_output_chars=args.max_output,
+        max_text_chars=args.max_text_output,
         max_code_bytes=args.max_code_bytes,
         memory_limit_mb=args.memory_limit,
         grace_ms=args.grace,

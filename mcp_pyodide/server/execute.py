@@ -107,8 +107,14 @@ def execute_description(config: RuntimeConfig) -> str:
         "- The value of the last expression is returned (its repr), like a notebook cell; end the line "
         "with ';' to hide it. Top-level `await` works.\n"
         "- stdout and stderr are returned separately; each is cut after "
-        f"{config.max_output_chars:,} characters (the result says how much was cut).\n"
-        f"- Runs are stopped after `timeout` ms (default {config.timeout_ms:,}); globals set before the "
+        f"{config.max_output_chars:,} characters (the result says how much was cut)"
+        + (
+            f"; past {config.max_text_chars:,} characters the text part of the result says how much more "
+            "the structured result holds.\n"
+            if config.max_text_chars < config.max_output_chars
+            else ".\n"
+        )
+        + f"- Runs are stopped after `timeout` ms (default {config.timeout_ms:,}); globals set before the "
         "call are kept. Code that ignores the interrupt (long C calls) gets the interpreter restarted.\n"
         f"- Code is limited to {config.max_code_bytes:,} bytes and memory to {config.memory_limit_mb:,} MiB.\n"
         "- Importing a Pyodide package (numpy, pandas, matplotlib, scipy, scikit-learn, ...) loads it "
@@ -119,8 +125,13 @@ def execute_description(config: RuntimeConfig) -> str:
     )
 
 
-def format_result(result: Result) -> str:
-    """Plain-text rendering, most useful first; every section labelled."""
+def format_result(result: Result, text_limit: int) -> str:
+    """Plain-text rendering, most useful first; every section labelled.
+
+    Each stream is shown up to `text_limit` characters: past that the structured result alone
+    carries the rest, because sending megabytes twice costs a client seconds (its reader is
+    quadratic in line length) and a model reading the text gains nothing from them.
+    """
     sections: list[str] = []
     if result.error is not None:
         head = f"{result.error.type}: {result.error.message}" if result.error.message else result.error.type
@@ -133,7 +144,13 @@ def format_result(result: Result) -> str:
         ("stderr", result.stderr, result.stderr_truncated_chars),
     ):
         if text or cut:
-            note = f"\n[... {cut:,} more characters cut]" if cut else ""
+            note = ""
+            if len(text) > text_limit:
+                more = len(text) - text_limit
+                text = text[:text_limit]
+                note += f"\n[... {more:,} more characters of {name} in the structured result's {name!r} field]"
+            if cut:
+                note += f"\n[... {cut:,} more characters cut]"
             sections.append(f"--- {name} ---\n{text}{note}")
     if result.result is not None:
         sections.append(f"--- result ---\n{result.result}")
@@ -194,7 +211,8 @@ def build_execute_tools(config: RuntimeConfig, link_for: LinkMaker | None = None
         finally:
             await streamer.close()
         ctx.files_changed = result.mounts_changed
-        content: list[types.ContentBlock] = [types.TextContent(type="text", text=format_result(result))]
+        text = format_result(result, config.max_text_chars)
+        content: list[types.ContentBlock] = [types.TextContent(type="text", text=text)]
         content += figure_blocks(result, config.inline_images, link_for, sandbox.output_dir)
         return types.CallToolResult(
             content=content,
