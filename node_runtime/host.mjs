@@ -455,6 +455,9 @@ async function handle(message) {
   }
 }
 
-// The broker closing our stdin means it is gone: never outlive it.
-readFrames(process.stdin, (message) => void handle(message), () => process.exit(0));
-process.stdout.on("error", () => process.exit(0));
+// The broker closing our stdin means it is gone: never outlive it. Not process.exit(): in
+// Node's platform shutdown it can deadlock after heavy JIT work (nodejs/node#54918, seen here
+// with Pyodide), which would leave this process running for good. Nothing needs a clean exit.
+const leave = () => process.kill(process.pid, "SIGKILL");
+readFrames(process.stdin, (message) => void handle(message), leave);
+process.stdout.on("error", leave);
