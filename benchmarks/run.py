@@ -225,6 +225,12 @@ def process_label(proc: psutil.Process) -> str:
     return proc.name()
 
 
+def cmdline(proc: psutil.Process) -> str:
+    with contextlib.suppress(psutil.Error):
+        return " ".join(proc.cmdline())
+    return ""
+
+
 def tree_rss(root: psutil.Process) -> tuple[int, dict[str, int]]:
     """RSS of a process and all its descendants, and a per-process breakdown."""
     parts: dict[str, int] = {}
@@ -495,6 +501,7 @@ async def run_trivial(calls: int, errlog: IO[str]) -> dict[str, Any]:
                     await session.call_tool("echo", {"code": "1+1"})
                 if i >= WARMUP_CALLS:
                     times.append(ms_since(started))
+            rss = sum(tree_rss(p)[0] for p in psutil.Process().children() if str(TRIVIAL_SERVER) in cmdline(p))
             big = []
             for _ in range(5):
                 started = time.perf_counter()
@@ -506,7 +513,7 @@ async def run_trivial(calls: int, errlog: IO[str]) -> dict[str, Any]:
             with anyio.fail_after(CALL_TIMEOUT_S):
                 await session.call_tool("repeat", {"n": 10_000_000})
             line10m = ms_since(started)
-    return {"per_call_ms": times, "cell1m_ms": big, "stall_ms": stalls, "line10m_ms": line10m}
+    return {"per_call_ms": times, "cell1m_ms": big, "stall_ms": stalls, "line10m_ms": line10m, "rss_bytes": rss}
 
 
 async def floor_stall(session: ClientSession) -> float:
@@ -1108,6 +1115,7 @@ def analyse(
         "mcp_floor_1m_ms": summary([x for t in trivial for x in t.get("cell1m_ms", [])]),
         "mcp_floor_stall_ms": summary([x for t in trivial for x in t.get("stall_ms", [])]),
         "mcp_floor_line10m_ms": summary(values_of(trivial, "line10m_ms")),
+        "mcp_floor_rss_mib": summary([v / 2**20 for v in values_of(trivial, "rss_bytes") if v]),
         "bare_rss_mib": summary([b["rss_bytes"] / MIB for b in bare]),
         "cold_start_ms": summary([s["cold_start_ms"] for s in srv]),
         "first_start_ms": summary(values_of(raw["first_start"], "first_start_ms")),
@@ -1402,8 +1410,8 @@ def rows(m: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         (
             "↳ Python server process / Node process",
             f"{fmt(m['rss_python_mib'].get('median'), 'MiB')} / {fmt(m['rss_node_mib'].get('median'), 'MiB')}",
-            "",
-            "",
+            fmt(m["mcp_floor_rss_mib"].get("median"), "MiB"),
+            "floor: the trivial Python MCP server on the same SDK, after its warm loop",
         ),
         (
             "100,000-line print, in full (`--max-output 20M`)",
