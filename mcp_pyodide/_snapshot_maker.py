@@ -43,6 +43,13 @@ def make_soon(launch: Launch) -> asyncio.Task[None] | None:
     return task
 
 
+async def finish_pending() -> None:
+    """Wait for the makers still at work: a one-shot command that ended them at exit would never get a snapshot."""
+    pending = [task for task in _making.values() if not task.done()]
+    if pending:
+        await asyncio.wait(pending)  # each is bounded by MAKE_TIMEOUT_S
+
+
 async def make(launch: Launch) -> None:
     """Boot a fresh Node process that only makes the snapshot, save what it sends, end it."""
     process = await launch.spawn()
