@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from support import ALLOW_ALL, REPO, runtime_nodes
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from support import ALLOW_ALL, REPO, HttpServerProcess, runtime_nodes
 
 from mcp_pyodide._paths import cache_root
 
@@ -68,3 +71,33 @@ def test_a_server_ended_while_the_maker_boots_leaves_no_node_and_no_partial_imag
     if how != "sigkill":
         assert took < 5, f"shutdown took {took:.1f} s with the maker still booting"
     assert not list(snapshots.glob("*.tmp"))
+
+
+def test_http_sessions_on_a_fresh_cache_share_one_maker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "cache"
+    shutil.copytree(cache_root() / "node-runtime", root / "node-runtime", symlinks=True)
+    monkeypatch.setenv("MCP_PYODIDE_CACHE_ROOT", str(root))
+    server = HttpServerProcess(tmp_path, None, "--policy", str(ALLOW_ALL))
+    peak: list[int] = []
+
+    async def session() -> None:
+        async with streamable_http_client(server.url) as (read, write), ClientSession(read, write) as client:
+            await client.initialize()
+            result = await client.call_tool("pyodide_execute", {"code": "6 * 7"})
+            assert result.structured_content is not None and result.structured_content["result"] == "42"
+            peak.append(len(server.node_processes()))
+            await asyncio.sleep(0.5)  # the three sessions are all open at once
+
+    async def three() -> None:
+        await asyncio.wait_for(asyncio.gather(session(), session(), session()), 180)
+
+    try:
+        asyncio.run(three())
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "memory snapshot for fast starts" not in server.log_text():
+            time.sleep(0.1)
+        assert server.log_text().count("memory snapshot for fast starts") == 1
+        assert max(peak) <= 4  # three serving processes and one maker
+        assert len(list((root / "snapshots").glob("*.bin"))) == 1
+    finally:
+        assert server.stop() == 0
