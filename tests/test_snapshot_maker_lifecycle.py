@@ -101,3 +101,21 @@ def test_http_sessions_on_a_fresh_cache_share_one_maker(tmp_path: Path, monkeypa
         assert len(list((root / "snapshots").glob("*.bin"))) == 1
     finally:
         assert server.stop() == 0
+
+
+def test_a_sync_sandbox_closed_at_once_on_a_fresh_cache_still_saves_the_snapshot(tmp_path: Path) -> None:
+    """Its loop is stopped and closed, not run down: a maker left on it died silently, pending."""
+    root = tmp_path / "cache"
+    shutil.copytree(cache_root() / "node-runtime", root / "node-runtime", symlinks=True)
+    code = "from mcp_pyodide.sync import SyncSandbox\nwith SyncSandbox() as sb:\n    print(sb.execute('6*7').result)\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env={**os.environ, "MCP_PYODIDE_CACHE_ROOT": str(root)},
+    )
+    assert proc.returncode == 0 and proc.stdout == "42\n", proc.stderr
+    assert "destroyed but it is pending" not in proc.stderr and "Event loop is closed" not in proc.stderr
+    assert len(list((root / "snapshots").glob("*.bin"))) == 1
