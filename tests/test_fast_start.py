@@ -61,6 +61,8 @@ def test_interpreters_restored_from_one_snapshot_draw_different_random_numbers()
         handle = ServerHandle("--policy", str(ALLOW_ALL)).start()
         try:
             draws.append(handle.execute(DRAW).structured_content["result"])  # type: ignore[index]
+            if "booted from scratch" in handle.stderr_text():  # a fresh cache: the maker is still at work
+                handle.wait_for_log("memory snapshot for fast starts")
             assert not handle.call("pyodide_reset", {}).is_error
             draws.append(handle.execute(DRAW).structured_content["result"])  # type: ignore[index]
             assert "booted from snapshot" in handle.stderr_text()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from support import offline_packages_dir
+
+from mcp_pyodide._paths import cache_root
 
 REPO = Path(__file__).resolve().parent.parent
 POLICIES = REPO / "tests" / "policies"
@@ -135,3 +138,21 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     missing = run(str(tmp_path / "nope.py"), out=tmp_path)
     assert missing.returncode == 2 and "cannot read" in missing.stderr
     assert run(str(tmp_path / "x.py"), "-c", "1", out=tmp_path).returncode == 2
+
+
+def test_the_first_run_on_a_machine_leaves_a_snapshot_the_next_run_restores(tmp_path: Path) -> None:
+    """A one-shot run must not end the snapshot maker at exit, or no run would ever start fast."""
+    root = tmp_path / "cache"
+    shutil.copytree(cache_root() / "node-runtime", root / "node-runtime", symlinks=True)
+    env = {**os.environ, "MCP_PYODIDE_CACHE_ROOT": str(root)}
+    for _ in range(2):
+        proc = subprocess.run(
+            [sys.executable, "-m", "mcp_pyodide", "run", "-c", "6 * 7", "--output-dir", str(tmp_path / "out")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=REPO,
+            env=env,
+        )
+        assert proc.returncode == 0 and proc.stdout == "42\n", proc.stderr
+        assert len(list((root / "snapshots").glob("*.bin"))) == 1

@@ -38,3 +38,11 @@ def test_a_big_output_is_sent_once_in_full_and_the_text_points_to_it() -> None:
         assert "past 1,000 characters the text part of the result says how much more" in (tool.description or "")
     finally:
         server.close()
+
+
+def test_both_streams_past_the_limit_are_cut_in_characters_with_each_note() -> None:
+    result = Result(stdout="é🐍" * 60, stderr="ж" * 130, stderr_truncated_chars=5)
+    text = format_result(result, text_limit=100)
+    assert "--- stdout ---\n" + ("é🐍" * 50) + "\n[... 20 more characters of stdout in" in text
+    assert "--- stderr ---\n" + "ж" * 100 + "\n[... 30 more characters of stderr in" in text
+    assert text.endswith("'stderr' field]\n[... 5 more characters cut]")
