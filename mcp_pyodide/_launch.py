@@ -6,6 +6,7 @@ Every file grant is decided in `grants()` and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -23,6 +24,13 @@ from .mounts import GUEST_ROOT, OUTPUT_NAME
 from .packages.cache import default_cache_dir
 
 OUTPUT_GUEST_PATH = f"{GUEST_ROOT}/{OUTPUT_NAME}"
+node_log = logging.getLogger("mcp_pyodide.node")
+
+
+async def pump_stderr(stream: asyncio.StreamReader, level: int = logging.INFO, prefix: str = "") -> None:
+    """A Node process's stderr, line by line, into the log (the process's own messages)."""
+    while line := await stream.readline():
+        node_log.log(level, "%s%s", prefix, line.decode("utf-8", "replace").rstrip())
 
 
 @dataclass(frozen=True)

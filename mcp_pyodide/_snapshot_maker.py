@@ -17,12 +17,11 @@ from typing import Any
 
 from . import _caches
 from ._connection import Connection
-from ._launch import Launch
+from ._launch import Launch, pump_stderr
 from ._protocol import Event, Limits, SnapshotEvent
 from ._transport import Transport
 
 log = logging.getLogger("mcp_pyodide.runtime")
-node_log = logging.getLogger("mcp_pyodide.node")
 
 MAKE_TIMEOUT_S = 120.0  # a boot takes seconds; a process still silent after this is stuck
 _making: dict[Path, asyncio.Task[None]] = {}
@@ -74,7 +73,7 @@ async def make(launch: Launch) -> None:
         Transport(process.stdout, process.stdin), on_event=on_event, on_request=refuse, limits=Limits()
     )
     connection.start()
-    stderr = asyncio.get_running_loop().create_task(_pump(process.stderr))
+    stderr = asyncio.get_running_loop().create_task(pump_stderr(process.stderr, logging.DEBUG, "[snapshot process] "))
     booting = asyncio.ensure_future(connection.request(launch.init_request(make_snapshot=True)))
     try:
         async with asyncio.timeout(MAKE_TIMEOUT_S):
@@ -94,8 +93,3 @@ async def make(launch: Launch) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(process.wait(), 5)
         stderr.cancel()
-
-
-async def _pump(stream: asyncio.StreamReader) -> None:
-    while line := await stream.readline():
-        node_log.debug("[snapshot process] %s", line.decode("utf-8", "replace").rstrip())

@@ -21,7 +21,7 @@ from typing import Any
 
 from . import _caches, _snapshot_maker, netbroker
 from ._connection import Connection, RemoteError
-from ._launch import Launch, prepare
+from ._launch import Launch, prepare, pump_stderr
 from ._protocol import (
     PROTOCOL_VERSION,
     ErrorInfo,
@@ -46,7 +46,6 @@ from .netbroker import NetworkDenied
 from .result import Result
 
 log = logging.getLogger("mcp_pyodide.runtime")
-node_log = logging.getLogger("mcp_pyodide.node")
 
 OutputListener = Callable[[str, str], None]
 WATCHDOG_SLACK_S = 15.0
@@ -116,7 +115,7 @@ class Runtime:
         self._process = process
         self._spawns += 1
         loop = asyncio.get_running_loop()
-        self._stderr_task = loop.create_task(self._pump_stderr(process.stderr))
+        self._stderr_task = loop.create_task(pump_stderr(process.stderr))
         self._watch_task = loop.create_task(self._watch(process))
         connection = Connection(
             Transport(process.stdout, process.stdin),
@@ -139,10 +138,6 @@ class Runtime:
                 "(delete the runtime cache folder, or reinstall)"
             )
         self._worker_generation = self.info.generation or 1
-
-    async def _pump_stderr(self, stream: asyncio.StreamReader) -> None:
-        while line := await stream.readline():
-            node_log.info("%s", line.decode("utf-8", "replace").rstrip())
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, SnapshotEvent):
