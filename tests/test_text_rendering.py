@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from support import ALLOW_ALL, ServerHandle, text_of
+import asyncio
+import os
+import sys
+
+import mcp_types as types
+import pytest
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+from support import ALLOW_ALL, REPO, ServerHandle, text_of
 
 from mcp_pyodide.result import Result
 from mcp_pyodide.server.execute import format_result
@@ -46,3 +54,20 @@ def test_both_streams_past_the_limit_are_cut_in_characters_with_each_note() -> N
     assert "--- stdout ---\n" + ("é🐍" * 50) + "\n[... 20 more characters of stdout in" in text
     assert "--- stderr ---\n" + "ж" * 100 + "\n[... 30 more characters of stderr in" in text
     assert text.endswith("'stderr' field]\n[... 5 more characters cut]")
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+def test_both_protocol_eras_get_the_output_once_in_full_and_the_text_cut(mode: str) -> None:
+    args = ["-m", "mcp_pyodide", "--policy", ALLOW_ALL, "--max-output", "300000", "--max-text-output", "1000"]
+    target = StdioServerParameters(command=sys.executable, args=args, cwd=str(REPO), env=dict(os.environ))
+
+    async def scenario() -> types.CallToolResult:
+        async with Client(target, mode=mode) as client:  # type: ignore[arg-type]
+            assert client.protocol_version == ("2025-11-25" if mode == "legacy" else mode)
+            return await client.call_tool("pyodide_execute", {"code": "print('z' * 250_000, end='')"})
+
+    result = asyncio.run(asyncio.wait_for(scenario(), 240))
+    assert isinstance(result.structured_content, dict) and result.structured_content["stdout"] == "z" * 250_000
+    text = "\n".join(block.text for block in result.content if isinstance(block, types.TextContent))
+    assert "z" * 1000 + "\n[... 249,000 more characters of stdout in the structured result's 'stdout' field]" in text
+    assert "z" * 1001 not in text
