@@ -135,6 +135,25 @@ for _path in _paths:
 """
 
 _font_build: asyncio.Task[None] | None = None
+FINISH_TIMEOUT_S = 600.0
+
+
+async def finish_pending(timeout_s: float = FINISH_TIMEOUT_S) -> None:
+    """Wait for the cache builds this loop started (snapshot, bytecode, font list), then end any
+    left: a one-shot command or a `SyncSandbox` would drop them at exit, and every later start
+    on the machine would pay for them again."""
+    from . import _bytecode, _snapshot_maker
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    await _snapshot_maker.finish_pending(timeout_s)
+    await _bytecode.finish_pending(max(deadline - loop.time(), 0.1))
+    task = _font_build
+    if task is not None and not task.done() and task.get_loop() is loop:
+        _, late = await asyncio.wait({task}, timeout=max(deadline - loop.time(), 0.1))
+        for pending in late:
+            pending.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def build_fonts_soon(config: RuntimeConfig) -> None:
@@ -156,7 +175,7 @@ async def build_fonts(config: RuntimeConfig) -> None:
         max_output_chars=MAX_FONT_LIST_CHARS,
         timeout_ms=300_000,
     )
-    builder = Runtime(clean, builds_fonts=True)
+    builder = Runtime(clean, helper=True)
     try:
         loaded = await builder.load_packages(["matplotlib"])
         if loaded.error:

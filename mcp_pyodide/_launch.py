@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import _caches, _prewarm
+from . import _bytecode, _caches, _prewarm
 from ._isolation import Isolation, child_setup
 from ._isolation import choose as choose_isolation
 from ._node import NodeBinary, find_node
@@ -55,6 +55,8 @@ class Launch:
             self.snapshot_file.parent,
             _caches.mpl_config_dir(),
         ]
+        if self.config.use_bytecode_cache:
+            readable.append(_bytecode.tree_dir())
         writable: list[Path] = []
         for mount in self.config.mounts:
             readable.append(mount.host_path)
@@ -90,6 +92,8 @@ class Launch:
     async def spawn(self) -> asyncio.subprocess.Process:
         self.package_cache_dir.mkdir(parents=True, exist_ok=True)
         _caches.mpl_config_dir().mkdir(parents=True, exist_ok=True)
+        if self.config.use_bytecode_cache:
+            _bytecode.tree_dir().mkdir(parents=True, exist_ok=True)
         self.snapshot_file.parent.mkdir(parents=True, exist_ok=True)
         return await asyncio.create_subprocess_exec(
             *self.command(),
@@ -126,6 +130,7 @@ class Launch:
             snapshot_path=str(self.snapshot_file) if use_snapshot else None,
             make_snapshot=use_snapshot and make_snapshot,
             spare_interpreter=config.spare_interpreter,
+            bytecode_dir=str(_bytecode.tree_dir()) if config.use_bytecode_cache else None,
         )
 
 

@@ -107,6 +107,7 @@ class InitRequest:
     snapshot_path: str | None
     make_snapshot: bool
     spare_interpreter: bool = False  # keep a second worker restored ahead, swapped in on reset
+    bytecode_dir: str | None = None  # read-only: the broker's checked pycs, used as sys.pycache_prefix
 
 
 @dataclass(frozen=True)

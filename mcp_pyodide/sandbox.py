@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
-from . import _outputs
+from . import _bytecode, _outputs
 from .config import RuntimeConfig
 from .history import History, recorded
 from .mounts import GUEST_ROOT, OUTPUT_NAME, Mount
@@ -74,6 +74,7 @@ class Sandbox:
         self.runtime = Runtime(self.config)
         self._broker: PackageBroker | None = None
         self._loaded: dict[str, str] = {}
+        self._compile_asked: set[str] = set()  # loaded names already handed to _bytecode
         self._loaded_for: tuple[int, int] | None = None
         self._install_lock = asyncio.Lock()
         self._preload_task: asyncio.Task[None] | None = None
@@ -118,12 +119,13 @@ class Sandbox:
             await self.runtime.wait_ready()
             started = time.perf_counter()
             for name in names:
-                for outcome in await self.install([name]):
+                for outcome in await self._install([name]):
                     if outcome.error:
                         log.warning("--preload %s: %s", name, outcome.error)
                 if normalize_name(name) == "matplotlib" and "matplotlib" in self._loaded:
                     await self.runtime.execute(private_cell(WARM_MATPLOTLIB), timeout_ms=300_000)
             log.info("preloaded %s in %.0f ms", ", ".join(names), (time.perf_counter() - started) * 1000)
+            self._compile_soon()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - preloading is an optimisation; calls still load on demand
@@ -152,7 +154,7 @@ class Sandbox:
         outcomes: list[PackageOutcome] = []
         wanted = await self._packages_for(code)
         if wanted:
-            outcomes = await self.install(wanted, progress=progress)
+            outcomes = await self._install(wanted, progress=progress)
             failed = [o for o in outcomes if o.error]
             if failed:
                 detail = "; ".join(f"{o.name}: {o.error}" for o in failed)
@@ -181,6 +183,8 @@ class Sandbox:
                 made, folder_changed = await tracker.finish(figure_hints, hints, reported)
                 result.figures, result.files, result.files_not_returned = made.figures, made.files, made.not_returned
         result.loaded_packages = [o for o in outcomes if o.installed]
+        if outcomes:
+            self._compile_soon()  # after the run, which it would slow down
         written = bool(reply and (reply.written or reply.removed))  # other mounts: the guest's word, a hint
         result.mounts_changed = written or folder_changed or result.state_reset
         return result
@@ -243,6 +247,22 @@ class Sandbox:
 
     async def install(self, names: Iterable[str], *, progress: ProgressCallback | None = None) -> list[PackageOutcome]:
         """Make lock-file packages importable: fetch and verify on the host, then load in the sandbox."""
+        outcomes = await self._install(names, progress=progress)
+        self._compile_soon()
+        return outcomes
+
+    def _compile_soon(self) -> None:
+        """Have the loaded packages' modules compiled for later interpreters, once per machine."""
+        broker = self._broker
+        if broker is None:
+            return
+        fresh = [name for name in self._loaded if name not in self._compile_asked]
+        self._compile_asked.update(fresh)
+        entries = [entry for name in fresh if (entry := broker.lock.get(name)) is not None]
+        if entries:
+            _bytecode.build_soon(self.config, entries, broker.cache_dir)
+
+    async def _install(self, names: Iterable[str], *, progress: ProgressCallback | None = None) -> list[PackageOutcome]:
         requested = list(dict.fromkeys(n.strip() for n in names if n.strip()))
         broker = await self.broker()
         outcomes: dict[str, PackageOutcome] = {}

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from . import _snapshot_maker
+from . import _caches
 from .config import RuntimeConfig
 from .errors import RuntimeUnavailable
 from .history import History
@@ -98,8 +98,8 @@ class SyncSandbox:
         try:
             if sandbox is not None and self._loop is not None:
                 self._call(sandbox.close(), timeout=CLOSE_TIMEOUT_S)
-                # The first sandbox on a machine: its snapshot maker would die with the loop.
-                self._call(_snapshot_maker.finish_pending(), timeout=_snapshot_maker.MAKE_TIMEOUT_S + CLOSE_TIMEOUT_S)
+                # The first sandbox on a machine: its cache builds would die with the loop.
+                self._call(_caches.finish_pending(), timeout=_caches.FINISH_TIMEOUT_S + CLOSE_TIMEOUT_S)
         finally:
             self._stop_loop()
 

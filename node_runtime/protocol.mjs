@@ -44,6 +44,7 @@ const MAX_FRAME = 256 * 1024 * 1024;
  * @property {string | null} snapshotPath
  * @property {boolean} makeSnapshot
  * @property {boolean} [spareInterpreter]  keep a second worker restored ahead, swapped in on reset
+ * @property {string | null} [bytecodeDir]  read-only in the sandbox: checked pycs of lock-file packages, used as sys.pycache_prefix
  *
  * @typedef {{code: string, timeoutMs: number}} ExecuteRequest  kind "execute"; reply ExecuteReply
  * @typedef {{names: string[], timeoutMs: number}} LoadPackagesRequest  kind "load-packages"; reply LoadPackagesReply

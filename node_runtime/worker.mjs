@@ -17,6 +17,8 @@ const config = workerData;
 const bootStarted = performance.now();
 const GUEST_LIB = "/lib/mcp_guest";
 const GUEST_MPLCONFIG = "/home/pyodide/.mplconfig";
+// Compiled modules of lock-file packages, made and checked by the broker (mcp_pyodide/_bytecode.py).
+const GUEST_BYTECODE = "/lib/mcp-pyodide-bytecode";
 const interrupt = new Int32Array(config.interruptBuffer);
 
 capWasmMemory(config.memoryLimitBytes);
@@ -249,6 +251,9 @@ async function brokerFetch(input, init = {}) {
 }
 
 mountHostFolders();
+// Imports read a package's modules compiled ahead (checked against their sources) instead of
+// compiling them; the interpreter never writes bytecode (Pyodide sets dont_write_bytecode).
+if (config.bytecodeDir) pyodide.runPython(`__import__("sys").pycache_prefix = ${JSON.stringify(GUEST_BYTECODE)}`);
 capInMemoryFiles(config.memoryLimitBytes);
 lockDownRuntime();
 freezeNodeFs();
@@ -290,6 +295,7 @@ function mountHostFolders() {
   const mounts = [...(config.mounts ?? [])];
   // Shared by every session, so read-only here: the broker writes the font cache.
   if (config.mplConfigDir) mounts.push({ guestPath: GUEST_MPLCONFIG, hostPath: config.mplConfigDir, readOnly: true });
+  if (config.bytecodeDir) mounts.push({ guestPath: GUEST_BYTECODE, hostPath: config.bytecodeDir, readOnly: true });
   const roots = new Map();
   for (const mount of mounts) {
     FS.mkdirTree(mount.guestPath);

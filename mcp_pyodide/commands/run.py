@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from .. import _snapshot_maker
+from .. import _caches
 from .._isolation import IsolationUnavailable
 from ..errors import MCPPyodideError
 from ..escaping import shown
@@ -136,7 +136,7 @@ async def _execute(code: str, config: Any) -> int:
         for path in paths:
             print(f"saved {label}: {shown(str(path))}", file=sys.stderr)  # a name cannot drive the terminal
     sys.stdout.flush()
-    await _snapshot_maker.finish_pending()  # after the output: only the first run on a machine waits
+    await _caches.finish_pending()  # after the output: only the first runs on a machine wait
     if result.error is not None:
         error = result.error
         text = error.traceback.rstrip() or f"{error.type}: {error.message}"
