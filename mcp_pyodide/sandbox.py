@@ -40,6 +40,9 @@ log = logging.getLogger("mcp_pyodide.sandbox")
 # Run after preloading matplotlib: importing pyplot is most of a first figure's cost (font
 # cache, backend). A private cell, so nothing is left in the user's namespace.
 WARM_MATPLOTLIB = "async def main():\n    import matplotlib.pyplot\n"
+# A client's first call usually follows its handshake at once; preloading waits this long for it
+# (or until it is answered), so the first answer is never held up by a package loading.
+PRELOAD_GRACE_S = 1.0
 
 
 def private_cell(source: str) -> str:
@@ -78,6 +81,7 @@ class Sandbox:
         self._loaded_for: tuple[int, int] | None = None
         self._install_lock = asyncio.Lock()
         self._preload_task: asyncio.Task[None] | None = None
+        self._answered = asyncio.Event()  # a first call has been answered
         self.history = History()  # what this session ran, for export_notebook()
         self._run_lock = asyncio.Lock()
         self._tracker: _outputs.Tracker | None = None
@@ -113,10 +117,13 @@ class Sandbox:
         await self.runtime.close()
 
     async def _preload(self, names: tuple[str, ...]) -> None:
-        """Load `names` one at a time once the runtime is up, so a call that arrives meanwhile
-        waits at most for the package being loaded (calls queued before start-up go first)."""
+        """Load `names` one at a time once the runtime is up and a first call was answered (or
+        none came within PRELOAD_GRACE_S), so a call that arrives later waits at most for the
+        package being loaded."""
         try:
             await self.runtime.wait_ready()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answered.wait(), PRELOAD_GRACE_S)
             started = time.perf_counter()
             for name in names:
                 for outcome in await self._install([name]):
@@ -173,7 +180,10 @@ class Sandbox:
         async with self._run_lock:  # the folder as last seen must be this sandbox's own
             if tracker is not None:
                 await tracker.start()
-            result, reply = await self.runtime.execute(code, timeout_ms=timeout_ms, on_output=on_output)
+            try:
+                result, reply = await self.runtime.execute(code, timeout_ms=timeout_ms, on_output=on_output)
+            finally:
+                self._answered.set()
             folder_changed = False
             if tracker is not None:
                 prefix = f"{GUEST_ROOT}/{OUTPUT_NAME}/"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,12 +12,14 @@ from support import ALLOW_ALL, REPO, ServerHandle
 
 
 @pytest.fixture(scope="session", autouse=True)
-def memory_snapshot_made() -> None:
-    """On a fresh machine the first servers make the snapshot in a second Node process for a few
-    seconds; `run` waits for it, so tests that count Node processes see only their own."""
-    subprocess.run(
-        [sys.executable, "-m", "mcp_pyodide", "run", "-c", "1"], cwd=REPO, check=True, capture_output=True, timeout=300
-    )
+def machine_caches_made() -> None:
+    """On a fresh machine the first servers make the snapshot, and the first imports of numpy and
+    matplotlib the bytecode cache and font list, each in a Node process of its own for a few
+    seconds; `run` waits for them, so tests that count Node processes see only their own."""
+    packages = os.environ.get("MCP_PYODIDE_TEST_PACKAGES")
+    command = [sys.executable, "-m", "mcp_pyodide", "run"]
+    command += ["--package-source", packages, "-c", "import matplotlib.pyplot, six"] if packages else ["-c", "1"]
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

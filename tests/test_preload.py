@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 from support import ALLOW_ALL, ServerHandle, offline_packages_dir, text_of
 
+from mcp_pyodide import sandbox as sandbox_module
 from mcp_pyodide.config import RuntimeConfig
+from mcp_pyodide.sandbox import Sandbox
 
 
 def test_preloaded_packages_are_ready_and_the_first_answer_is_not_held_back() -> None:
@@ -37,3 +42,38 @@ def test_preloaded_packages_are_ready_and_the_first_answer_is_not_held_back() ->
 def test_preload_names_must_not_be_empty() -> None:
     with pytest.raises(ValueError, match="preload"):
         RuntimeConfig(preload=("numpy", " "))
+
+
+SIX_LOADED = "import pyodide_js\n'six' in pyodide_js.loadedPackages.to_py()"
+
+
+def _preloading_sandbox(tmp_path: Path) -> Sandbox:
+    config = RuntimeConfig(package_source=str(offline_packages_dir()), preload=("six",))
+    return Sandbox(config=config, output_dir=tmp_path / "out")
+
+
+def test_preloading_waits_for_the_first_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sandbox_module, "PRELOAD_GRACE_S", 600.0)  # only the answer can start it
+
+    async def scenario() -> tuple[str | None, str | None]:
+        async with _preloading_sandbox(tmp_path) as sandbox:
+            first = await sandbox.execute(SIX_LOADED)
+            assert sandbox._preload_task is not None
+            await asyncio.wait_for(sandbox._preload_task, 120)
+            return first.value, (await sandbox.execute(SIX_LOADED)).value
+
+    assert asyncio.run(scenario()) == ("False", "True")
+
+
+def test_preloading_starts_without_a_call_once_the_grace_is_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sandbox_module, "PRELOAD_GRACE_S", 0.01)
+
+    async def scenario() -> str | None:
+        async with _preloading_sandbox(tmp_path) as sandbox:
+            assert sandbox._preload_task is not None
+            await asyncio.wait_for(sandbox._preload_task, 120)
+            return (await sandbox.execute(SIX_LOADED)).value
+
+    assert asyncio.run(scenario()) == "True"
