@@ -134,8 +134,9 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
         "--preload",
         default=env("MCP_PYODIDE_PRELOAD", ""),
         metavar="PKG,...",
-        help="Pyodide packages to load in the background after start-up, e.g. numpy,matplotlib "
-        "(matplotlib is also imported, so the first figure is quick; env MCP_PYODIDE_PRELOAD)",
+        help="Pyodide packages to load in the background once the first call is answered (or 1 s "
+        "after start-up without one), e.g. numpy,matplotlib (matplotlib is also imported, so the "
+        "first figure is quick; env MCP_PYODIDE_PRELOAD)",
     )
     parser.add_argument(
         "--spare-interpreter",
