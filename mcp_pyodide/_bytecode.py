@@ -15,6 +15,8 @@ from __future__ import annotations
 import _imp
 import asyncio
 import contextlib
+import functools
+import hashlib
 import logging
 import os
 import shutil
@@ -45,6 +47,8 @@ CHECKED_HASH = 0b11  # PEP 552 flags: hash-based, checked against the source on 
 SITE_PACKAGES = PurePosixPath("lib/python3.12/site-packages")  # relative to the guest's /
 MAX_PYC_BYTES = 16 * 1024 * 1024  # numpy's largest module compiles to well under 1 MB
 STAGING_NAME = "bytecode"  # the builder's one writable mount: /mnt/bytecode
+GUEST_TREE = "/lib/mcp-pyodide-bytecode"  # where interpreters mount the tree (worker.mjs)
+STDLIB_ZIP = "python_stdlib.zip"  # in the Pyodide folder; the guest's /lib/python312.zip
 BUILD_TIMEOUT_MS = 600_000  # numpy and matplotlib together compile in about 8 s
 
 
@@ -55,6 +59,23 @@ def cache_dir() -> Path:
 
 def tree_dir() -> Path:
     return cache_dir() / "tree"
+
+
+@functools.cache
+def _stdlib_name(source: Path, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    return f"stdlib-{digest}.zip"
+
+
+def stdlib_name(pyodide_dir: Path) -> str:
+    """The compiled standard library's file name in the tree, keyed by the zip it copies.
+
+    It holds that zip's sources, each with its pyc: interpreters put it on `sys.path` ahead of
+    Pyodide's own (zipimport checks a hash-based pyc against the source beside it).
+    """
+    source = pyodide_dir / STDLIB_ZIP
+    info = source.stat()
+    return _stdlib_name(source, info.st_size, info.st_mtime_ns)
 
 
 def _mark(entry: LockEntry) -> Path:
@@ -176,21 +197,42 @@ for _dist in importlib.metadata.distributions():
         with open(_target, "wb") as _f:
             _f.write(_code_to_hash_pyc(_code, importlib.util.source_hash(_source), True))
         _made += 1
+if {stdlib!r}:
+    import zipfile
+    with zipfile.ZipFile("/lib/python312.zip") as _zip:
+        for _name in _zip.namelist():
+            if not _name.endswith(".py"):
+                continue
+            _source = _zip.read(_name)
+            try:
+                _code = compile(_source, {stdlib!r} + "/" + _name, "exec", dont_inherit=True)
+            except (SyntaxError, ValueError):
+                continue
+            _target = {staging!r} + "/stdlib/" + _name + "c"
+            os.makedirs(os.path.dirname(_target), exist_ok=True)
+            with open(_target, "wb") as _f:
+                _f.write(_code_to_hash_pyc(_code, importlib.util.source_hash(_source), True))
+            _made += 1
 print(_made)
 """
 
 _pending: dict[str, tuple[LockEntry, Path]] = {}  # file name -> (entry, wheel path)
 _builder: asyncio.Task[None] | None = None
+_stdlib_wanted = False
 
 
 def build_soon(config: RuntimeConfig, entries: Iterable[LockEntry], package_cache_dir: Path) -> None:
     """Compile the not yet compiled `entries` in the background, one builder per process at a time."""
-    global _builder
+    global _builder, _stdlib_wanted
     if not config.use_bytecode_cache:
         return
     for entry in wanted(entries):
         _pending.setdefault(entry.file_name, (entry, package_cache_dir / entry.file_name))
-    if _pending and (_builder is None or _builder.done() or _builder.get_loop() is not asyncio.get_running_loop()):
+    if not _stdlib_wanted and not any(tree_dir().glob("stdlib-*.zip")):
+        _stdlib_wanted = True  # compiled with the first packages, or on its own
+    if not (_pending or _stdlib_wanted):
+        return
+    if _builder is None or _builder.done() or _builder.get_loop() is not asyncio.get_running_loop():
         _builder = asyncio.get_running_loop().create_task(_build_pending(config))
 
 
@@ -207,7 +249,9 @@ async def finish_pending(timeout_s: float = BUILD_TIMEOUT_MS / 1000) -> None:
 
 
 async def _build_pending(config: RuntimeConfig) -> None:
-    while _pending:
+    global _stdlib_wanted
+    while _pending or _stdlib_wanted:
+        _stdlib_wanted = False  # build() compiles it if it is still missing
         batch = dict(_pending)
         try:
             await build(config, [entry for entry, _ in batch.values()], {k: w for k, (_, w) in batch.items()})
@@ -245,7 +289,8 @@ def _prune_staging(folder: Path, now: float) -> None:
 
 
 async def build(config: RuntimeConfig, entries: list[LockEntry], wheels: dict[str, Path]) -> None:
-    """Compile `entries` in a one-off runtime and keep what checks out."""
+    """Compile `entries` (and the standard library, the first time) in a one-off runtime and keep
+    what checks out."""
     from .runtime import Runtime  # the builder is a runtime of its own
 
     folder = cache_dir() / "staging"
@@ -256,21 +301,56 @@ async def build(config: RuntimeConfig, entries: list[LockEntry], wheels: dict[st
     builder = Runtime(clean, helper=True)
     names = ", ".join(e.name for e in entries)
     try:
+        pyodide_dir = (await builder.lock_file()).parent
+        stdlib = tree_dir() / await asyncio.to_thread(stdlib_name, pyodide_dir)
+        stdlib_guest = f"{GUEST_TREE}/{stdlib.name}" if not stdlib.exists() else ""
+        if not entries and not stdlib_guest:
+            return
         loaded = await builder.load_packages([e.name for e in entries], timeout_ms=BUILD_TIMEOUT_MS)
         if loaded.error:
             log.warning("bytecode cache: the builder could not load %s: %s", names, loaded.error)
             return
-        code = _COMPILE_CODE.format(staging=clean.mounts[0].guest_path, tag=PYC_TAG)
+        code = _COMPILE_CODE.format(staging=clean.mounts[0].guest_path, tag=PYC_TAG, stdlib=stdlib_guest)
         result, _ = await builder.execute(code, timeout_ms=BUILD_TIMEOUT_MS)
         if result.error is not None:
             log.warning("bytecode cache: the builder failed: %s", result.error.message)
             return
         await builder.close()  # nothing may write the staging folder while the broker reads it
         kept, refused = await asyncio.to_thread(_keep_all, staging, entries, wheels)
+        if stdlib_guest:
+            more = await asyncio.to_thread(keep_stdlib, staging, pyodide_dir / STDLIB_ZIP, stdlib)
+            kept, refused = kept + more[0], refused + more[1]
+            names += ", the standard library"
         log.info("bytecode cache: kept %d compiled modules of %s (%d refused)", kept, names, refused)
     finally:
         await builder.close()
         await asyncio.to_thread(shutil.rmtree, staging, True)
+
+
+def keep_stdlib(staging: Path, source: Path, target: Path) -> tuple[int, int]:
+    """Write `target`: every member of the standard library zip `source`, each module followed
+    by the builder's pyc of it if that checks out; (kept, refused)."""
+    kept = refused = 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in original.infolist():
+            data = original.read(info)
+            out.writestr(info.filename, data)
+            if info.is_dir() or pyc_path(info.filename) is None:
+                continue
+            pyc = _read_regular(staging / "stdlib" / f"{info.filename}c", MAX_PYC_BYTES)
+            if pyc is None:
+                continue
+            problem = check_pyc(pyc, data)
+            if problem is not None:
+                refused += 1
+                log.warning("bytecode cache: refused %sc from the builder: %s", info.filename, problem)
+                continue
+            out.writestr(f"{info.filename}c", pyc)
+            kept += 1
+    os.replace(partial, target)
+    return kept, refused
 
 
 def _keep_all(staging: Path, entries: list[LockEntry], wheels: dict[str, Path]) -> tuple[int, int]:

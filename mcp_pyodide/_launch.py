@@ -131,6 +131,7 @@ class Launch:
             make_snapshot=use_snapshot and make_snapshot,
             spare_interpreter=config.spare_interpreter,
             bytecode_dir=str(_bytecode.tree_dir()) if config.use_bytecode_cache else None,
+            bytecode_stdlib=_bytecode.stdlib_name(pyodide_dir) if config.use_bytecode_cache else None,
         )
 
 

@@ -108,6 +108,7 @@ class InitRequest:
     make_snapshot: bool
     spare_interpreter: bool = False  # keep a second worker restored ahead, swapped in on reset
     bytecode_dir: str | None = None  # read-only: the broker's checked pycs, used as sys.pycache_prefix
+    bytecode_stdlib: str | None = None  # a file in bytecode_dir: the standard library with its pycs
 
 
 @dataclass(frozen=True)

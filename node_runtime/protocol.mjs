@@ -45,6 +45,7 @@ const MAX_FRAME = 256 * 1024 * 1024;
  * @property {boolean} makeSnapshot
  * @property {boolean} [spareInterpreter]  keep a second worker restored ahead, swapped in on reset
  * @property {string | null} [bytecodeDir]  read-only in the sandbox: checked pycs of lock-file packages, used as sys.pycache_prefix
+ * @property {string | null} [bytecodeStdlib]  a file in bytecodeDir: the standard library zip with its pycs, put on sys.path when present
  *
  * @typedef {{code: string, timeoutMs: number}} ExecuteRequest  kind "execute"; reply ExecuteReply
  * @typedef {{names: string[], timeoutMs: number}} LoadPackagesRequest  kind "load-packages"; reply LoadPackagesReply

@@ -254,6 +254,14 @@ mountHostFolders();
 // Imports read a package's modules compiled ahead (checked against their sources) instead of
 // compiling them; the interpreter never writes bytecode (Pyodide sets dont_write_bytecode).
 if (config.bytecodeDir) pyodide.runPython(`__import__("sys").pycache_prefix = ${JSON.stringify(GUEST_BYTECODE)}`);
+// The standard library with its modules compiled, once the broker has made it: ahead of Pyodide's own.
+if (config.bytecodeDir && config.bytecodeStdlib) {
+  const compiled = JSON.stringify(`${GUEST_BYTECODE}/${config.bytecodeStdlib}`);
+  pyodide.runPython(
+    `(lambda sys, os: os.path.exists(${compiled}) and sys.path.insert(sys.path.index("/lib/python312.zip"), ${compiled}))` +
+      `(__import__("sys"), __import__("os"))`,
+  );
+}
 capInMemoryFiles(config.memoryLimitBytes);
 lockDownRuntime();
 freezeNodeFs();

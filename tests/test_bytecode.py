@@ -122,6 +122,27 @@ def test_the_broker_keeps_only_checked_files_for_the_wheels_own_modules(tmp_path
     assert not _bytecode.is_done(_entry(wheel.name, sha256="cd" * 32)), "a new wheel of that name is compiled again"
 
 
+def test_the_compiled_standard_library_holds_every_member_and_only_checked_pycs(tmp_path: Path) -> None:
+    source = tmp_path / "python_stdlib.zip"
+    members = {"a.py": b"a = 1\n", "pkg/__init__.py": b"b = 2\n", "pkg/data.txt": b"text", "c.py": b"c = 3\n"}
+    with zipfile.ZipFile(source, "w") as archive:
+        archive.writestr("pkg/", b"")
+        for name, data in members.items():
+            archive.writestr(name, data)
+    staged = tmp_path / "staging" / "stdlib"
+    (staged / "pkg").mkdir(parents=True)
+    (staged / "a.pyc").write_bytes(_pyc(b"a = 1\n"))
+    (staged / "pkg" / "__init__.pyc").write_bytes(_pyc(b"evil = 1\n"))
+    (staged / "pkg" / "data.txtc").write_bytes(_pyc(b"text"))  # not a module: never looked at
+    target = tmp_path / "tree" / "stdlib-x.zip"
+
+    assert _bytecode.keep_stdlib(tmp_path / "staging", source, target) == (1, 1)
+
+    with zipfile.ZipFile(target) as compiled:
+        assert sorted(compiled.namelist()) == ["a.py", "a.pyc", "c.py", "pkg/", "pkg/__init__.py", "pkg/data.txt"]
+        assert all(compiled.read(name) == data for name, data in members.items())
+
+
 def test_only_site_packages_wheels_are_compiled(cache: Path) -> None:
     entries = [_entry("a-1-py3-none-any.whl"), _entry("ssl-1.0.0.whl", install_dir="stdlib"), _entry("openblas.zip")]
     assert _bytecode.wanted(entries) == entries[:1]
@@ -206,6 +227,37 @@ def test_a_package_is_compiled_after_its_first_import_and_later_interpreters_ski
     handle.call("pyodide_reset")
     assert _stdout(handle, PROBE).split() == ["from-cache", f"{GUEST_TREE}/{SIX_PYC}"]
     assert _stdout(handle, "import six\nprint(six.PY3, six.moves.range(3)[-1])").split() == ["True", "2"]
+
+
+STDLIB_PROBE = """
+import builtins
+_compiled = []
+_compile = builtins.compile
+def _counting(source, filename, *args, **kwargs):
+    _compiled.append(str(filename))
+    return _compile(source, filename, *args, **kwargs)
+builtins.compile = _counting
+import fractions
+builtins.compile = _compile
+print("compiled" if any(f.endswith("/fractions.py") for f in _compiled) else "from-cache", fractions.__file__)
+"""
+
+
+def test_the_standard_library_is_compiled_with_the_first_packages(served: tuple[ServerHandle, Path]) -> None:
+    handle, root = served
+    _stdout(handle, "import six")
+    handle.wait_for_log("the standard library")
+    tree = root / "bytecode" / (_bytecode.cache_dir().name) / "tree"
+    [compiled] = tree.glob("stdlib-*.zip")
+    handle.call("pyodide_reset")
+    word, path = _stdout(handle, STDLIB_PROBE).split()
+    assert (word, path) == ("from-cache", f"{GUEST_TREE}/{compiled.name}/fractions.pyc")
+    # Tracebacks through the compiled library still show its source lines.
+    failed = handle.execute("import fractions\nfractions.Fraction(1, 0)")
+    assert failed.structured_content is not None
+    error = failed.structured_content["error"]
+    assert error["type"] == "ZeroDivisionError"
+    assert "raise ZeroDivisionError('Fraction(%s, 0)' % numerator)" in error["traceback"]
 
 
 def test_a_sandbox_cannot_change_the_compiled_modules_it_reads(served: tuple[ServerHandle, Path]) -> None:
