@@ -29,6 +29,7 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from . import _caches
 from ._paths import cache_root
 from ._runtime_files import PYODIDE_VERSION
 from .mounts import Mount
@@ -262,6 +263,11 @@ async def _build_pending(config: RuntimeConfig) -> None:
                 _pending.pop(name, None)
 
 
+def builds_fonts() -> bool:
+    """Whether a build waiting or at work loads matplotlib (and so also makes its font list)."""
+    return any(entry.name == "matplotlib" for entry, _ in _pending.values())
+
+
 def builder_config(config: RuntimeConfig, staging: Path) -> RuntimeConfig:
     """The builder's settings: the user's Node and packages, none of their mounts, network or output."""
     return replace(
@@ -270,6 +276,7 @@ def builder_config(config: RuntimeConfig, staging: Path) -> RuntimeConfig:
         output_dir=None,
         network=NetworkPolicy(),
         timeout_ms=BUILD_TIMEOUT_MS,
+        max_output_chars=_caches.MAX_FONT_LIST_CHARS,  # the font list comes back on stdout
         preload=(),
         spare_interpreter=False,
         notebook=None,
@@ -298,7 +305,7 @@ async def build(config: RuntimeConfig, entries: list[LockEntry], wheels: dict[st
     await asyncio.to_thread(_prune_staging, folder, time.time())
     staging = Path(tempfile.mkdtemp(prefix="build-", dir=folder)).resolve()
     clean = builder_config(config, staging)
-    builder = Runtime(clean, helper=True)
+    builder = Runtime(clean)
     names = ", ".join(e.name for e in entries)
     try:
         pyodide_dir = (await builder.lock_file()).parent
@@ -315,6 +322,8 @@ async def build(config: RuntimeConfig, entries: list[LockEntry], wheels: dict[st
         if result.error is not None:
             log.warning("bytecode cache: the builder failed: %s", result.error.message)
             return
+        if "matplotlib" in {e.name for e in entries} and _caches.fonts_wanted():
+            await _caches.build_fonts_in(builder)  # one clean runtime with matplotlib for both
         await builder.close()  # nothing may write the staging folder while the broker reads it
         kept, refused = await asyncio.to_thread(_keep_all, staging, entries, wheels)
         if stdlib_guest:

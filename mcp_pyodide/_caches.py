@@ -27,6 +27,7 @@ from .netbroker import NetworkPolicy
 
 if TYPE_CHECKING:
     from .config import RuntimeConfig
+    from .runtime import Runtime
 
 log = logging.getLogger("mcp_pyodide.runtime")
 
@@ -159,9 +160,20 @@ async def finish_pending(timeout_s: float = FINISH_TIMEOUT_S) -> None:
 def build_fonts_soon(config: RuntimeConfig) -> None:
     """Start building the font list in a clean runtime, once per process, if no server has one yet."""
     global _font_build
-    if _font_build is not None or (mpl_config_dir() / FONT_LIST).exists():
+    if not fonts_wanted():
         return
     _font_build = asyncio.get_running_loop().create_task(build_fonts(config))
+
+
+def fonts_wanted() -> bool:
+    return _font_build is None and not (mpl_config_dir() / FONT_LIST).exists()
+
+
+async def build_fonts_in(builder: Runtime) -> None:
+    """Build and keep the font list in `builder`, one of the broker's clean runtimes with matplotlib loaded."""
+    result, _ = await builder.execute(_FONT_BUILD_CODE)
+    if result.error is not None or not save_font_list(result.stdout):
+        log.warning("the clean interpreter made no usable font cache (%s)", result.error or "bad output")
 
 
 async def build_fonts(config: RuntimeConfig) -> None:
@@ -175,15 +187,13 @@ async def build_fonts(config: RuntimeConfig) -> None:
         max_output_chars=MAX_FONT_LIST_CHARS,
         timeout_ms=300_000,
     )
-    builder = Runtime(clean, helper=True)
+    builder = Runtime(clean)
     try:
         loaded = await builder.load_packages(["matplotlib"])
         if loaded.error:
             log.warning("could not build the matplotlib font cache: %s", loaded.error)
             return
-        result, _ = await builder.execute(_FONT_BUILD_CODE)
-        if result.error is not None or not save_font_list(result.stdout):
-            log.warning("the clean interpreter made no usable font cache (%s)", result.error or "bad output")
+        await build_fonts_in(builder)
     except Exception as exc:  # noqa: BLE001 - a cache we could not build is only slower figures
         log.warning("could not build the matplotlib font cache: %s", exc)
     finally:

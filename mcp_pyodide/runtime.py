@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from . import _caches, _snapshot_maker, netbroker
+from . import _snapshot_maker, netbroker
 from ._connection import Connection, RemoteError
 from ._launch import Launch, prepare, pump_stderr
 from ._protocol import (
@@ -54,12 +54,10 @@ WATCHDOG_SLACK_S = 15.0
 class Runtime:
     """A long-lived sandbox: start it once, run code many times, close it at the end."""
 
-    def __init__(self, config: RuntimeConfig | None = None, *, helper: bool = False) -> None:
-        """`helper`: one of the broker's own one-off runtimes (font list, bytecode); it starts no such builds itself."""
+    def __init__(self, config: RuntimeConfig | None = None) -> None:
         self.config = config or RuntimeConfig()
         self.info = InitReply()
         self._launch: Launch | None = None
-        self._helper = helper
         self._process: asyncio.subprocess.Process | None = None
         self._connection: Connection | None = None
         self._boot_task: asyncio.Task[None] | None = None
@@ -325,8 +323,6 @@ class Runtime:
             except (RuntimeCrashed, TimeoutError) as exc:
                 await self._replace_process()
                 raise RuntimeCrashed(f"the runtime died while loading packages ({exc}); state was reset") from exc
-        if "matplotlib" in reply.loaded and not self._helper:
-            _caches.build_fonts_soon(self.config)
         return reply
 
     @property

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
-from . import _bytecode, _outputs
+from . import _bytecode, _caches, _outputs
 from .config import RuntimeConfig
 from .history import History, recorded
 from .mounts import GUEST_ROOT, OUTPUT_NAME, Mount
@@ -271,6 +271,8 @@ class Sandbox:
         entries = [entry for name in fresh if (entry := broker.lock.get(name)) is not None]
         if entries:
             _bytecode.build_soon(self.config, entries, broker.cache_dir)
+        if "matplotlib" in fresh and not _bytecode.builds_fonts():
+            _caches.build_fonts_soon(self.config)  # the bytecode builder, when it runs, makes it too
 
     async def _install(self, names: Iterable[str], *, progress: ProgressCallback | None = None) -> list[PackageOutcome]:
         requested = list(dict.fromkeys(n.strip() for n in names if n.strip()))
