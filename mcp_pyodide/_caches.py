@@ -3,8 +3,10 @@
 Both are written by the broker only, and only from runs no user code took part in:
 - the memory snapshot is taken by a fresh worker right after boot, before the first request runs
   (worker.mjs `boot()`); its key names everything it was made from, our own code included;
-- matplotlib's font list is built by a one-off runtime the broker starts itself (`build_fonts`),
-  with no mounts, no network and only the broker's code. A user's run never hands one back.
+- matplotlib's font list is built by a one-off runtime the broker starts itself, with no mounts
+  (the bytecode builder's staging folder aside), no network and only the broker's code: the
+  bytecode builder when it loads matplotlib anyway, else `build_fonts`. A user's run never
+  hands one back.
 """
 
 from __future__ import annotations
