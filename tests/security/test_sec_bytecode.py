@@ -92,11 +92,16 @@ def zip_append():
     open(stdzip, "ab").write(b"HACK")
 def zip_dir_file():
     open(stdzip + "/os.pyc", "wb").write(b"HACK")
+def host_link_write():  # links the test made on the host, in the read-write mount, into the tree
+    open("/mnt/work/host-link.pyc", "r+b").write(b"HACK")
+def host_dirlink_new():
+    open("/mnt/work/host-dir/evil.cpython-312.pyc", "wb").write(b"HACK")
 def mkdir_tree():
     os.makedirs(base + "/lib/python3.12/site-packages/newpkg")
 attempts = dict(fs_write=fs_write, node_write=node_write, hardlink=hardlink,
     symlink_write=symlink_write, rename_out=rename_out, rename_in=rename_in, zip_append=zip_append,
-    zip_dir_file=zip_dir_file, mkdir_tree=mkdir_tree, fs_remount=fs_remount)  # remount last: it unmounts
+    zip_dir_file=zip_dir_file, host_link_write=host_link_write,
+    host_dirlink_new=host_dirlink_new, mkdir_tree=mkdir_tree, fs_remount=fs_remount)  # remount last: it unmounts
 for name, attempt in attempts.items():
     try:
         attempt()
@@ -109,6 +114,8 @@ for name, attempt in attempts.items():
 def test_no_route_from_a_serving_sandbox_writes_the_tree(served: tuple[ServerHandle, Path, Path]) -> None:
     handle, tree, work = served
     before = _digest(tree)
+    (work / "host-link.pyc").symlink_to(tree / SIX_PYC)
+    (work / "host-dir").symlink_to((tree / SIX_PYC).parent, target_is_directory=True)
     work_before = sorted(work.iterdir())
     assert SIX_PYC in before and any(name.startswith("stdlib-") for name in before)
     result = handle.execute(ATTACKS)
@@ -116,7 +123,7 @@ def test_no_route_from_a_serving_sandbox_writes_the_tree(served: tuple[ServerHan
     out = str(result.structured_content["stdout"])
     lines = out.splitlines()
     assert [line for line in lines if "DONE" in line] == [], out
-    assert len([line for line in lines if " refused " in line]) == 10, out
+    assert len([line for line in lines if " refused " in line]) == 12, out
     assert _digest(tree) == before
     links = [p for p in work.iterdir() if p not in work_before and (p.is_symlink() or p.stat().st_nlink > 1)]
     assert all(p.is_symlink() and not p.resolve().is_relative_to(tree) for p in links), links
@@ -125,7 +132,8 @@ def test_no_route_from_a_serving_sandbox_writes_the_tree(served: tuple[ServerHan
 @pytest.mark.parametrize(
     "where", ["bytecode/pyodide-{v}/tree", "bytecode/pyodide-{v}/tree/lib", "bytecode", ".", "packages-elsewhere"]
 )
-def test_a_read_write_mount_inside_the_shared_cache_is_refused(tmp_path: Path, where: str) -> None:
+@pytest.mark.parametrize("option", ["--mount", "--output-dir"])
+def test_a_read_write_mount_inside_the_shared_cache_is_refused(tmp_path: Path, where: str, option: str) -> None:
     """Before: `--mount x=<cache>/bytecode/.../tree:rw` let a sandbox write every later session's modules."""
     root = _fresh_root(tmp_path)
     inside = root / where.format(v=_bytecode.PYODIDE_VERSION)
@@ -133,9 +141,10 @@ def test_a_read_write_mount_inside_the_shared_cache_is_refused(tmp_path: Path, w
         inside = root / "node-runtime"  # the runtime's own scripts and Pyodide
     inside.mkdir(parents=True, exist_ok=True)
     args = ["--policy", ALLOW_ALL, "--package-source", str(offline_packages_dir())]
-    handle = ServerHandle(*args, "--mount", f"x={inside}:rw", env={"MCP_PYODIDE_CACHE_ROOT": str(root)}).start()
+    value, guest = (f"x={inside}:rw", "/mnt/x") if option == "--mount" else (str(inside), "/mnt/output")
+    handle = ServerHandle(*args, option, value, env={"MCP_PYODIDE_CACHE_ROOT": str(root)}).start()
     try:
-        result = handle.execute(f"open('/mnt/x/{PROBE_NAME}', 'w').write('poison')")
+        result = handle.execute(f"open('{guest}/{PROBE_NAME}', 'w').write('poison')")
         text = str(result.structured_content or result.content)
         assert result.is_error or (result.structured_content or {}).get("error"), text
         assert "a cache shared by every server" in text, text
