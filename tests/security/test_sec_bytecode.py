@@ -13,6 +13,7 @@ from support import ALLOW_ALL, ServerHandle, offline_packages_dir
 
 from mcp_pyodide import _bytecode
 from mcp_pyodide._paths import cache_root
+from mcp_pyodide.packages.lock import LockEntry
 
 SIX_PYC = "lib/python3.12/site-packages/six.cpython-312.pyc"
 GUEST_TREE = "/lib/mcp-pyodide-bytecode"
@@ -154,3 +155,37 @@ def test_a_read_write_mount_inside_the_shared_cache_is_refused(tmp_path: Path, w
 
 
 PROBE_NAME = "mcp-sec-poison-probe.txt"
+
+
+def test_a_guest_claiming_packages_it_was_not_asked_for_starts_no_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Node's list of loaded packages is its word: before, any lock name in it was compiled."""
+    import asyncio
+
+    from mcp_pyodide.config import RuntimeConfig
+    from mcp_pyodide.sandbox import Sandbox
+
+    monkeypatch.setenv("MCP_PYODIDE_CACHE_ROOT", str(_fresh_root(tmp_path)))
+    asked: list[list[str]] = []
+
+    def record(config: RuntimeConfig, entries: list[LockEntry], package_cache_dir: Path) -> None:
+        asked.append(sorted(entry.name for entry in entries))
+
+    monkeypatch.setattr(_bytecode, "build_soon", record)
+
+    async def main() -> None:
+        config = RuntimeConfig(package_source=str(offline_packages_dir()))
+        async with Sandbox(config=config) as sandbox:
+            honest = sandbox.runtime.load_packages
+
+            async def hostile(names: list[str], timeout_ms: int = 300_000) -> object:
+                reply = await honest(names, timeout_ms)
+                reply.loaded.update({"numpy": "2.0.2", "matplotlib": "3.8.4"})  # never loaded
+                return reply
+
+            monkeypatch.setattr(sandbox.runtime, "load_packages", hostile)
+            await sandbox.install(["six"])
+
+    asyncio.run(main())
+    assert asked == [["six"]]
