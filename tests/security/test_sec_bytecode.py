@@ -189,3 +189,20 @@ def test_a_guest_claiming_packages_it_was_not_asked_for_starts_no_build(
 
     asyncio.run(main())
     assert asked == [["six"]]
+
+
+def test_a_changed_source_in_the_sandbox_is_compiled_not_served_from_the_tree(
+    served: tuple[ServerHandle, Path, Path],
+) -> None:
+    """A sandbox that rewrites (or micropip-shadows) a module gets its own code: the pyc is checked."""
+    handle, tree, _ = served
+    before = _digest(tree)
+    handle.call("pyodide_reset")
+    code = (
+        "open('/lib/python3.12/site-packages/six.py', 'w').write('X = \"mine\"\\n')\n"
+        "import six\nprint(six.X, six.__spec__.cached)"
+    )
+    result = handle.execute(code)
+    assert result.structured_content is not None and result.structured_content.get("error") is None, result
+    assert str(result.structured_content["stdout"]).split() == ["mine", f"{GUEST_TREE}/{SIX_PYC}"]
+    assert _digest(tree) == before
