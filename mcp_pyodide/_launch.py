@@ -17,10 +17,11 @@ from . import _bytecode, _caches, _prewarm
 from ._isolation import Isolation, child_setup
 from ._isolation import choose as choose_isolation
 from ._node import NodeBinary, find_node
+from ._paths import cache_root
 from ._protocol import PROTOCOL_VERSION, GuestOptions, InitRequest, MountSpec
 from ._runtime_files import RuntimeFiles, ensure_runtime
 from .config import RuntimeConfig
-from .mounts import GUEST_ROOT, OUTPUT_NAME
+from .mounts import GUEST_ROOT, OUTPUT_NAME, MountError
 from .packages.cache import default_cache_dir
 
 OUTPUT_GUEST_PATH = f"{GUEST_ROOT}/{OUTPUT_NAME}"
@@ -42,6 +43,7 @@ class Launch:
     isolation: Isolation
     files: RuntimeFiles
     snapshot_file: Path
+    helper: bool = False  # one of the broker's own runtimes: it may write its bytecode staging folder
 
     @property
     def package_cache_dir(self) -> Path:
@@ -66,6 +68,28 @@ class Launch:
             writable.append(self.config.output_dir)
         readable.extend(path for path in writable if path not in readable)
         return readable, writable
+
+    def check_writable(self) -> None:
+        """Refuse a read-write mount or output folder inside a cache every server shares.
+
+        Python could otherwise rewrite what other sessions load (compiled modules, wheels, the
+        snapshot, the runtime's scripts). Only the bytecode builder writes there: its own staging
+        folder. A read-write folder that *holds* the cache root is the user's explicit grant of
+        everything below it, and is left to them (SECURITY.md).
+        """
+        shared = [cache_root(), self.package_cache_dir, self.snapshot_file.parent, _caches.mpl_config_dir()]
+        shared += [_bytecode.tree_dir(), *self.files.readable_paths()]
+        staging = _bytecode.cache_dir() / "staging"
+        for path in self.grants()[1]:
+            host = path.resolve()
+            if self.helper and host.parent == staging.resolve():
+                continue
+            for folder in shared:
+                if host.is_relative_to(folder.expanduser().resolve()):
+                    raise MountError(
+                        f"{path} is inside {folder}, a cache shared by every server on this machine: "
+                        "it cannot be a read-write mount or the output folder (mount it read-only)"
+                    )
 
     def command(self) -> list[str]:
         """The exact command line, with the permission flags that fence Node in."""
@@ -135,7 +159,7 @@ class Launch:
         )
 
 
-async def prepare(config: RuntimeConfig) -> Launch:
+async def prepare(config: RuntimeConfig, *, helper: bool = False) -> Launch:
     """Find Node, choose the isolation level and make sure the runtime files are installed."""
     probe = _prewarm.done_for(config)
     if probe is not None:  # the CLI found these while the server imported
@@ -145,4 +169,6 @@ async def prepare(config: RuntimeConfig) -> Launch:
         isolation = await asyncio.to_thread(choose_isolation, node, config.isolation)
         files = await asyncio.to_thread(ensure_runtime, node, cache_dir=config.runtime_cache_dir)
     snapshot = await asyncio.to_thread(_caches.snapshot_file, files.host_dir, node.major)
-    return Launch(config, node, isolation, files, snapshot)
+    launch = Launch(config, node, isolation, files, snapshot, helper)
+    launch.check_writable()
+    return launch

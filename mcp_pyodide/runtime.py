@@ -92,7 +92,7 @@ class Runtime:
 
     async def _prepared(self) -> Launch:
         if self._launch is None:
-            self._launch = await prepare(self.config)
+            self._launch = await prepare(self.config, helper=self._helper)
             log.info("isolation %s", self._launch.isolation.describe())
         return self._launch
 

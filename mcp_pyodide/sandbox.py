@@ -317,7 +317,10 @@ class Sandbox:
             load_names = ensured.names
             reply = await self.runtime.load_packages(load_names)
             self._forget_if_replaced()
-            loaded = {normalize_name(k): v for k, v in reply.loaded.items()}
+            # The guest's word: only names it was asked to load (and whose files were verified)
+            # count, so a hostile reply cannot have the broker build the cache for others.
+            asked = {normalize_name(name) for name in load_names}
+            loaded = {normalize_name(k): v for k, v in reply.loaded.items() if normalize_name(k) in asked}
             self._loaded.update(loaded)
         if from_pypi:
             await self._install_from_pypi(from_pypi, outcomes)
