@@ -305,7 +305,7 @@ async def build(config: RuntimeConfig, entries: list[LockEntry], wheels: dict[st
     await asyncio.to_thread(_prune_staging, folder, time.time())
     staging = Path(tempfile.mkdtemp(prefix="build-", dir=folder)).resolve()
     clean = builder_config(config, staging)
-    builder = Runtime(clean)
+    builder = Runtime(clean, helper=True)
     names = ", ".join(e.name for e in entries)
     try:
         pyodide_dir = (await builder.lock_file()).parent

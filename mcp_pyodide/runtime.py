@@ -54,10 +54,12 @@ WATCHDOG_SLACK_S = 15.0
 class Runtime:
     """A long-lived sandbox: start it once, run code many times, close it at the end."""
 
-    def __init__(self, config: RuntimeConfig | None = None) -> None:
+    def __init__(self, config: RuntimeConfig | None = None, *, helper: bool = False) -> None:
+        """`helper`: the bytecode builder, the only runtime that may write its staging folder in the cache."""
         self.config = config or RuntimeConfig()
         self.info = InitReply()
         self._launch: Launch | None = None
+        self._helper = helper
         self._process: asyncio.subprocess.Process | None = None
         self._connection: Connection | None = None
         self._boot_task: asyncio.Task[None] | None = None
