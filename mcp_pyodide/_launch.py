@@ -34,6 +34,18 @@ async def pump_stderr(stream: asyncio.StreamReader, level: int = logging.INFO, p
         node_log.log(level, "%s%s", prefix, line.decode("utf-8", "replace").rstrip())
 
 
+def _outermost(paths: list[Path]) -> list[Path]:
+    """`paths` without repeats and without those inside another one: a grant covers everything
+    below it, and Node's permission model refused reads below a folder granted after a path
+    inside it (a read-only mount of `~/.cache` crashed the interpreter at boot)."""
+    kept: list[Path] = []
+    for path in sorted(paths, key=lambda p: len(Path(os.path.abspath(p)).parts)):
+        absolute = Path(os.path.abspath(path))
+        if not any(absolute.is_relative_to(os.path.abspath(outer)) for outer in kept):
+            kept.append(path)
+    return kept
+
+
 @dataclass(frozen=True)
 class Launch:
     """Everything needed to start one Node process for `config`."""
@@ -67,7 +79,7 @@ class Launch:
         if self.config.output_dir is not None:
             writable.append(self.config.output_dir)
         readable.extend(path for path in writable if path not in readable)
-        return readable, writable
+        return _outermost(readable), _outermost(writable)
 
     def check_writable(self) -> None:
         """Refuse a read-write mount or output folder inside a cache every server shares.

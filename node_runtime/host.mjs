@@ -37,6 +37,13 @@ function log(text) {
 }
 
 /** One Pyodide worker and the run currently in it. */
+/** An error as text: Emscripten's file-system errors have no message, only a name and an errno. */
+function describeError(error) {
+  if (error?.message) return error.message;
+  if (error?.name) return `${error.name}${error.errno !== undefined ? ` (errno ${error.errno})` : ""}`;
+  return String(error);
+}
+
 class WorkerRuntime {
   constructor() {
     this.generation = ++generation;
@@ -62,7 +69,7 @@ class WorkerRuntime {
     this.worker.stdout.on("data", (chunk) => log(`worker stdout: ${chunk.toString().trimEnd()}`));
     this.worker.stderr.on("data", (chunk) => log(`worker stderr: ${chunk.toString().trimEnd()}`));
     this.worker.on("message", (message) => this.onMessage(message));
-    this.worker.on("error", (error) => this.onDeath(`the interpreter crashed: ${error?.message ?? error}`));
+    this.worker.on("error", (error) => this.onDeath(`the interpreter crashed: ${describeError(error)}`));
     this.worker.on("exit", (code) => this.onDeath(`the interpreter exited (code ${code})`));
   }
 

@@ -235,3 +235,23 @@ def test_resources_walk_list_read_and_notice_changes(mount: Mount, tmp_path: Pat
     link = catalog.link_for(mount.host_path / "plot.png")
     assert link is not None and link.uri == "file:///mnt/data/plot.png"
     assert catalog.link_for(tmp_path / "secret.txt") is None
+
+
+def test_grants_list_each_folder_once_and_never_one_inside_another(tmp_path: Path) -> None:
+    from mcp_pyodide._launch import _outermost
+
+    outer, inner = tmp_path / "cache", tmp_path / "cache" / "mcp-pyodide" / "tree"
+    other = tmp_path / "elsewhere"
+    assert _outermost([inner, other, outer, other, tmp_path / "cachex"]) == [other, outer, tmp_path / "cachex"]
+
+
+def test_a_read_only_mount_holding_the_caches_works(tmp_path: Path) -> None:
+    # Node's permission model refused reads below a folder granted after paths inside it: a
+    # read-only mount of ~/.cache crashed the interpreter at boot.
+    from mcp_pyodide._paths import cache_root
+    from mcp_pyodide.sync import SyncSandbox
+
+    holder = cache_root().parent
+    with SyncSandbox(mounts=[Mount.create("caches", holder, read_only=True)], output_dir=tmp_path / "out") as sandbox:
+        result = sandbox.execute(f"import os\n{cache_root().name!r} in os.listdir('/mnt/caches')")
+    assert result.error is None and result.result == "True"
