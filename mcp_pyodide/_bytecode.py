@@ -20,7 +20,6 @@ import hashlib
 import logging
 import os
 import shutil
-import stat
 import tempfile
 import time
 import zipfile
@@ -30,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from . import _caches
+from ._outputs import read_inside
 from ._paths import cache_root
 from ._runtime_files import PYODIDE_VERSION
 from .mounts import Mount
@@ -128,24 +128,19 @@ def check_pyc(data: bytes, source: bytes) -> str | None:
     return None
 
 
-def _read_regular(path: Path, limit: int) -> bytes | None:
-    """A staged file's bytes if it is a plain file no bigger than `limit`: never a link or a pipe."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
-            return None
-        return file.read(limit + 1)[:limit]
+def _take(staging: Path, staged: Path, source: bytes) -> tuple[bytes | None, int]:
+    """The builder's pyc at `staged` if it checks out against `source`, and 1 if it was refused.
 
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    partial.write_bytes(data)
-    os.replace(partial, target)
+    Read like a file a sandbox made: no symlink anywhere below `staging`, no pipe, bounded.
+    """
+    data = read_inside(staging, staged, MAX_PYC_BYTES)
+    if data is None:
+        return None, 0  # not compiled (a syntax error, say): it compiles on import instead
+    problem = check_pyc(data, source)
+    if problem is not None:
+        log.warning("bytecode cache: refused %s from the builder: %s", staged.relative_to(staging), problem)
+        return None, 1
+    return data, 0
 
 
 def keep(staging: Path, wheel: Path, entry: LockEntry) -> tuple[int, int]:
@@ -161,59 +156,42 @@ def keep(staging: Path, wheel: Path, entry: LockEntry) -> tuple[int, int]:
             relative = pyc_path(info.filename)
             if relative is None or info.is_dir():
                 continue
-            data = _read_regular(staged_site / relative, MAX_PYC_BYTES)
-            if data is None:
-                continue  # not compiled (a syntax error, say): it compiles on import instead
-            problem = check_pyc(data, archive.read(info))
-            if problem is not None:
-                refused += 1
-                log.warning("bytecode cache: refused %s from the builder: %s", relative, problem)
-                continue
-            _write_atomic(tree_site / relative, data)
-            kept += 1
-    _write_atomic(_mark(entry), entry.sha256.lower().encode("ascii"))
+            data, bad = _take(staging, staged_site / relative, archive.read(info))
+            refused += bad
+            if data is not None:
+                _caches.write_atomic(tree_site / relative, data)
+                kept += 1
+    _caches.write_atomic(_mark(entry), entry.sha256.lower().encode("ascii"))
     return kept, refused
 
 
 # Runs in the builder's clean interpreter: it has only the wanted packages and their
 # dependencies, no user code, and one writable folder.
 _COMPILE_CODE = """
-import importlib.metadata, importlib.util, os
+import importlib.metadata, importlib.util, os, zipfile
 from importlib._bootstrap_external import _code_to_hash_pyc
+def _compile(source, filename, target):
+    try:
+        code = compile(source, filename, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return 0
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target, "wb") as out:
+        out.write(_code_to_hash_pyc(code, importlib.util.source_hash(source), True))
+    return 1
 _site = "/lib/python3.12/site-packages/"
 _made = 0
 for _dist in importlib.metadata.distributions():
     for _file in _dist.files or ():
         _path = str(_file.locate())
-        if _file.suffix != ".py" or not _path.startswith(_site):
-            continue
-        with open(_path, "rb") as _f:
-            _source = _f.read()
-        try:
-            _code = compile(_source, _path, "exec", dont_inherit=True)
-        except (SyntaxError, ValueError):
-            continue
-        _target = {staging!r} + os.path.splitext(_path)[0] + ".{tag}.pyc"
-        os.makedirs(os.path.dirname(_target), exist_ok=True)
-        with open(_target, "wb") as _f:
-            _f.write(_code_to_hash_pyc(_code, importlib.util.source_hash(_source), True))
-        _made += 1
+        if _file.suffix == ".py" and _path.startswith(_site):
+            with open(_path, "rb") as _f:
+                _made += _compile(_f.read(), _path, {staging!r} + os.path.splitext(_path)[0] + ".{tag}.pyc")
 if {stdlib!r}:
-    import zipfile
     with zipfile.ZipFile("/lib/python312.zip") as _zip:
         for _name in _zip.namelist():
-            if not _name.endswith(".py"):
-                continue
-            _source = _zip.read(_name)
-            try:
-                _code = compile(_source, {stdlib!r} + "/" + _name, "exec", dont_inherit=True)
-            except (SyntaxError, ValueError):
-                continue
-            _target = {staging!r} + "/stdlib/" + _name + "c"
-            os.makedirs(os.path.dirname(_target), exist_ok=True)
-            with open(_target, "wb") as _f:
-                _f.write(_code_to_hash_pyc(_code, importlib.util.source_hash(_source), True))
-            _made += 1
+            if _name.endswith(".py"):
+                _made += _compile(_zip.read(_name), {stdlib!r} + "/" + _name, {staging!r} + "/stdlib/" + _name + "c")
 print(_made)
 """
 
@@ -233,20 +211,13 @@ def build_soon(config: RuntimeConfig, entries: Iterable[LockEntry], package_cach
         _stdlib_wanted = True  # compiled with the first packages, or on its own
     if not (_pending or _stdlib_wanted):
         return
-    if _builder is None or _builder.done() or _builder.get_loop() is not asyncio.get_running_loop():
+    if not _caches.on_this_loop(_builder):
         _builder = asyncio.get_running_loop().create_task(_build_pending(config))
 
 
-async def finish_pending(timeout_s: float = BUILD_TIMEOUT_MS / 1000) -> None:
-    """Wait for a build still at work on this loop (a one-shot command would otherwise drop it)."""
-    task = _builder
-    if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
-        return
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(task), timeout_s)
-    if not task.done():
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+def task() -> asyncio.Task[None] | None:
+    """The builder last started in this process (`_caches.finish_pending` waits for it)."""
+    return _builder
 
 
 async def _build_pending(config: RuntimeConfig) -> None:
@@ -341,23 +312,18 @@ def keep_stdlib(staging: Path, source: Path, target: Path) -> tuple[int, int]:
     by the builder's pyc of it if that checks out; (kept, refused)."""
     kept = refused = 0
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    partial = _caches.partial_path(target)
     with zipfile.ZipFile(source) as original, zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as out:
         for info in original.infolist():
             data = original.read(info)
             out.writestr(info.filename, data)
             if info.is_dir() or pyc_path(info.filename) is None:
                 continue
-            pyc = _read_regular(staging / "stdlib" / f"{info.filename}c", MAX_PYC_BYTES)
-            if pyc is None:
-                continue
-            problem = check_pyc(pyc, data)
-            if problem is not None:
-                refused += 1
-                log.warning("bytecode cache: refused %sc from the builder: %s", info.filename, problem)
-                continue
-            out.writestr(f"{info.filename}c", pyc)
-            kept += 1
+            pyc, bad = _take(staging, staging / "stdlib" / f"{info.filename}c", data)
+            refused += bad
+            if pyc is not None:
+                out.writestr(f"{info.filename}c", pyc)
+                kept += 1
     os.replace(partial, target)
     return kept, refused
 

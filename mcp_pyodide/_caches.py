@@ -20,7 +20,7 @@ import time
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 from ._paths import cache_root
 from ._protocol import PROTOCOL_VERSION
@@ -65,13 +65,29 @@ def snapshot_file(host_dir: Path, node_major: int) -> Path:
     return cache_root() / "snapshots" / f"{key}.bin"
 
 
+def partial_path(target: Path) -> Path:
+    """Where `target` is written before it replaces any old one (stale ones end in `.tmp`)."""
+    return target.with_suffix(f".{os.getpid()}.tmp")
+
+
+def write_atomic(target: Path, data: bytes) -> None:
+    """Write `target` whole or not at all: other servers on the machine read these files."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = partial_path(target)
+    partial.write_bytes(data)
+    os.replace(partial, target)
+
+
+def on_this_loop(task: asyncio.Task[None] | None) -> TypeGuard[asyncio.Task[None]]:
+    """Whether `task` is still at work on the running loop (one of a closed loop never ends)."""
+    return task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop()
+
+
 def save_snapshot(target: Path, raw: bytes) -> None:
     if target.exists():
         return
     try:
-        partial = target.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_bytes(raw)
-        os.replace(partial, target)
+        write_atomic(target, raw)
         log.info("saved a %.1f MiB memory snapshot for fast starts: %s", len(raw) / 2**20, target)
     except OSError as exc:
         log.warning("could not save the memory snapshot: %s", exc)
@@ -114,10 +130,8 @@ def save_font_list(text: str) -> bool:
     target = mpl_config_dir() / FONT_LIST
     if target.exists() or not font_list_ok(text):
         return False
-    partial = target.with_suffix(f".{os.getpid()}.tmp")
     try:
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, target)
+        write_atomic(target, text.encode("utf-8"))
     except OSError as exc:
         log.warning("could not keep the matplotlib font cache: %s", exc)
         return False
@@ -147,16 +161,13 @@ async def finish_pending(timeout_s: float = FINISH_TIMEOUT_S) -> None:
     on the machine would pay for them again."""
     from . import _bytecode, _snapshot_maker
 
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    await _snapshot_maker.finish_pending(timeout_s)
-    await _bytecode.finish_pending(max(deadline - loop.time(), 0.1))
-    task = _font_build
-    if task is not None and not task.done() and task.get_loop() is loop:
-        _, late = await asyncio.wait({task}, timeout=max(deadline - loop.time(), 0.1))
-        for pending in late:
-            pending.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    tasks = [task for task in (*_snapshot_maker.tasks(), _bytecode.task(), _font_build) if on_this_loop(task)]
+    if not tasks:
+        return
+    _, late = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*late, return_exceptions=True)
 
 
 def build_fonts_soon(config: RuntimeConfig) -> None:

@@ -61,16 +61,17 @@ class Launch:
     def package_cache_dir(self) -> Path:
         return self.config.package_cache_dir or default_cache_dir()
 
+    def shared(self) -> list[Path]:
+        """What every server on the machine reads: the runtime's files and the caches."""
+        paths = [*self.files.readable_paths(), self.package_cache_dir, self.snapshot_file.parent]
+        paths.append(_caches.mpl_config_dir())
+        if self.config.use_bytecode_cache:
+            paths.append(_bytecode.tree_dir())
+        return paths
+
     def grants(self) -> tuple[list[Path], list[Path]]:
         """(readable, writable) host paths."""
-        readable = [
-            *self.files.readable_paths(),
-            self.package_cache_dir,
-            self.snapshot_file.parent,
-            _caches.mpl_config_dir(),
-        ]
-        if self.config.use_bytecode_cache:
-            readable.append(_bytecode.tree_dir())
+        readable = self.shared()
         writable: list[Path] = []
         for mount in self.config.mounts:
             readable.append(mount.host_path)
@@ -89,15 +90,14 @@ class Launch:
         folder. A read-write folder that *holds* the cache root is the user's explicit grant of
         everything below it, and is left to them (SECURITY.md).
         """
-        shared = [cache_root(), self.package_cache_dir, self.snapshot_file.parent, _caches.mpl_config_dir()]
-        shared += [_bytecode.tree_dir(), *self.files.readable_paths()]
-        staging = _bytecode.cache_dir() / "staging"
+        shared = [folder.expanduser().resolve() for folder in (cache_root(), *self.shared())]
+        staging = (_bytecode.cache_dir() / "staging").resolve()
         for path in self.grants()[1]:
             host = path.resolve()
-            if self.helper and host.parent == staging.resolve():
+            if self.helper and host.parent == staging:
                 continue
             for folder in shared:
-                if host.is_relative_to(folder.expanduser().resolve()):
+                if host.is_relative_to(folder):
                     raise MountError(
                         f"{path} is inside {folder}, a cache shared by every server on this machine: "
                         "it cannot be a read-write mount or the output folder (mount it read-only)"

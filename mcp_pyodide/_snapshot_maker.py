@@ -35,25 +35,16 @@ def make_soon(launch: Launch) -> asyncio.Task[None] | None:
     target = launch.snapshot_file
     if not launch.config.use_snapshot or target.exists():
         return None
-    task, loop = _making.get(target), asyncio.get_running_loop()
-    if task is None or task.done() or task.get_loop() is not loop:  # a closed loop's task never ends
-        task = loop.create_task(make(launch))
+    task = _making.get(target)
+    if task is None or not _caches.on_this_loop(task):
+        task = asyncio.get_running_loop().create_task(make(launch))
         _making[target] = task
     return task
 
 
-async def finish_pending(timeout_s: float = MAKE_TIMEOUT_S) -> None:
-    """Wait for this loop's makers still at work, then end any left: a one-shot command or a
-    `SyncSandbox` that dropped them at exit would never get a snapshot (and would leave their
-    tasks to be destroyed pending)."""
-    loop = asyncio.get_running_loop()
-    pending = [task for task in _making.values() if not task.done() and task.get_loop() is loop]
-    if not pending:
-        return
-    _, late = await asyncio.wait(pending, timeout=timeout_s)
-    for task in late:
-        task.cancel()
-    await asyncio.gather(*late, return_exceptions=True)
+def tasks() -> list[asyncio.Task[None]]:
+    """The makers started in this process (`_caches.finish_pending` waits for this loop's)."""
+    return list(_making.values())
 
 
 async def make(launch: Launch) -> None:
