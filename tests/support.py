@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +29,8 @@ import mcp_types as types
 import psutil
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
+
+from mcp_pyodide._paths import cache_root
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -267,3 +271,20 @@ def offline_packages_dir() -> Path:
 
 def text_of(result: types.CallToolResult) -> str:
     return "\n".join(block.text for block in result.content if isinstance(block, types.TextContent))
+
+
+def fresh_cache_root(base: Path, *, snapshot: bool = False) -> Path:
+    """A cache root as on a machine the server never ran on: only the installed runtime files
+    (and, if asked, the memory snapshot, so the server still starts fast)."""
+    root = base / "cache"
+    shutil.copytree(cache_root() / "node-runtime", root / "node-runtime", symlinks=True)
+    if snapshot:
+        shutil.copytree(cache_root() / "snapshots", root / "snapshots")
+    return root
+
+
+def tree_digest(tree: Path) -> dict[str, str]:
+    """Every file below `tree` by relative path, with its sha256: equal digests, untouched tree."""
+    return {
+        str(p.relative_to(tree)): hashlib.sha256(p.read_bytes()).hexdigest() for p in tree.rglob("*") if p.is_file()
+    }

@@ -3,9 +3,7 @@ and a sandbox can read the compiled modules but never change them."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,10 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import ALLOW_ALL, REPO, ServerHandle, offline_packages_dir
+from support import ALLOW_ALL, REPO, ServerHandle, fresh_cache_root, offline_packages_dir, tree_digest
 
 from mcp_pyodide import _bytecode
-from mcp_pyodide._paths import cache_root
 from mcp_pyodide.config import RuntimeConfig
 from mcp_pyodide.mounts import Mount
 from mcp_pyodide.netbroker import NetworkPolicy
@@ -25,8 +22,12 @@ from mcp_pyodide.packages.lock import LockEntry
 SIX_WHEEL = "six-1.16.0-py2.py3-none-any.whl"
 SIX_PYC = "lib/python3.12/site-packages/six.cpython-312.pyc"
 GUEST_TREE = "/lib/mcp-pyodide-bytecode"
-# Whether importing six compiled six.py, and where CPython looked for its bytecode.
-PROBE = """
+
+
+def probe(module: str, where: str = "__spec__.cached") -> str:
+    """Code that prints whether importing `module` compiled its source, and where CPython found
+    its bytecode (`where`, an attribute path on the module)."""
+    return f"""
 import builtins
 _compiled = []
 _compile = builtins.compile
@@ -34,10 +35,14 @@ def _counting(source, filename, *args, **kwargs):
     _compiled.append(str(filename))
     return _compile(source, filename, *args, **kwargs)
 builtins.compile = _counting
-import six
+import {module}
 builtins.compile = _compile
-print("compiled" if any(f.endswith("/six.py") for f in _compiled) else "from-cache", six.__spec__.cached)
+print("compiled" if any(f.endswith("/{module}.py") for f in _compiled) else "from-cache", {module}.{where})
 """
+
+
+PROBE = probe("six")
+STDLIB_PROBE = probe("fractions", "__file__")
 
 
 def _pyc(source: bytes, *, magic: bytes = _bytecode.PYC_MAGIC, flags: int = 3, digest: bytes | None = None) -> bytes:
@@ -176,23 +181,9 @@ def test_the_builder_gets_no_user_mount_network_or_output(tmp_path: Path) -> Non
 # -- a real server on a machine without the cache ----------------------------------------------
 
 
-def _fresh_root(tmp_path: Path) -> Path:
-    """A cache with the runtime files and the snapshot (for a fast start), but no compiled modules."""
-    root = tmp_path / "cache"
-    shutil.copytree(cache_root() / "node-runtime", root / "node-runtime", symlinks=True)
-    shutil.copytree(cache_root() / "snapshots", root / "snapshots")
-    return root
-
-
-def _tree_digest(tree: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(tree)): hashlib.sha256(p.read_bytes()).hexdigest() for p in tree.rglob("*") if p.is_file()
-    }
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHandle, Path]]:
-    root = _fresh_root(tmp_path_factory.mktemp("bytecode"))
+    root = fresh_cache_root(tmp_path_factory.mktemp("bytecode"), snapshot=True)
     handle = ServerHandle(
         "--policy",
         ALLOW_ALL,
@@ -229,20 +220,6 @@ def test_a_package_is_compiled_after_its_first_import_and_later_interpreters_ski
     assert _stdout(handle, "import six\nprint(six.PY3, six.moves.range(3)[-1])").split() == ["True", "2"]
 
 
-STDLIB_PROBE = """
-import builtins
-_compiled = []
-_compile = builtins.compile
-def _counting(source, filename, *args, **kwargs):
-    _compiled.append(str(filename))
-    return _compile(source, filename, *args, **kwargs)
-builtins.compile = _counting
-import fractions
-builtins.compile = _compile
-print("compiled" if any(f.endswith("/fractions.py") for f in _compiled) else "from-cache", fractions.__file__)
-"""
-
-
 def test_the_standard_library_is_compiled_with_the_first_packages(served: tuple[ServerHandle, Path]) -> None:
     handle, root = served
     _stdout(handle, "import six")
@@ -265,7 +242,7 @@ def test_a_sandbox_cannot_change_the_compiled_modules_it_reads(served: tuple[Ser
     _stdout(handle, "import six")
     handle.wait_for_log("bytecode cache: kept")
     tree = root / "bytecode" / (_bytecode.cache_dir().name) / "tree"
-    before = _tree_digest(tree)
+    before = tree_digest(tree)
     assert SIX_PYC in before
     attack = f"""
 import os, sys
@@ -306,13 +283,13 @@ print("imported", mymod.X)
     assert [line for line in lines if "DONE" in line] == []
     assert len([line for line in lines if "refused" in line]) == 11
     assert lines[-1] == "imported 1"
-    assert _tree_digest(tree) == before
+    assert tree_digest(tree) == before
     handle.call("pyodide_reset")
     assert _stdout(handle, PROBE).split()[0] == "from-cache"
 
 
 def test_run_waits_for_the_build_so_the_next_run_imports_compiled_modules(tmp_path: Path) -> None:
-    env = {**os.environ, "MCP_PYODIDE_CACHE_ROOT": str(_fresh_root(tmp_path))}
+    env = {**os.environ, "MCP_PYODIDE_CACHE_ROOT": str(fresh_cache_root(tmp_path, snapshot=True))}
     command = [sys.executable, "-m", "mcp_pyodide", "run", "--package-source", str(offline_packages_dir()), "-c", PROBE]
     words = []
     for _ in range(2):

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from support import ALLOW_ALL, ServerHandle
-
-from mcp_pyodide._paths import cache_root
+from support import ALLOW_ALL, ServerHandle, fresh_cache_root
 
 
 def test_first_start_answers_before_a_process_of_its_own_saves_the_snapshot_the_next_start_restores(
     tmp_path: Path,
 ) -> None:
-    root = tmp_path / "cache"
-    shutil.copytree(cache_root() / "node-runtime", root / "node-runtime", symlinks=True)
+    root = fresh_cache_root(tmp_path)
     env = {**os.environ, "MCP_PYODIDE_CACHE_ROOT": str(root)}
     first = ServerHandle("--policy", str(ALLOW_ALL), env=env).start()
     try:

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from support import offline_packages_dir
-
-from mcp_pyodide._paths import cache_root
+from support import fresh_cache_root, offline_packages_dir
 
 REPO = Path(__file__).resolve().parent.parent
 POLICIES = REPO / "tests" / "policies"
@@ -142,8 +139,7 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
 
 def test_the_first_run_on_a_machine_leaves_a_snapshot_the_next_run_restores(tmp_path: Path) -> None:
     """A one-shot run must not end the snapshot maker at exit, or no run would ever start fast."""
-    root = tmp_path / "cache"
-    shutil.copytree(cache_root() / "node-runtime", root / "node-runtime", symlinks=True)
+    root = fresh_cache_root(tmp_path)
     env = {**os.environ, "MCP_PYODIDE_CACHE_ROOT": str(root)}
     for _ in range(2):
         proc = subprocess.run(

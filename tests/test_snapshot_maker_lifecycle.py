@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,15 +14,12 @@ import psutil
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from support import ALLOW_ALL, REPO, HttpServerProcess, runtime_nodes
-
-from mcp_pyodide._paths import cache_root
+from support import ALLOW_ALL, REPO, HttpServerProcess, fresh_cache_root, runtime_nodes
 
 
 def _fresh_server(tmp_path: Path) -> tuple[subprocess.Popen[bytes], list[psutil.Process], Path]:
     """A server on a cache without a snapshot, once both its Node processes (serving, maker) run."""
-    root = tmp_path / "cache"
-    shutil.copytree(cache_root() / "node-runtime", root / "node-runtime", symlinks=True)
+    root = fresh_cache_root(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "mcp_pyodide", "--policy", str(ALLOW_ALL)],
         stdin=subprocess.PIPE,
@@ -74,8 +70,7 @@ def test_a_server_ended_while_the_maker_boots_leaves_no_node_and_no_partial_imag
 
 
 def test_http_sessions_on_a_fresh_cache_share_one_maker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root = tmp_path / "cache"
-    shutil.copytree(cache_root() / "node-runtime", root / "node-runtime", symlinks=True)
+    root = fresh_cache_root(tmp_path)
     monkeypatch.setenv("MCP_PYODIDE_CACHE_ROOT", str(root))
     server = HttpServerProcess(tmp_path, None, "--policy", str(ALLOW_ALL))
     peak: list[int] = []
@@ -105,8 +100,7 @@ def test_http_sessions_on_a_fresh_cache_share_one_maker(tmp_path: Path, monkeypa
 
 def test_a_sync_sandbox_closed_at_once_on_a_fresh_cache_still_saves_the_snapshot(tmp_path: Path) -> None:
     """Its loop is stopped and closed, not run down: a maker left on it died silently, pending."""
-    root = tmp_path / "cache"
-    shutil.copytree(cache_root() / "node-runtime", root / "node-runtime", symlinks=True)
+    root = fresh_cache_root(tmp_path)
     code = "from mcp_pyodide.sync import SyncSandbox\nwith SyncSandbox() as sb:\n    print(sb.execute('6*7').result)\n"
     proc = subprocess.run(
         [sys.executable, "-c", code],

@@ -3,39 +3,23 @@ of compiled modules must stay what the broker's builder made, whatever it tries.
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import ALLOW_ALL, ServerHandle, offline_packages_dir
+from support import ALLOW_ALL, ServerHandle, fresh_cache_root, offline_packages_dir, tree_digest
 
 from mcp_pyodide import _bytecode
-from mcp_pyodide._paths import cache_root
 from mcp_pyodide.packages.lock import LockEntry
 
 SIX_PYC = "lib/python3.12/site-packages/six.cpython-312.pyc"
 GUEST_TREE = "/lib/mcp-pyodide-bytecode"
 
 
-def _fresh_root(base: Path) -> Path:
-    root = base / "cache"
-    shutil.copytree(cache_root() / "node-runtime", root / "node-runtime", symlinks=True)
-    shutil.copytree(cache_root() / "snapshots", root / "snapshots")
-    return root
-
-
-def _digest(tree: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(tree)): hashlib.sha256(p.read_bytes()).hexdigest() for p in tree.rglob("*") if p.is_file()
-    }
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHandle, Path, Path]]:
     base = tmp_path_factory.mktemp("sec-bytecode")
-    root = _fresh_root(base)
+    root = fresh_cache_root(base, snapshot=True)
     work = base / "work"
     work.mkdir()
     handle = ServerHandle(
@@ -114,7 +98,7 @@ for name, attempt in attempts.items():
 
 def test_no_route_from_a_serving_sandbox_writes_the_tree(served: tuple[ServerHandle, Path, Path]) -> None:
     handle, tree, work = served
-    before = _digest(tree)
+    before = tree_digest(tree)
     (work / "host-link.pyc").symlink_to(tree / SIX_PYC)
     (work / "host-dir").symlink_to((tree / SIX_PYC).parent, target_is_directory=True)
     work_before = sorted(work.iterdir())
@@ -125,7 +109,7 @@ def test_no_route_from_a_serving_sandbox_writes_the_tree(served: tuple[ServerHan
     lines = out.splitlines()
     assert [line for line in lines if "DONE" in line] == [], out
     assert len([line for line in lines if " refused " in line]) == 12, out
-    assert _digest(tree) == before
+    assert tree_digest(tree) == before
     links = [p for p in work.iterdir() if p not in work_before and (p.is_symlink() or p.stat().st_nlink > 1)]
     assert all(p.is_symlink() and not p.resolve().is_relative_to(tree) for p in links), links
 
@@ -136,7 +120,7 @@ def test_no_route_from_a_serving_sandbox_writes_the_tree(served: tuple[ServerHan
 @pytest.mark.parametrize("option", ["--mount", "--output-dir"])
 def test_a_read_write_mount_inside_the_shared_cache_is_refused(tmp_path: Path, where: str, option: str) -> None:
     """Before: `--mount x=<cache>/bytecode/.../tree:rw` let a sandbox write every later session's modules."""
-    root = _fresh_root(tmp_path)
+    root = fresh_cache_root(tmp_path, snapshot=True)
     inside = root / where.format(v=_bytecode.PYODIDE_VERSION)
     if where == "packages-elsewhere":
         inside = root / "node-runtime"  # the runtime's own scripts and Pyodide
@@ -166,7 +150,7 @@ def test_a_guest_claiming_packages_it_was_not_asked_for_starts_no_build(
     from mcp_pyodide.config import RuntimeConfig
     from mcp_pyodide.sandbox import Sandbox
 
-    monkeypatch.setenv("MCP_PYODIDE_CACHE_ROOT", str(_fresh_root(tmp_path)))
+    monkeypatch.setenv("MCP_PYODIDE_CACHE_ROOT", str(fresh_cache_root(tmp_path, snapshot=True)))
     asked: list[list[str]] = []
 
     def record(config: RuntimeConfig, entries: list[LockEntry], package_cache_dir: Path) -> None:
@@ -196,7 +180,7 @@ def test_a_changed_source_in_the_sandbox_is_compiled_not_served_from_the_tree(
 ) -> None:
     """A sandbox that rewrites (or micropip-shadows) a module gets its own code: the pyc is checked."""
     handle, tree, _ = served
-    before = _digest(tree)
+    before = tree_digest(tree)
     handle.call("pyodide_reset")
     code = (
         "open('/lib/python3.12/site-packages/six.py', 'w').write('X = \"mine\"\\n')\n"
@@ -205,4 +189,4 @@ def test_a_changed_source_in_the_sandbox_is_compiled_not_served_from_the_tree(
     result = handle.execute(code)
     assert result.structured_content is not None and result.structured_content.get("error") is None, result
     assert str(result.structured_content["stdout"]).split() == ["mine", f"{GUEST_TREE}/{SIX_PYC}"]
-    assert _digest(tree) == before
+    assert tree_digest(tree) == before
