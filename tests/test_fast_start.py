@@ -67,15 +67,17 @@ def test_interpreters_restored_from_one_snapshot_draw_different_random_numbers()
     assert len(set(draws)) == 4, draws
 
 
-def test_reading_the_options_does_not_import_the_mcp_sdk() -> None:
-    """The SDK loads in a thread while Node boots; an option check that imported it would serialise them."""
+def test_what_runs_before_node_is_spawned_imports_neither_the_mcp_sdk_nor_pydantic() -> None:
+    """The SDK (and pydantic under it) loads in a thread while Node boots: an option check or a
+    runtime module that imported either would put that time back before the spawn."""
     code = (
         "import sys\n"
         "from mcp_pyodide.cli import build_parser, runtime_config\n"
         "from mcp_pyodide.commands import scale\n"
+        "import mcp_pyodide._prewarm, mcp_pyodide.sandbox\n"
         "args = build_parser().parse_args(['serve'])\n"
         "runtime_config(args); scale.http_auth(args)\n"
-        "print(sorted(m for m in sys.modules if m == 'mcp' or m.startswith('mcp.')))"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mcp', 'mcp_types', 'pydantic')))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert proc.stdout.strip() == "[]", proc.stdout

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import shutil
 import sys
@@ -34,6 +35,7 @@ from mcp_pyodide.packages import (
     sha256_file,
 )
 from mcp_pyodide.packages.cli import fetch_packages_main
+from mcp_pyodide.packages.lock import LockEntry, LockError
 from mcp_pyodide.packages.source import (
     FolderSource,
     HttpSource,
@@ -139,6 +141,54 @@ def test_import_map(lock: PyodideLock) -> None:
         "pillow",
         "numpy",
     ]
+
+
+def test_the_real_lock_reads_every_entry_with_its_lists_as_tuples(lock: PyodideLock) -> None:
+    numpy = lock.get("NumPy")
+    assert isinstance(numpy, LockEntry) and numpy.imports == ("numpy",) and numpy.depends == ()
+    assert lock.info.version == "0.27.7" and len(lock.packages) > 300
+    assert lock.get("matplotlib") is not None and "numpy" in lock.get("matplotlib").depends  # type: ignore[union-attr]
+
+
+GOOD_ENTRY = {"name": "pkg", "version": "1", "file_name": "pkg.whl", "install_dir": "site", "sha256": "ab" * 32}
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ({**GOOD_ENTRY, "sha256": 5}, "packages.pkg.sha256 is int 5, not str"),
+        ({**GOOD_ENTRY, "depends": "numpy"}, "packages.pkg.depends is str 'numpy', not tuple[str, ...]"),
+        ({**GOOD_ENTRY, "depends": ["numpy", 3]}, "packages.pkg.depends is list"),
+        ({**GOOD_ENTRY, "unvendored_tests": "yes"}, "packages.pkg.unvendored_tests is str 'yes', not bool"),
+        ({k: v for k, v in GOOD_ENTRY.items() if k != "file_name"}, "packages.pkg has no 'file_name'"),
+        (["not", "an", "object"], "packages.pkg is not an object"),
+    ],
+)
+def test_a_bad_lock_entry_is_refused_with_the_file_entry_and_field_named(
+    tmp_path: Path, entry: object, problem: str
+) -> None:
+    path = tmp_path / "pyodide-lock.json"
+    path.write_text(json.dumps({"info": {"version": "0.27.7"}, "packages": {"pkg": entry}}))
+    with pytest.raises(LockError) as caught:
+        PyodideLock.from_path(path)
+    assert str(path) in str(caught.value) and problem in str(caught.value)
+
+
+def test_a_lock_entry_keeps_defaults_and_ignores_fields_it_does_not_use(tmp_path: Path) -> None:
+    path = tmp_path / "pyodide-lock.json"
+    extra = {**GOOD_ENTRY, "shared_library": True, "imports": ["pkg"]}
+    path.write_text(json.dumps({"info": {"version": None, "extra": 1}, "packages": {"Pkg": extra}}))
+    parsed = PyodideLock.from_path(path)
+    entry = parsed.get("pkg")
+    assert entry == LockEntry(
+        name="pkg", version="1", file_name="pkg.whl", install_dir="site", sha256="ab" * 32, imports=("pkg",)
+    )
+    assert entry.package_type == "package" and not entry.unvendored_tests and parsed.info.version is None
+    bad_info = tmp_path / "bad-info.json"
+    bad_info.write_text(json.dumps({"info": {"version": 27}, "packages": {}}))
+    with pytest.raises(LockError) as caught:
+        PyodideLock.from_path(bad_info)
+    assert "info.version is int 27, not str | None" in str(caught.value)
 
 
 def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict, ValidationError
+from typing import Any, TypeVar
 
 from ..errors import MCPPyodideError
 
@@ -64,10 +64,9 @@ class UnknownPackageError(MCPPyodideError, LookupError):
         super().__init__(message)
 
 
-class LockInfo(BaseModel):
+@dataclass(frozen=True)
+class LockInfo:
     """The ``info`` block; only used for messages and sanity checks."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
     version: str | None = None
     python: str | None = None
@@ -76,10 +75,9 @@ class LockInfo(BaseModel):
     abi_version: str | None = None
 
 
-class LockEntry(BaseModel):
+@dataclass(frozen=True)
+class LockEntry:
     """One package of the lock file (fields we rely on; others are ignored)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
     name: str
     version: str
@@ -95,6 +93,34 @@ class LockEntry(BaseModel):
     def key(self) -> str:
         """Normalised name: the stable identifier used everywhere else."""
         return normalize_name(self.name)
+
+
+_Block = TypeVar("_Block", LockInfo, LockEntry)
+# By the fields' annotations (strings: this module defers them).
+_CHECKS: dict[str, Callable[[object], bool]] = {
+    "str": lambda value: isinstance(value, str),
+    "str | None": lambda value: value is None or isinstance(value, str),
+    "bool": lambda value: isinstance(value, bool),
+    "tuple[str, ...]": lambda value: isinstance(value, list) and all(isinstance(item, str) for item in value),
+}
+
+
+def _parse(cls: type[_Block], raw: object, where: str) -> _Block:
+    """`raw` as a `cls`, checked field by field (plain checks: the server's start-up does not
+    pay for a validation library's import to read this one file)."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where} is not an object")
+    values: dict[str, Any] = {}
+    for field in fields(cls):
+        if field.name not in raw:
+            if field.default is MISSING:
+                raise ValueError(f"{where} has no {field.name!r}")
+            continue
+        value, kind = raw[field.name], str(field.type)
+        if not _CHECKS[kind](value):
+            raise ValueError(f"{where}.{field.name} is {type(value).__name__} {value!r:.60}, not {kind}")
+        values[field.name] = tuple(value) if isinstance(value, list) else value
+    return cls(**values)
 
 
 class PyodideLock:
@@ -117,9 +143,9 @@ class PyodideLock:
         if not isinstance(raw, dict) or not isinstance(raw.get("packages"), dict):
             raise LockError(f"{p} is not a pyodide-lock.json (no 'packages' object)")
         try:
-            info = LockInfo.model_validate(raw.get("info") or {})
-            packages = {k: LockEntry.model_validate(v) for k, v in raw["packages"].items()}
-        except ValidationError as exc:
+            info = _parse(LockInfo, raw.get("info") or {}, "info")
+            packages = {k: _parse(LockEntry, v, f"packages.{k}") for k, v in raw["packages"].items()}
+        except ValueError as exc:
             raise LockError(f"invalid entry in Pyodide lock file {p}: {exc}") from exc
         return cls(info, packages)
 
