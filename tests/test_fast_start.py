@@ -92,3 +92,18 @@ def test_node_is_started_before_the_mcp_sdk_has_finished_importing() -> None:
         handle.close()
     spawned = log.index("mcp_pyodide.runtime: isolation")  # logged as Node is spawned
     assert spawned < log.index("serving on stdio"), log[:2000]
+
+
+def test_a_restored_interpreter_does_not_keep_the_snapshot_it_was_restored_from() -> None:
+    """Pyodide keeps its options for the interpreter's life: the 20 MB snapshot among them
+    would cost every interpreter (each HTTP session's, the spare) 20 MiB for nothing."""
+    handle = ServerHandle("--policy", str(ALLOW_ALL)).start()
+    try:
+        result = handle.execute("import pyodide_js\nsorted(pyodide_js._api.config.object_keys())")
+        log = handle.stderr_text()
+    finally:
+        handle.close()
+    assert "booted from snapshot" in log, log[-2000:]
+    assert result.structured_content is not None
+    keys = result.structured_content["result"]
+    assert "'indexURL'" in keys and "_loadSnapshot" not in keys, keys
