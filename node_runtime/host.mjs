@@ -97,7 +97,8 @@ class WorkerRuntime {
     }
     if (message.type === "booted") {
       this.bootedFrom = message.from;
-      log(`worker ${this.generation} booted from ${message.from} (${Math.round(message.ms ?? 0)} ms after start)`);
+      const buffers = (Number(message.bufferBytes) || 0) / 1048576;
+      log(`worker ${this.generation} booted from ${message.from} (${Math.round(message.ms)} ms after start; ${buffers.toFixed(1)} MiB of array buffers)`);
       return;
     }
     if (message.type === "ready") {

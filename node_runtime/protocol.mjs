@@ -112,7 +112,7 @@ const MAX_FRAME = 256 * 1024 * 1024;
  * @typedef {{type: "fetched", fetchId: number, response?: FetchResponse, error?: string}} WorkerFetched
  *
  * worker -> host:
- * @typedef {{type: "booted", from: "snapshot" | "scratch", ms?: number}} WorkerBooted
+ * @typedef {{type: "booted", from: "snapshot" | "scratch", ms: number, bufferBytes: number}} WorkerBooted  bufferBytes: ArrayBuffer memory still held once booted
  * @typedef {{type: "ready", version: string, bootMs: number}} WorkerReady
  * @typedef {{type: "snapshot", data: Uint8Array}} WorkerSnapshot  only when makeSnapshot, before user code
  * @typedef {{type: "snapshot-failed", reason: string}} WorkerSnapshotFailed

@@ -9,6 +9,7 @@
 // and the guards close over the interpreter they lock, so they are read in the order they are applied.
 
 import fs from "node:fs";
+import { syncBuiltinESMExports } from "node:module";
 import path from "node:path";
 import { parentPort, workerData } from "node:worker_threads";
 import { installScheduling, RunScope } from "./scope.mjs";
@@ -184,7 +185,9 @@ const SNAPSHOT_IMPORTS =
   "shutil, signal, time, tokenize, traceback, types, typing";
 const GUEST_IMPORTS = "mcp_guest_executor, mcp_guest_figures";
 
-const pyodide = await boot();
+const releaseWasmBytes = holdWasmBytes();
+const { interpreter: pyodide, from: bootedFrom } = await boot();
+releaseWasmBytes();
 // The restore copied the 20 MB snapshot into the interpreter's memory. Pyodide keeps its options
 // (the snapshot among them) for the interpreter's life: drop that reference, and free the bytes
 // now rather than at some later full collection (ArrayBuffer.prototype.transfer: Node 22 and
@@ -192,9 +195,38 @@ const pyodide = await boot();
 if (pyodide._module?.API?.config) delete pyodide._module.API.config._loadSnapshot;
 config.snapshot?.buffer.transfer?.(0);
 config.snapshot = null;
+parentPort.postMessage({
+  type: "booted",
+  from: bootedFrom,
+  ms: performance.now() - bootStarted,
+  bufferBytes: process.memoryUsage().arrayBuffers,
+});
 // A restored interpreter starts from the snapshot's memory, `random`'s hidden state included
 // (`secrets` imports it): without a fresh seed every interpreter would draw the same numbers.
 pyodide.runPython("import random\nrandom.seed()\ndel random");
+
+/**
+ * Pyodide reads pyodide.asm.wasm (10 MB) through node:fs/promises and keeps the bytes, through
+ * its instantiateWasm closure, for the interpreter's life, long after they were compiled. Note
+ * the buffers it reads while booting; the function returned frees them (Node 22+: transfer) and
+ * puts readFile back. Every interpreter is about 10 MiB smaller.
+ */
+function holdWasmBytes() {
+  const readFile = fs.promises.readFile;
+  const held = [];
+  fs.promises.readFile = async function (file, ...rest) {
+    const data = await readFile.call(this, file, ...rest);
+    const ownBuffer = data instanceof Uint8Array && data.byteLength === data.buffer.byteLength;
+    if (ownBuffer && String(file).endsWith(".wasm")) held.push(data.buffer);
+    return data;
+  };
+  syncBuiltinESMExports();
+  return () => {
+    fs.promises.readFile = readFile;
+    syncBuiltinESMExports();
+    for (const buffer of held.splice(0)) buffer.transfer?.(0);
+  };
+}
 
 /**
  * Restore a memory snapshot of a freshly booted interpreter when one is available (about
@@ -204,9 +236,7 @@ pyodide.runPython("import random\nrandom.seed()\ndel random");
 async function boot() {
   if (config.snapshot) {
     try {
-      const restored = await loadPyodide({ ...bootOptions, _loadSnapshot: config.snapshot });
-      parentPort.postMessage({ type: "booted", from: "snapshot", ms: performance.now() - bootStarted });
-      return restored;
+      return { interpreter: await loadPyodide({ ...bootOptions, _loadSnapshot: config.snapshot }), from: "snapshot" };
     } catch (error) {
       parentPort.postMessage({ type: "snapshot-failed", reason: String(error?.message ?? error) });
     }
@@ -219,8 +249,7 @@ async function boot() {
     const snapshot = fresh.makeMemorySnapshot();
     parentPort.postMessage({ type: "snapshot", data: snapshot }, [snapshot.buffer]);
   }
-  parentPort.postMessage({ type: "booted", from: "scratch" });
-  return fresh;
+  return { interpreter: fresh, from: "scratch" };
 }
 
 // No network from the sandbox. fetch (and so pyfetch, micropip, loadPackage of a URL) asks the
