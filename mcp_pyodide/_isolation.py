@@ -97,7 +97,7 @@ class Isolation:
     node_blocks_network: bool
 
     def describe(self) -> str:
-        parts = ["Node permission model", "no code generation from strings", "empty environment"]
+        parts = ["Node permission model", "no code generation from strings", "none of the server's environment"]
         if self.node_blocks_network:
             parts.append("no network (Node permission model)")
         if self.network_namespace:

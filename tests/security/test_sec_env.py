@@ -31,3 +31,10 @@ def test_environment_does_not_leak(sandbox: Sandbox, snippet: str) -> None:
     assert os.environ.get("PATH", "\0") not in text
     assert f"'{os.environ.get('HOME', chr(0))}'" not in text
     sandbox.assert_healthy()
+
+
+def test_node_gets_nothing_of_the_servers_environment_but_the_malloc_setting(sandbox: Sandbox) -> None:
+    """Checked from outside, in /proc: the server has the secret, its Node process must not."""
+    sandbox.run("1")
+    (node,) = sandbox.handle.node_processes()
+    assert node.environ() == {"MALLOC_TRIM_THRESHOLD_": "1048576"}
