@@ -76,6 +76,7 @@ class ServerState:
     audit: AuditLog | None = None
     resources: MountResources | None = None  # files in the mounts as MCP resources; None: not offered
     connections: weakref.WeakKeyDictionary[Any, str] = field(default_factory=weakref.WeakKeyDictionary)
+    minting: anyio.Lock = field(default_factory=anyio.Lock, repr=False)  # one handle per connection, however raced
     bus: InMemorySubscriptionBus = field(default_factory=InMemorySubscriptionBus)
     approvals: PendingApprovals = field(init=False)
     request_state_keys: list[bytes] | None = None  # shared by replicas (first seals); None: this process's own
@@ -135,8 +136,16 @@ class ServerState:
             found = await handles.lookup(known, principal)
             if found is not None:
                 return found
-        handle = await handles.mint(principal)
-        self.connections[key] = handle.id
+        # A client may send its first calls at once: each would mint a handle of its own (and start an
+        # interpreter the connection's end never closes). Under the lock the first mints, the rest find it.
+        async with self.minting:
+            again = self.connections.get(key)
+            if again is not None and again != known:
+                found = await handles.lookup(again, principal)
+                if found is not None:
+                    return found
+            handle = await handles.mint(principal)
+            self.connections[key] = handle.id
         # When the connection ends (HTTP: the client's DELETE or the idle timeout), so does its interpreter.
         exit_stack = getattr(key, "exit_stack", None)
         if exit_stack is not None and known is None:
