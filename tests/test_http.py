@@ -134,9 +134,13 @@ def test_a_busy_interpreter_is_never_taken_for_a_new_session(tmp_path: Path) -> 
                 await asyncio.sleep(2.0)  # a is running, and has been for more than a second
                 refused = await b.call_tool("pyodide_execute", {"code": "'b'"})
                 assert refused.is_error and "in use by other sessions" in str(refused.content)
+                assert "this call did not count against the rate limit" in str(refused.content)
                 assert (await long_run)["result"] == "'a done'"  # not killed to make room
                 await asyncio.sleep(1.2)
                 assert (await run(b, "'b'"))["result"] == "'b'"  # idle now: a's interpreter made room
+                for _ in range(SESSION_LIMIT - 1):  # b has all its quota: the refused call was given back
+                    assert (await run(b, "1"))["result"] == "1"
+                assert "[POLICY DENIED]" in str((await b.call_tool("pyodide_execute", {"code": "1"})).content)
                 await asyncio.sleep(1.2)
                 assert (await run(a, "'kept' in globals()"))["result"] == "False"  # a starts over
 

@@ -507,3 +507,32 @@ def test_idle_session_counters_are_swept(clock: FakeClock) -> None:
     clock.advance(2)
     assert run(engine, "t", session="last").allowed  # 1000th admission triggers a sweep
     assert engine.limiter.tracked_counters == 1
+
+
+def test_a_call_never_served_gets_its_quota_back(clock: FakeClock) -> None:
+    """No interpreter could be had: the server refunds the call, so a retry is not charged twice."""
+    engine = engine_for(
+        {
+            "version": "1",
+            "default": "allow",
+            "tools": {"t": {"limits": [{"counter": "c", "window": "minute", "max": 2}]}},
+        },
+        clock,
+    )
+    first = run(engine, "t")
+    assert first.allowed and asyncio.run(engine.refund(first))
+    assert run(engine, "t").allowed and run(engine, "t").allowed  # both slots are free again
+    refused = run(engine, "t")
+    assert not refused.allowed and "rate limit 2 per minute" in refused.message
+    assert not asyncio.run(engine.refund(refused))  # a refusal holds nothing to give back
+    unlimited = run(engine, "other")
+    assert unlimited.allowed and asyncio.run(engine.refund(unlimited))  # an empty reservation: nothing counted
+
+
+def test_an_approved_call_never_served_gets_its_quota_back(clock: FakeClock) -> None:
+    engine = _approval_engine(clock)
+    approved = engine.commit(run(engine, "pyodide_execute", {"timeout": 1}))
+    engine.commit(run(engine, "pyodide_execute", {"timeout": 1}))
+    assert not run(engine, "pyodide_execute", {"timeout": 1}).needs_approval  # both slots are used
+    assert asyncio.run(engine.refund(approved))
+    assert run(engine, "pyodide_execute", {"timeout": 1}).needs_approval

@@ -241,6 +241,21 @@ def test_three_replicas_enforce_one_limit_exactly_and_fail_closed_without_redis(
         assert not replica.traceback(), replica.traceback()
 
 
+def test_a_call_never_served_gets_its_quota_back_in_redis(redis_server: RedisServer) -> None:
+    async def scenario() -> None:
+        a, b = engine_on(redis_server.url), engine_on(redis_server.url)  # two replicas
+        admitted = [await a.decide("pyodide_execute", {"code": "1"}, "s", "alice") for _ in range(10)]
+        assert all(d.allowed for d in admitted)
+        assert not (await b.decide("pyodide_execute", {"code": "1"}, "s", "alice")).allowed
+        assert await a.refund(admitted[0])  # it found no interpreter: the slot is free on every replica
+        assert (await b.decide("pyodide_execute", {"code": "1"}, "s", "alice")).allowed
+        assert not (await b.decide("pyodide_execute", {"code": "1"}, "s", "alice")).allowed
+        redis_server.stop()
+        assert not await a.refund(admitted[1])  # Redis gone: nothing given back, nothing raised
+
+    asyncio.run(scenario())
+
+
 def test_first_calls_sent_at_once_share_the_connections_one_interpreter_and_quota(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:

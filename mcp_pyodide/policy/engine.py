@@ -2,7 +2,8 @@
 
 Order of checks (first refusal wins): hidden, tool ``action: deny``, default
 deny for unlisted tools, ``deny_if``, ``require``, rate limits, then
-``require_approval``. Quota is consumed only by calls that pass every check.
+``require_approval``. Quota is consumed only by calls that pass every check, and given
+back when the user declines or the call is never served (see :meth:`PolicyEngine.refund`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class Decision:
     retry_after: int | None = None
     ticket: int | str | None = field(default=None, repr=False, compare=False)
     principal: str = ""
+    # The quota an admitted call holds, so `refund` can give it back if the call is never served.
+    reservation: object | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def refused(
@@ -183,7 +186,7 @@ class PolicyEngine:
                 session_id=session_id,
                 principal=principal,
             )
-        return self._admit(tool, rule, session_id, principal, None)
+        return replace(self._admit(tool, rule, session_id, principal, None), reservation=outcome)
 
     def decide_now(self, tool: str, arguments: Mapping[str, Any], session_id: str, principal: str = "") -> Decision:
         """Synchronous form of :meth:`decide` for the in-process limiter (same semantics)."""
@@ -197,12 +200,12 @@ class PolicyEngine:
         outcome = self._limiter.try_acquire(limits, session_id, principal)
         if isinstance(outcome, Blocked):
             return self._blocked(tool, session_id, principal, outcome)
-        ticket = None
         if rule is not None and rule.action == "require_approval":
             with self._lock:
                 ticket = next(self._tickets)
                 self._pending[ticket] = (outcome, self._clock() + self.reservation_ttl_s)
-        return self._admit(tool, rule, session_id, principal, ticket)
+            return self._admit(tool, rule, session_id, principal, ticket)
+        return replace(self._admit(tool, rule, session_id, principal, None), reservation=outcome)
 
     def _check(
         self, tool: str, arguments: Mapping[str, Any], session_id: str, principal: str
@@ -273,7 +276,14 @@ class PolicyEngine:
             if approved:
                 if reservation is None:
                     raise ValueError(f"approval for {decision.tool} is no longer pending")
-                return replace(decision, allowed=True, needs_approval=False, reason="approved by user", message="")
+                return replace(
+                    decision,
+                    allowed=True,
+                    needs_approval=False,
+                    reason="approved by user",
+                    message="",
+                    reservation=reservation,
+                )
             if reservation is not None:
                 await self._store.release(reservation)
         except StoreUnavailable as exc:
@@ -305,7 +315,26 @@ class PolicyEngine:
             needs_approval=False,
             reason="approved by user",
             message="",
+            reservation=held[0],
         )
+
+    async def refund(self, decision: Decision) -> bool:
+        """Give back the quota of an admitted call that was never served (no interpreter could be had).
+
+        True when quota was given back; False when the call held none or the shared store did not
+        answer (then the window simply ends as usual). Once per decision: the caller owns it.
+        """
+        if not decision.allowed or decision.reservation is None:
+            return False
+        if self._store is None:
+            assert isinstance(decision.reservation, Reservation)
+            self._limiter.release(decision.reservation)
+            return True
+        try:
+            await self._store.release(decision.reservation)
+        except StoreUnavailable:
+            return False
+        return True
 
     def release(self, decision: Decision, reason: str = "approval declined by user") -> Decision:
         """Give back a pending reservation and return the refusal to send to the model.

@@ -256,10 +256,15 @@ def build_server(state: ServerState) -> Server[Any]:
             await ctx.session.report_progress(progress, total, message)
 
         outcome = "error"
+        unserved: list[MCPPyodideError] = []  # no interpreter could be had: nothing ran
         try:
 
             async def get_sandbox() -> Any:
-                return await state.sandboxes.get(handle)
+                try:
+                    return await state.sandboxes.get(handle)
+                except MCPPyodideError as exc:
+                    unserved.append(exc)
+                    raise
 
             call_ctx = CallContext(
                 session_id=handle.label,
@@ -278,7 +283,10 @@ def build_server(state: ServerState) -> Server[Any]:
         except ToolFailure as exc:
             return session_fields(text_result(str(exc), is_error=True), report, None)
         except MCPPyodideError as exc:  # the runtime could not serve (no Node, shutting down, all busy)
-            return session_fields(text_result(f"{name} could not run: {exc}", is_error=True), report, None)
+            message = f"{name} could not run: {exc}"
+            if exc in unserved and await state.engine.refund(decision):
+                message += "; this call did not count against the rate limit"
+            return session_fields(text_result(message, is_error=True), report, None)
         except Exception as exc:
             log.exception("tool %s failed", name)
             return text_result(f"{name} failed: {type(exc).__name__}: {exc}", is_error=True)
