@@ -73,6 +73,13 @@ class Decision:
         return "allow" if self.allowed else "deny"
 
 
+def _approved(decision: Decision, reservation: object) -> Decision:
+    """A decision the user approved; it keeps the quota reserved for it (see :meth:`PolicyEngine.refund`)."""
+    return replace(
+        decision, allowed=True, needs_approval=False, reason="approved by user", message="", reservation=reservation
+    )
+
+
 def _rate_reason(blocked: Blocked) -> str:
     limit = blocked.limit
     text = f"rate limit {limit.max} {limit.per_text} reached (counter {limit.counter})"
@@ -186,7 +193,7 @@ class PolicyEngine:
                 session_id=session_id,
                 principal=principal,
             )
-        return replace(self._admit(tool, rule, session_id, principal, None), reservation=outcome)
+        return self._admit(tool, rule, session_id, principal, None, outcome)
 
     def decide_now(self, tool: str, arguments: Mapping[str, Any], session_id: str, principal: str = "") -> Decision:
         """Synchronous form of :meth:`decide` for the in-process limiter (same semantics)."""
@@ -205,7 +212,7 @@ class PolicyEngine:
                 ticket = next(self._tickets)
                 self._pending[ticket] = (outcome, self._clock() + self.reservation_ttl_s)
             return self._admit(tool, rule, session_id, principal, ticket)
-        return replace(self._admit(tool, rule, session_id, principal, None), reservation=outcome)
+        return self._admit(tool, rule, session_id, principal, None, outcome)
 
     def _check(
         self, tool: str, arguments: Mapping[str, Any], session_id: str, principal: str
@@ -247,7 +254,15 @@ class PolicyEngine:
         )
 
     @staticmethod
-    def _admit(tool: str, rule: ToolRule | None, session_id: str, principal: str, ticket: int | str | None) -> Decision:
+    def _admit(
+        tool: str,
+        rule: ToolRule | None,
+        session_id: str,
+        principal: str,
+        ticket: int | str | None,
+        reservation: object | None = None,
+    ) -> Decision:
+        """Allowed (holding ``reservation``), or awaiting approval (holding ``ticket``)."""
         if rule is not None and rule.action == "require_approval":
             reason = rule.reason or "this tool needs the user's approval"
             return Decision(
@@ -261,11 +276,10 @@ class PolicyEngine:
                 ticket=ticket,
                 principal=principal,
             )
-        if rule is not None:
-            return Decision(True, False, rule.place, "allowed by policy", "", tool, session_id, principal=principal)
-        return Decision(
-            True, False, "default", "allowed by policy (default allow)", "", tool, session_id, principal=principal
+        place, why = (
+            ("default", "allowed by policy (default allow)") if rule is None else (rule.place, "allowed by policy")
         )
+        return Decision(True, False, place, why, "", tool, session_id, principal=principal, reservation=reservation)
 
     async def settle(self, decision: Decision, approved: bool, reason: str = "approval declined by user") -> Decision:
         """Resolve a pending approval either way (works with the in-process limiter and a shared store)."""
@@ -276,14 +290,7 @@ class PolicyEngine:
             if approved:
                 if reservation is None:
                     raise ValueError(f"approval for {decision.tool} is no longer pending")
-                return replace(
-                    decision,
-                    allowed=True,
-                    needs_approval=False,
-                    reason="approved by user",
-                    message="",
-                    reservation=reservation,
-                )
+                return _approved(decision, reservation)
             if reservation is not None:
                 await self._store.release(reservation)
         except StoreUnavailable as exc:
@@ -309,14 +316,7 @@ class PolicyEngine:
             held = self._pending.pop(decision.ticket, None)
         if held is None:
             raise ValueError(f"approval for {decision.tool} is no longer pending (answered too late, or twice)")
-        return replace(
-            decision,
-            allowed=True,
-            needs_approval=False,
-            reason="approved by user",
-            message="",
-            reservation=held[0],
-        )
+        return _approved(decision, held[0])
 
     async def refund(self, decision: Decision) -> bool:
         """Give back the quota of an admitted call that was never served (no interpreter could be had).
