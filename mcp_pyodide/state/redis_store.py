@@ -156,8 +156,8 @@ def connect(url: str) -> Any:
     """An asyncio Redis client that fails fast (2 s) and retries once (a pooled connection gone stale)."""
     try:
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
-        from redis.retry import Retry
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ValueError("--state redis://... needs the redis package: pip install 'mcp-pyodide[redis]'") from exc
     if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
