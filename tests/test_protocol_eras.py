@@ -375,3 +375,47 @@ def test_a_client_that_gives_up_while_the_user_is_asked_gets_its_quota_back(tmp_
             assert structured(result)["result"] == "42"
 
     asyncio.run(asyncio.wait_for(scenario(), SCENARIO_TIMEOUT_S))
+
+
+def test_a_stateless_call_refused_for_want_of_an_interpreter_gets_its_quota_back(tmp_path: Path) -> None:
+    """2026-07-28 handles: a call no interpreter could take is refunded, in the session it named."""
+    limit = 3
+    policy = {
+        "version": "1",
+        "default": "allow",
+        "tools": {
+            "pyodide_execute": {"limits": [{"counter": "runs", "window": "hour", "max": limit, "scope": "session"}]}
+        },
+    }
+    server = HttpServerProcess(tmp_path, policy, "--max-sessions", "1")
+    try:
+
+        async def scenario() -> None:
+            async with Client(server.url, mode=MODERN) as client:
+
+                async def call(code: str, session: str) -> types.CallToolResult:
+                    return await client.call_tool("pyodide_execute", {"code": code, "session": session})
+
+                a = structured(await call("kept = 'a'", "new"))["session"]
+                await asyncio.sleep(1.2)  # a is idle now: a new session may take its interpreter
+                b_first = await call("'b'", "new")
+                assert structured(b_first)["result"] == "'b'", text(b_first)
+                b = structured(b_first)["session"]  # b has used one run of its quota
+                await asyncio.sleep(1.2)
+                busy_loop = "import time\nt = time.time()\nwhile time.time() - t < 4: pass\n'a done'"
+                long_run = asyncio.ensure_future(call(busy_loop, a))  # a takes the interpreter back
+                await asyncio.sleep(2.0)  # a is running, and has been for more than a second
+                refused = await call("'b again'", b)
+                assert refused.is_error and "in use by other sessions" in text(refused), text(refused)
+                assert "this call did not count against the rate limit" in text(refused)
+                assert structured(await long_run)["result"] == "'a done'"  # not killed to make room
+                await asyncio.sleep(1.2)
+                for _ in range(limit - 1):  # b still has the rest of its quota: the refused call was given back
+                    again = await call("1", b)
+                    assert structured(again)["result"] == "1", text(again)
+                over = await call("1", b)
+                assert over.is_error and "[POLICY DENIED]" in text(over), text(over)
+
+        asyncio.run(asyncio.wait_for(scenario(), SCENARIO_TIMEOUT_S))
+    finally:
+        server.stop()
