@@ -323,6 +323,13 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
         "env MCP_PYODIDE_APPROVAL_TIMEOUT)",
     )
     parser.add_argument(
+        "--event-loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default=os.environ.get("MCP_PYODIDE_EVENT_LOOP", "auto"),
+        help="the server's event loop: uvloop (faster per call), asyncio (the standard library's), or auto: "
+        "uvloop where it is installed (default auto; env MCP_PYODIDE_EVENT_LOOP)",
+    )
+    parser.add_argument(
         "--log-level",
         default=os.environ.get("MCP_PYODIDE_LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
