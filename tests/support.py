@@ -165,6 +165,12 @@ class ServerHandle:
                 self.errlog.close()
 
 
+def runs_per_session_policy(max_runs: int) -> dict[str, Any]:
+    """A policy document that lets each session run `pyodide_execute` `max_runs` times an hour."""
+    limit = {"counter": "runs", "window": "hour", "max": max_runs, "scope": "session"}
+    return {"version": "1", "default": "allow", "tools": {"pyodide_execute": {"limits": [limit]}}}
+
+
 def runtime_nodes(parent: psutil.Process) -> list[psutil.Process]:
     """Node processes running the runtime under `parent` (not short-lived `node --version` probes)."""
     found = []

@@ -34,6 +34,6 @@ def test_a_missing_uvloop_falls_back_unless_it_was_asked_for(monkeypatch: pytest
 
 def test_an_unknown_loop_from_the_environment_is_named_in_the_error() -> None:
     # argparse checks a choice given on the command line, not a default taken from the environment.
-    with pytest.raises(ValueError, match="'trio'.*use auto, uvloop or asyncio"):
+    with pytest.raises(ValueError, match=r"'trio'.*use auto, uvloop or asyncio"):
         loop_options("trio")
     assert loop_options("asyncio") == {"use_uvloop": False}

@@ -19,19 +19,13 @@ import psutil
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from support import HttpServerProcess
+from support import HttpServerProcess, runs_per_session_policy
 
 REPO = Path(__file__).resolve().parent.parent
 SESSION_LIMIT = 4
 
 
-SESSION_POLICY = {
-    "version": "1",
-    "default": "allow",
-    "tools": {
-        "pyodide_execute": {"limits": [{"counter": "runs", "window": "hour", "max": SESSION_LIMIT, "scope": "session"}]}
-    },
-}
+SESSION_POLICY = runs_per_session_policy(SESSION_LIMIT)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ import psutil
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
-from support import REPO, HttpServerProcess, runtime_nodes
+from support import REPO, HttpServerProcess, runs_per_session_policy, runtime_nodes
 
 MODERN = "2026-07-28"
 ERAS = ["legacy", MODERN]
@@ -380,14 +380,7 @@ def test_a_client_that_gives_up_while_the_user_is_asked_gets_its_quota_back(tmp_
 def test_a_stateless_call_refused_for_want_of_an_interpreter_gets_its_quota_back(tmp_path: Path) -> None:
     """2026-07-28 handles: a call no interpreter could take is refunded, in the session it named."""
     limit = 3
-    policy = {
-        "version": "1",
-        "default": "allow",
-        "tools": {
-            "pyodide_execute": {"limits": [{"counter": "runs", "window": "hour", "max": limit, "scope": "session"}]}
-        },
-    }
-    server = HttpServerProcess(tmp_path, policy, "--max-sessions", "1")
+    server = HttpServerProcess(tmp_path, runs_per_session_policy(limit), "--max-sessions", "1")
     try:
 
         async def scenario() -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 from scale_support import HttpServerProcess, RedisServer, connect, execute
+from support import runs_per_session_policy
 
 from mcp_pyodide.policy import PolicyEngine, parse_policy
 from mcp_pyodide.state.redis_audit import STREAM, AuditTee
@@ -261,12 +262,7 @@ def test_first_calls_sent_at_once_share_the_connections_one_interpreter_and_quot
 ) -> None:
     """Handles in Redis take a round trip to mint: calls that open a connection together must not each mint one
     (each would get an interpreter the connection's end never closes, and a per-session quota of its own)."""
-    policy = {
-        "version": "1",
-        "default": "allow",
-        "tools": {"pyodide_execute": {"limits": [{"counter": "runs", "window": "hour", "max": 4, "scope": "session"}]}},
-    }
-    server = HttpServerProcess(tmp_path, policy, "--state", redis_server.url)
+    server = HttpServerProcess(tmp_path, runs_per_session_policy(4), "--state", redis_server.url)
     append = "seen = globals().setdefault('seen', []); seen.append({})"
 
     async def interpreters(count: int) -> bool:
