@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 from support import ALLOW_ALL, ServerHandle
 
-from mcp_pyodide.commands.serve import loop_options
+from mcp_pyodide.options import loop_options
 
 
 @pytest.mark.parametrize(("choice", "named"), [("auto", "uvloop"), ("asyncio", "asyncio")])

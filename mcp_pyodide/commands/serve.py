@@ -14,7 +14,7 @@ import anyio
 from .. import __version__
 from ..config import RuntimeConfig
 from ..errors import SetupError
-from ..options import policy_problem, runtime_config
+from ..options import loop_options, policy_problem, runtime_config
 from ..policy import PolicyError, load_policy
 
 if TYPE_CHECKING:
@@ -84,21 +84,6 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
-
-
-def loop_options(choice: str) -> dict[str, bool]:
-    """anyio's asyncio options for `--event-loop`: uvloop takes a few tenths of a millisecond off every call."""
-    if choice not in ("auto", "uvloop", "asyncio"):
-        raise ValueError(f"--event-loop {choice!r} (or MCP_PYODIDE_EVENT_LOOP): use auto, uvloop or asyncio")
-    if choice == "asyncio":
-        return {"use_uvloop": False}
-    from importlib.util import find_spec
-
-    if find_spec("uvloop") is None:  # not imported here: anyio does, after Node's probe has begun
-        if choice == "uvloop":
-            raise ValueError("--event-loop uvloop: uvloop is not installed (pip install uvloop)")
-        return {"use_uvloop": False}
-    return {"use_uvloop": True}
 
 
 def _import_server() -> ModuleType:
