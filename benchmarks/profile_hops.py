@@ -44,29 +44,50 @@ WARMUP = 20
 NODE_PRELUDE_HOST = """
 import { Worker as __HopsWorker } from "node:worker_threads";
 globalThis.__hops = null;
+const __hopsNow = () => process.hrtime.bigint().toString();
 {
-  // The main thread's stamps travel to the worker with the run message; the worker's reply carries them all.
   const post = __HopsWorker.prototype.postMessage;
   __HopsWorker.prototype.postMessage = function (message, transfer) {
-    if (message?.type === "run" && globalThis.__hops) {
-      message.__hops = { ...globalThis.__hops, n_post: process.hrtime.bigint().toString() };
-      globalThis.__hops = null;
-    }
+    if (message?.type === "run" && globalThis.__hops) globalThis.__hops.n_post = __hopsNow();
     return post.call(this, message, transfer);
+  };
+  const on = __HopsWorker.prototype.on;
+  __HopsWorker.prototype.on = function (name, listener) {
+    if (name !== "message") return on.call(this, name, listener);
+    return on.call(this, name, (message) => {
+      const trace = globalThis.__hops;
+      if (trace && message?.__t) {
+        const now = __hopsNow();
+        const at = { w_recv: message.__recv, w_started: message.__t, n_started: now };
+        if (message.type === "started") Object.assign(trace, at);
+        if (message.type === "done") Object.assign(trace, message.__marks, { w_done: message.__t, n_done: now });
+      }
+      return listener(message);
+    });
   };
 }
 """
 NODE_PRELUDE_WORKER = """
 import { parentPort as __hopsPort } from "node:worker_threads";
 {
-  globalThis.__hopsMarks = null;
+  const now = () => process.hrtime.bigint().toString();
+  let received = null;
+  globalThis.__hopsMarks = {};
+  const post = __hopsPort.postMessage.bind(__hopsPort);
+  __hopsPort.postMessage = (message, transfer) => {
+    if (message && typeof message === "object" && (message.type === "started" || message.type === "done")) {
+      message.__t = now();
+      message.__recv = received;
+      if (message.type === "done") {
+        message.__marks = globalThis.__hopsMarks;
+        globalThis.__hopsMarks = {};
+      }
+    }
+    return post(message, transfer);
+  };
   const on = __hopsPort.on.bind(__hopsPort);
   __hopsPort.on = (name, listener) =>
-    on(name, name === "message" ? (message) => {
-      const w_recv = process.hrtime.bigint().toString();
-      if (message?.type === "run") globalThis.__hopsMarks = { ...message.__hops, w_recv };
-      return listener(message);
-    } : listener);
+    on(name, name === "message" ? (message) => { received = now(); return listener(message); } : listener);
 }
 """
 NODE_PROTOCOL_PATCH = (
@@ -79,23 +100,23 @@ NODE_PROTOCOL_PATCH = (
   };""",
 )
 NODE_SEND_PATCH = (
-    "  send(message) {",
-    """  send(message) {
-    if (globalThis.__hopsMarks && message?.kind === "result" && message.payload && "ok" in message.payload) {
-      message.payload.__hops = { ...globalThis.__hopsMarks, w_send: process.hrtime.bigint().toString() };
-      globalThis.__hopsMarks = null;
-    }""",
+    "export function sendFrame(stream, message) {",
+    """export function sendFrame(stream, message) {
+  if (globalThis.__hops && message?.kind === "result" && message.payload && "ok" in message.payload) {
+    globalThis.__hops.n_send = process.hrtime.bigint().toString();
+    message.payload.__hops = globalThis.__hops;
+    globalThis.__hops = null;
+  }""",
 )
 
 
 # Marks inside the worker's run (anchor -> mark name, placed after the anchor line).
 WORKER_MARKS = (
-    ("  const started = performance.now();", "w_started"),
-    ("({ out, err } = armRun(message.id));", "w_armed"),
+    ("({ out, err } = armRun(message.runId));", "w_armed"),
     ("    protectExecutor();", "w_protected"),
     ("    const report = JSON.parse(reply);", "w_executed"),
     ("  scope.end();\n  abandonFetches();", "w_scope_end"),
-    ("  const replace = exhausted ?", "w_finished"),
+    ("  outcome.fatal = fatal;", "w_finished"),
 )
 
 
@@ -109,9 +130,7 @@ def instrumented_runtime(source: Path, into: Path) -> Path:
     for anchor, mark in WORKER_MARKS:
         if worker.count(anchor) != 1:
             raise SystemExit(f"worker.mjs changed: {anchor!r} not found once; update profile_hops.py")
-        stamp = f"if (globalThis.__hopsMarks) globalThis.__hopsMarks.{mark} = process.hrtime.bigint().toString();"
-        before = anchor.startswith("  const replace")  # a declaration: the stamp goes on the line above
-        worker = worker.replace(anchor, f"{stamp}\n{anchor}" if before else f"{anchor} {stamp}")
+        worker = worker.replace(anchor, f"{anchor} globalThis.__hopsMarks.{mark} = process.hrtime.bigint().toString();")
     (target / "worker.mjs").write_text(NODE_PRELUDE_WORKER + worker)
     protocol = (target / "protocol.mjs").read_text()
     for anchor, replacement in (NODE_PROTOCOL_PATCH, NODE_SEND_PATCH):
@@ -266,13 +285,16 @@ LABELS = {
     "n_recv": "Node main: frame read and parsed",
     "n_post": "Node main: posted the run to the worker",
     "w_recv": "worker: got the run message",
-    "w_started": "worker: posted 'started' (the main thread arms the timeout beside the run)",
+    "w_started": "worker: posted 'started'",
+    "n_started": "Node main: got 'started' (timers)",
     "w_armed": "worker: armRun (output capture, setStdout/setStderr/setStdin)",
     "w_protected": "worker: scope.begin, protectExecutor",
     "w_executed": "worker: guestExecute (compile, run, repr, JSON) and JSON.parse",
     "w_scope_end": "worker: guestFlush, scope.end",
-    "w_finished": "worker: finish captures, reset stdout/stderr, lists, reply built",
-    "w_send": "worker: posted 'done'; encoding and writing the result frame itself",
+    "w_finished": "worker: finish captures, reset stdout/stderr, lists",
+    "w_done": "worker: posted 'done'",
+    "n_done": "Node main: got 'done'",
+    "n_send": "Node main: result frame encoded, writing",
     "b_recv": "broker: the frame was read and JSON-decoded",
     "r_execute_done": "sandbox: Runtime.execute returned (decode, wake-ups)",
     "s_sandbox_done": "server: Sandbox.execute returned (tracker, history)",

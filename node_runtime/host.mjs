@@ -10,52 +10,26 @@
 // life, timers, spare interpreter), which share one state and are read together.
 
 import fs from "node:fs";
-import { MessageChannel, receiveMessageOnPort, Worker } from "node:worker_threads";
-import { encodeFrame, FramePipe, MAIN_WRITER, PROTOCOL_VERSION, readFrames } from "./protocol.mjs";
+import { Worker } from "node:worker_threads";
+import { PROTOCOL_VERSION, readFrames, sendFrame } from "./protocol.mjs";
 
 const WORKER_URL = new URL("./worker.mjs", import.meta.url);
 const SIGINT = 2;
 const STALL_MS = 250;
-const REPLY_LOST =
-  "The interpreter could not send this call's result (its output path was tampered with); it was restarted, so all state was reset.";
 const STALL_NOTICE =
   "Code left running by an earlier call (a callback or task) was holding the interpreter and did not stop; the interpreter was restarted and all state was reset before this call ran.";
+const FATAL_NOTICE =
+  "The interpreter failed fatally during this call; it was restarted, so all state was reset.";
+const MEMORY_NOTICE =
+  "The interpreter ran out of memory; it was restarted after this call, so all state was reset.";
 
 let config = null; // set by the broker's "init" request
 let runtime = null; // the current WorkerRuntime
 let generation = 0; // counts interpreters, so the broker can tell a reset happened
 let pyodideVersion = ""; // every interpreter loads the same Pyodide, so the first one's answer holds
 
-// stdout is shared with the workers, which write their runs' frames themselves (protocol.mjs).
-// This thread never waits for a worker: frames queue here, in order, until the lock is free.
-const pipeLock = new SharedArrayBuffer(4);
-const pipe = new FramePipe(1, pipeLock, MAIN_WRITER);
-const backlog = [];
-let retry = null;
-
 function send(message) {
-  backlog.push(encodeFrame(message));
-  flush();
-}
-
-function flush() {
-  while (backlog.length) {
-    if (!pipe.tryTake()) {
-      retry ??= setTimeout(() => {
-        retry = null;
-        flush();
-      }, 1);
-      return;
-    }
-    try {
-      pipe.writeAll(backlog[0]);
-      backlog.shift();
-    } catch {
-      leave(); // the broker is gone
-    } finally {
-      pipe.release();
-    }
-  }
+  sendFrame(process.stdout, message);
 }
 
 function log(text) {
@@ -76,11 +50,7 @@ class WorkerRuntime {
     this.created = performance.now();
     this.interruptBuffer = new SharedArrayBuffer(4);
     this.interrupt = new Int32Array(this.interruptBuffer);
-    this.runControl = new Int32Array(new SharedArrayBuffer(4)); // [0]: the runId this thread timed out
-    this.writer = this.generation + 1; // its owner id in the pipe lock
-    const { port1, port2 } = new MessageChannel();
-    this.runPort = port1; // "started" and "done": read before each request, so none is ever stale
-    this.current = null; // {id, runId, timer, graceTimer, timeoutMs}
+    this.current = null; // {id, runId, timer, graceTimer, timedOut, timeoutMs}
     this.dead = false;
     this.nextRunId = 0;
     this.ready = new Promise((resolve, reject) => {
@@ -96,69 +66,14 @@ class WorkerRuntime {
       stdin: false,
       stdout: true,
       stderr: true,
-      workerData: {
-        ...config,
-        snapshot,
-        interruptBuffer: this.interruptBuffer,
-        runControl: this.runControl.buffer,
-        pipeLock,
-        runPort: port2,
-        writer: this.writer,
-        generation: this.generation,
-      },
-      transferList: snapshot ? [snapshot.buffer, port2] : [port2],
+      workerData: { ...config, snapshot, interruptBuffer: this.interruptBuffer },
+      transferList: snapshot ? [snapshot.buffer] : [],
     });
-    this.runPort.on("message", (message) => this.onRunMessage(message));
     this.worker.stdout.on("data", (chunk) => log(`worker stdout: ${chunk.toString().trimEnd()}`));
     this.worker.stderr.on("data", (chunk) => log(`worker stderr: ${chunk.toString().trimEnd()}`));
     this.worker.on("message", (message) => this.onMessage(message));
     this.worker.on("error", (error) => this.onDeath(`the interpreter crashed: ${describeError(error)}`));
-    this.worker.on("exit", (code) => {
-      pipe.breakFor(this.writer); // it may have ended between taking the lock and releasing it
-      this.onDeath(`the interpreter exited (code ${code})`);
-      this.runPort.close();
-      flush();
-    });
-  }
-
-  /** Handle what the worker has posted on the run port so far, without waiting for the event loop. */
-  drainRunPort() {
-    for (let next = receiveMessageOnPort(this.runPort); next; next = receiveMessageOnPort(this.runPort)) {
-      this.onRunMessage(next.message);
-    }
-  }
-
-  onRunMessage(message) {
-    const run = this.current;
-    if (!run || message.runId !== run.runId) return; // from an abandoned run
-    if (message.type === "started") {
-      this.onStarted(run);
-    } else if (message.type === "done") {
-      run.finished = message; // the worker is writing the reply; its timers stay until it is written
-    } else if (message.type === "sent") {
-      this.complete(run, message.ok);
-    }
-  }
-
-  /** The run's reply is out (or could not be written): stop its timers, replace a spent interpreter. */
-  complete(run, sent) {
-    this.current = null;
-    stopTimers(run);
-    if (!sent) {
-      send({ id: run.id, kind: "error", payload: { code: "crashed", message: REPLY_LOST, stateReset: true, durationMs: performance.now() - run.started } });
-      replaceRuntime("reply lost");
-    } else if (run.finished?.replace) {
-      replaceRuntime(run.finished.replace);
-    }
-  }
-
-  /**
-   * Before the broker's next run: it sends one only once it has the last reply, so a run whose
-   * "done" is in but whose "sent" is not is complete (and a spent interpreter is replaced first).
-   */
-  settle() {
-    this.drainRunPort();
-    if (this.current?.finished) this.complete(this.current, true);
+    this.worker.on("exit", (code) => this.onDeath(`the interpreter exited (code ${code})`));
   }
 
   onMessage(message) {
@@ -193,8 +108,14 @@ class WorkerRuntime {
       return;
     }
     const run = this.current;
-    if (!run || message.runId !== run.runId) return; // from an abandoned run
-    if (message.type === "loaded") {
+    if (!run || message.runId !== run.runId) return; // stale output from an abandoned run
+    if (message.type === "started") {
+      this.onStarted(run);
+    } else if (message.type === "output") {
+      outputs.push(run.id, message.stream, message.text);
+    } else if (message.type === "done") {
+      this.finishRun(message.outcome);
+    } else if (message.type === "loaded") {
       this.current = null;
       stopTimers(run);
       send({ id: run.id, kind: "result", payload: { ...message.outcome, generation: this.generation } });
@@ -203,12 +124,12 @@ class WorkerRuntime {
 
   execute(id, code, timeoutMs, notice = null) {
     const runId = ++this.nextRunId;
-    const run = { id, runId, code, timeoutMs, started: performance.now(), notice, begun: false };
+    const run = { id, runId, code, timedOut: false, timeoutMs, started: performance.now(), notice, begun: false };
     this.current = run;
     // The timeout starts when the worker starts the run; if it does not start promptly,
     // something left behind by an earlier call is holding the worker.
     run.stallTimer = setTimeout(() => this.onStall(run), STALL_MS);
-    this.worker.postMessage({ type: "run", runId, id, code, timeoutMs, notice });
+    this.worker.postMessage({ type: "run", runId, code });
   }
 
   onStarted(run) {
@@ -255,9 +176,8 @@ class WorkerRuntime {
   }
 
   onTimeout(run) {
-    this.drainRunPort();
     if (this.current !== run) return;
-    Atomics.store(this.runControl, 0, run.runId); // the worker's reply then says it timed out
+    run.timedOut = true;
     Atomics.store(this.interrupt, 0, SIGINT);
     // Python consumes the flag when it sees it; if the KeyboardInterrupt was swallowed
     // (a finalizer, an except clause), raise it again until the grace period ends.
@@ -271,11 +191,11 @@ class WorkerRuntime {
     }, 50);
     run.graceTimer = setTimeout(() => {
       clearInterval(run.resignal);
-      this.drainRunPort();
       if (this.current !== run) return;
       const pending = Atomics.load(this.interrupt, 0);
       log(`run ${run.id} ignored the interrupt (sent ${signals}, flag now ${pending}); ending the interpreter`);
       this.current = null;
+      outputs.flush(run.id);
       send({
         id: run.id,
         kind: "error",
@@ -290,15 +210,65 @@ class WorkerRuntime {
     }, config.graceMs);
   }
 
+  finishRun(outcome) {
+    const run = this.current;
+    this.current = null;
+    stopTimers(run);
+    outputs.flush(run.id);
+    /** @type {import("./protocol.mjs").ExecuteReply} */
+    const payload = {
+      ok: outcome.ok,
+      result: outcome.result,
+      error: outcome.error,
+      figures: outcome.figures,
+      written: outcome.written,
+      removed: outcome.removed,
+      stdoutTruncatedChars: outcome.stdoutTruncatedChars,
+      stderrTruncatedChars: outcome.stderrTruncatedChars,
+      fatal: outcome.fatal,
+      durationMs: performance.now() - run.started,
+      generation: this.generation,
+    };
+    if (run.notice) {
+      payload.notice = run.notice;
+      payload.stateReset = true;
+    }
+    // The wasm heap never shrinks: after a MemoryError start clean rather than limp on.
+    const exhausted = outcome?.error?.type === "MemoryError";
+    if (exhausted) {
+      payload.stateReset = true;
+      payload.notice = MEMORY_NOTICE;
+    }
+    if (outcome?.fatal) {
+      payload.stateReset = true;
+      payload.notice = FATAL_NOTICE;
+    }
+    if (run.timedOut) {
+      send({
+        id: run.id,
+        kind: "error",
+        payload: {
+          ...payload,
+          code: "timeout",
+          message: `Execution timed out after ${run.timeoutMs} ms and was interrupted; variables defined before this call are kept.`,
+          stateReset: false,
+        },
+      });
+    } else {
+      send({ id: run.id, kind: "result", payload });
+    }
+    if (exhausted || outcome?.fatal) replaceRuntime(exhausted ? "memory exhausted" : "fatal error");
+  }
+
   onDeath(reason) {
     if (this.dead) return;
-    this.drainRunPort(); // a run that finished before the end was answered already
     this.dead = true;
     this.rejectReady(new Error(reason));
     const run = this.current;
     this.current = null;
     if (run) {
       stopTimers(run);
+      outputs.flush(run.id);
       send({
         id: run.id,
         kind: "error",
@@ -327,6 +297,30 @@ function stopTimers(run) {
   clearTimeout(run.stallGrace);
   clearInterval(run.resignal);
 }
+
+/** Coalesces streamed output so a flood of small writes becomes a few frames. */
+const outputs = {
+  pending: new Map(), // id -> [{stream, text}]
+  timer: null,
+  push(id, stream, text) {
+    let list = this.pending.get(id);
+    if (!list) this.pending.set(id, (list = []));
+    const last = list[list.length - 1];
+    if (last && last.stream === stream) last.text += text;
+    else list.push({ stream, text });
+    this.timer ??= setTimeout(() => this.flushAll(), 10);
+  },
+  flush(id) {
+    const list = this.pending.get(id);
+    if (!list) return;
+    this.pending.delete(id);
+    for (const chunk of list) send({ id, kind: "output", payload: chunk });
+  },
+  flushAll() {
+    this.timer = null;
+    for (const id of [...this.pending.keys()]) this.flush(id);
+  },
+};
 
 function readSnapshot() {
   if (!config.snapshotPath || config.makeSnapshot) return null;
@@ -407,9 +401,6 @@ async function readyRuntime() {
 
 async function handle(message) {
   const { id, kind, payload } = message;
-  // A run's "done" is posted before its reply is written, so it is in the port by the time the
-  // broker sends its next run: handle it first (a fatal run's interpreter is replaced).
-  if ((kind === "execute" || kind === "load-packages") && runtime && !runtime.dead) runtime.settle();
   if (typeof id === "string" && brokerRequests.has(id)) {
     const pending = brokerRequests.get(id);
     brokerRequests.delete(id);
@@ -483,3 +474,4 @@ async function handle(message) {
 // with Pyodide), which would leave this process running for good. Nothing needs a clean exit.
 const leave = () => process.kill(process.pid, "SIGKILL");
 readFrames(process.stdin, (message) => void handle(message), leave);
+process.stdout.on("error", leave);

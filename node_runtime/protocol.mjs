@@ -10,16 +10,11 @@
 //   {"id": 7, "kind": "error", "payload": {...}}        node -> broker (reply)
 //   {"id": null, "kind": "event", "payload": {...}}     node -> broker (no reply)
 //
-// Nothing else in the runtime reads stdin or writes stdout: logs go to stderr. Two threads write
-// stdout: the main thread (replies, events) and the worker (a run's output and its reply, written
-// straight to the pipe rather than through the main thread: one thread hop less per call). A lock
-// in shared memory keeps every frame whole (FramePipe below).
+// Nothing else in the runtime reads stdin or writes stdout: logs go to stderr.
 //
 // The message catalogue below is the same as mcp_pyodide/_protocol.py (the broker's side, which
 // decodes and bounds everything this process sends) and docs/protocol.md. A field is spelled once:
 // camelCase here, the same words in snake_case in Python (stdoutTruncatedChars <-> stdout_truncated_chars).
-
-import fs from "node:fs";
 
 /** Bumped whenever a message or field changes meaning; checked by both sides at `init`. */
 export const PROTOCOL_VERSION = 2;
@@ -109,14 +104,10 @@ const MAX_FRAME = 256 * 1024 * 1024;
 // ---- host (main thread) <-> worker: postMessage ------------------------------------------------
 
 /**
- * workerData: the InitRequest fields plus {snapshot: Uint8Array | null, interruptBuffer, runControl,
- * pipeLock: SharedArrayBuffer, runPort: MessagePort, writer: number, generation: number}.
- * runControl[0] is the runId the main thread timed out; runPort carries "started" and "done",
- * which the main thread can read synchronously (receiveMessageOnPort) before it handles a request.
+ * workerData: the InitRequest fields plus {snapshot: Uint8Array | null, interruptBuffer: SharedArrayBuffer}.
  *
  * host -> worker:
- * @typedef {{type: "run", runId: number, id: number, code: string, timeoutMs: number, notice: string | null}} WorkerRun
- *   the worker writes the run's Output frames and its ExecuteReply (or, timed out, ErrorReply) itself
+ * @typedef {{type: "run", runId: number, code: string}} WorkerRun
  * @typedef {{type: "load", runId: number, names: string[]}} WorkerLoad
  * @typedef {{type: "fetched", fetchId: number, response?: FetchResponse, error?: string}} WorkerFetched
  *
@@ -125,14 +116,22 @@ const MAX_FRAME = 256 * 1024 * 1024;
  * @typedef {{type: "ready", version: string, bootMs: number}} WorkerReady
  * @typedef {{type: "snapshot", data: Uint8Array}} WorkerSnapshot  only when makeSnapshot, before user code
  * @typedef {{type: "snapshot-failed", reason: string}} WorkerSnapshotFailed
- * @typedef {{type: "started", runId: number}} WorkerStarted  on runPort: the run began, its timeout starts now
- * @typedef {{type: "done", runId: number, replace: string | null}} WorkerDone  on runPort, posted just before
- *   the reply is written; `replace` says why the interpreter is beyond use (memory exhausted, fatal error)
- * @typedef {{type: "sent", runId: number, ok: boolean}} WorkerSent  on runPort, once the reply is written
- *   (ok) or could not be (the main thread then answers the run itself and replaces the interpreter)
+ * @typedef {{type: "started", runId: number}} WorkerStarted  the run began: its timeout starts now
+ * @typedef {{type: "output", runId: number, stream: "stdout" | "stderr", text: string}} WorkerOutput
+ * @typedef {{type: "done", runId: number, outcome: RunOutcome}} WorkerDone
  * @typedef {{type: "loaded", runId: number, outcome: {error: string | null, logs: string[], loaded: Record<string, string>}}} WorkerLoaded
  * @typedef {{type: "fetch", fetchId: number, request: FetchRequest}} WorkerFetch
  *
+ * @typedef {object} RunOutcome  what the worker says one run produced; the host adds durationMs, generation, notice
+ * @property {boolean} ok
+ * @property {string | null} result
+ * @property {ErrorInfo | null} error
+ * @property {string[]} figures
+ * @property {string[]} written
+ * @property {string[]} removed
+ * @property {number} stdoutTruncatedChars
+ * @property {number} stderrTruncatedChars
+ * @property {boolean} fatal
  */
 
 /** Encode one message as a length-prefixed frame. */
@@ -166,79 +165,7 @@ export function readFrames(stream, onMessage, onEnd) {
   stream.on("close", onEnd);
 }
 
-// Captured when this module loads, before the worker has run any guest code: the guest can
-// replace globals, not these references, so it cannot make a frame writer skip its lock.
-const { compareExchange, load, notify, store, wait } = Atomics;
-const writeSync = fs.writeSync;
-const nap = new Int32Array(new SharedArrayBuffer(4));
-
-/** The main thread's owner id in a FramePipe lock; a worker's is its generation + 1. */
-export const MAIN_WRITER = 1;
-
-/**
- * Whole frames onto one pipe from two threads. The lock word holds its holder's owner id (0:
- * free). The worker waits for it; the main thread never waits on a thread that runs guest code:
- * it keeps its frames in order and retries (host.mjs), and breaks the lock of a worker that
- * ended while holding it.
- */
-export class FramePipe {
-  constructor(fd, lockBuffer, owner) {
-    this.fd = fd;
-    this.lock = new Int32Array(lockBuffer);
-    this.owner = owner;
-  }
-
-  /** Take the lock if it is free; true when taken. */
-  tryTake() {
-    return compareExchange(this.lock, 0, 0, this.owner) === 0;
-  }
-
-  /** Wait until the lock is ours (the worker only). */
-  take() {
-    for (;;) {
-      const held = compareExchange(this.lock, 0, 0, this.owner);
-      if (held === 0) return;
-      wait(this.lock, 0, held, 100);
-    }
-  }
-
-  release() {
-    store(this.lock, 0, 0);
-    notify(this.lock, 0);
-  }
-
-  /** Whoever holds the lock now (0: nobody). */
-  holder() {
-    return load(this.lock, 0);
-  }
-
-  /** Free a lock that `owner` still holds (a worker that ended while writing). */
-  breakFor(owner) {
-    if (compareExchange(this.lock, 0, owner, 0) === owner) notify(this.lock, 0);
-  }
-
-  /** Write all of `frame` (a blocking pipe takes it in one write; a signal may split it). */
-  writeAll(frame) {
-    const size = frame.length;
-    let done = 0;
-    while (done < size) {
-      try {
-        done += writeSync(this.fd, frame, done, size - done);
-      } catch (error) {
-        if (error?.code !== "EAGAIN") throw error;
-        wait(nap, 0, 0, 1);
-      }
-    }
-  }
-
-  /** Take the lock, write one message, release: the worker's way of sending. */
-  send(message) {
-    const frame = encodeFrame(message);
-    this.take();
-    try {
-      this.writeAll(frame);
-    } finally {
-      this.release();
-    }
-  }
+/** Write one message to the broker. */
+export function sendFrame(stream, message) {
+  stream.write(encodeFrame(message));
 }

@@ -1,10 +1,9 @@
 // The sandbox: one Pyodide interpreter in a worker thread.
 //
-// The main thread (host.mjs) owns the requests from the broker and the timers;
-// this thread runs Python and writes each run's output and reply to the broker
-// itself (protocol.mjs, FramePipe). Python can hold this thread for as long as
-// it likes, which is why timeouts live elsewhere and reach us through the
-// shared interrupt buffer.
+// The main thread (host.mjs) owns the wire to the broker and the timers; this
+// thread only runs Python. Python can hold this thread for as long as it
+// likes, which is why timeouts live elsewhere and reach us through the shared
+// interrupt buffer.
 //
 // Over 300 lines on purpose: this is one worker thread's whole life (boot, lock-down, file guards, runs),
 // and the guards close over the interpreter they lock, so they are read in the order they are applied.
@@ -13,7 +12,6 @@ import fs from "node:fs";
 import { syncBuiltinESMExports } from "node:module";
 import path from "node:path";
 import { parentPort, workerData } from "node:worker_threads";
-import { FramePipe } from "./protocol.mjs";
 import { installScheduling, RunScope } from "./scope.mjs";
 
 const config = workerData;
@@ -23,28 +21,6 @@ const GUEST_MPLCONFIG = "/home/pyodide/.mplconfig";
 // Compiled modules of lock-file packages, made and checked by the broker (mcp_pyodide/_bytecode.py).
 const GUEST_BYTECODE = "/lib/mcp-pyodide-bytecode";
 const interrupt = new Int32Array(config.interruptBuffer);
-const pipe = new FramePipe(1, config.pipeLock, config.writer);
-const runControl = new Int32Array(config.runControl); // [0]: the runId the main thread timed out
-const runPort = config.runPort;
-const atomicLoad = Atomics.load; // taken before any guest code could replace it
-const FATAL_NOTICE =
-  "The interpreter failed fatally during this call; it was restarted, so all state was reset.";
-const MEMORY_NOTICE =
-  "The interpreter ran out of memory; it was restarted after this call, so all state was reset.";
-
-/**
- * A frame to the broker; false if it could not be written (the pipe is gone, or guest code
- * broke what encoding uses: the main thread then answers the run and replaces this interpreter).
- */
-function toBroker(message) {
-  try {
-    pipe.send(message);
-    return true;
-  } catch (error) {
-    console.error(`could not write to the broker: ${error?.message ?? error}`);
-    return false;
-  }
-}
 
 capWasmMemory(config.memoryLimitBytes);
 shimProcessBinding();
@@ -90,19 +66,19 @@ function shimProcessBinding() {
   });
 }
 
-const POST_CHARS = 256 * 1024; // send output to the broker in frames of about this size...
-const POST_MS = 50; // ...and at most this long after the last frame (checked on each write)
+const POST_CHARS = 256 * 1024; // hand output to the main thread in batches of about this size...
+const POST_MS = 50; // ...and at most this long after the last message (checked on each write)
 
 /**
- * A run's output on its way to the broker: one frame per batch, not per write. A write
- * more than POST_MS after the last frame goes at once (so `print` before a long step
+ * A run's output on its way to the main thread: one message per batch, not per write. A write
+ * more than POST_MS after the last message goes at once (so `print` before a long step
  * streams); faster writes are gathered. Python holds the worker while it runs, so a gathered
  * tail waits for the next write or the end of the run. Both streams share one batch so their
  * order survives (a write to the other stream posts the batch first).
  */
 class OutputBatch {
-  constructor(id) {
-    this.id = id; // the broker's request id
+  constructor(runId) {
+    this.runId = runId;
     this.stream = null;
     this.parts = [];
     this.size = 0;
@@ -123,7 +99,7 @@ class OutputBatch {
     const text = this.parts.length === 1 ? this.parts[0] : this.parts.join("");
     this.parts = [];
     this.size = 0;
-    toBroker({ id: this.id, kind: "output", payload: { stream: this.stream, text } });
+    parentPort.postMessage({ type: "output", runId: this.runId, stream: this.stream, text });
   }
 }
 
@@ -621,8 +597,8 @@ function installStdio() {
 }
 
 /** Restore everything user code could have changed since the last run. */
-function armRun(id) {
-  const batch = new OutputBatch(id);
+function armRun(runId) {
+  const batch = new OutputBatch(runId);
   const out = new StreamCapture(batch, "stdout", config.maxOutputChars);
   const err = new StreamCapture(batch, "stderr", config.maxOutputChars);
   if (stdioChanged || !stdioIntact()) installStdio();
@@ -636,14 +612,13 @@ function armRun(id) {
 const FATAL = /fatally failed|fatal error|Aborted\(|RuntimeError: unreachable/i;
 
 async function run(message) {
-  runPort.postMessage({ type: "started", runId: message.runId });
-  const started = performance.now();
+  parentPort.postMessage({ type: "started", runId: message.runId });
   let outcome = null;
   let fatal = false;
   let out = null;
   let err = null;
   try {
-    ({ out, err } = armRun(message.id));
+    ({ out, err } = armRun(message.runId));
     const stderr = err;
     reportCallbackError = (error) => {
       stderr.write(new TextEncoder().encode(`Exception in a callback: ${error?.message ?? error}\n`));
@@ -689,61 +664,12 @@ async function run(message) {
   } catch {
     fatal = true;
   }
-  reply(message, outcome, { out, err, fatal, durationMs: performance.now() - started });
-}
-
-/**
- * Tell the main thread the run is over ("done": it replaces an interpreter beyond use), write the
- * reply, then say it is out ("sent": the run's timers stop). In that order: the main thread has
- * "done" before the broker can send its next run, and a write that hangs is still timed out.
- */
-function reply(message, outcome, { out, err, fatal, durationMs }) {
-  /** @type {import("./protocol.mjs").ExecuteReply} */
-  const payload = {
-    ok: outcome.ok,
-    result: outcome.result,
-    error: outcome.error,
-    figures: outcome.figures,
-    written: [...writtenPaths],
-    removed: [...removedPaths],
-    stdoutTruncatedChars: out?.cutChars ?? 0,
-    stderrTruncatedChars: err?.cutChars ?? 0,
-    fatal,
-    durationMs,
-    generation: config.generation,
-  };
-  if (message.notice) {
-    payload.notice = message.notice;
-    payload.stateReset = true;
-  }
-  // The wasm heap never shrinks: after a MemoryError start clean rather than limp on.
-  const exhausted = outcome.error?.type === "MemoryError";
-  if (exhausted) {
-    payload.stateReset = true;
-    payload.notice = MEMORY_NOTICE;
-  }
-  if (fatal) {
-    payload.stateReset = true;
-    payload.notice = FATAL_NOTICE;
-  }
-  const replace = exhausted ? "memory exhausted" : fatal ? "fatal error" : null;
-  runPort.postMessage({ type: "done", runId: message.runId, replace });
-  let sent;
-  if (atomicLoad(runControl, 0) === message.runId) {
-    sent = toBroker({
-      id: message.id,
-      kind: "error",
-      payload: {
-        ...payload,
-        code: "timeout",
-        message: `Execution timed out after ${message.timeoutMs} ms and was interrupted; variables defined before this call are kept.`,
-        stateReset: false,
-      },
-    });
-  } else {
-    sent = toBroker({ id: message.id, kind: "result", payload });
-  }
-  runPort.postMessage({ type: "sent", runId: message.runId, ok: sent });
+  outcome.written = [...writtenPaths];
+  outcome.removed = [...removedPaths];
+  outcome.stdoutTruncatedChars = out?.cutChars ?? 0;
+  outcome.stderrTruncatedChars = err?.cutChars ?? 0;
+  outcome.fatal = fatal;
+  parentPort.postMessage({ type: "done", runId: message.runId, outcome });
 }
 
 async function loadPackages(message) {
