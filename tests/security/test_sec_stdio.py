@@ -134,3 +134,36 @@ def test_huge_exception_message_is_bounded(sandbox: Sandbox) -> None:
     assert result.is_error
     assert len(text_of(result)) <= 500_000, f"the error text was {len(text_of(result)):,} characters"
     sandbox.assert_healthy()
+
+
+# Guest code that hangs or breaks the worker's output path (a typed-array getter replaced by a
+# Python function that loops, read by the code on its way to the pipe) must not leave the call
+# unanswered: the call fails (timed out, or, for `length`, the guest's own stdout broken, which
+# only its own interpreter sees), the broker's last-resort watchdog never has to answer it, and
+# after a reset the session works again.
+HANG_IN_OUTPUT = (
+    JS_PRELUDE
+    + "import time\n"
+    + "typed = _Object.getPrototypeOf(_Object.getPrototypeOf(pyodide_js._module.HEAPU8))\n"
+    + "armed = []\n"
+    + "def {name}(*_):\n"
+    + "    while armed:\n"
+    + "        try:\n"
+    + "            time.sleep(0.001)\n"
+    + "        except BaseException:\n"
+    + "            pass\n"
+    + "    return 0\n"
+    + "_Object.defineProperty(typed, '{name}', jsobj(get=create_proxy({name}), configurable=True))\n"
+    + "armed.append(1)\n"
+    + "print('x' * 1000)\n"
+)
+
+
+@pytest.mark.parametrize("getter", ["byteLength", "length", "byteOffset"])
+def test_a_worker_hung_on_its_way_to_the_pipe_is_still_answered(fresh_sandbox: Sandbox, getter: str) -> None:
+    result = fresh_sandbox.run(HANG_IN_OUTPUT.replace("{name}", getter), timeout_ms=1_000, wait_s=30)
+    assert result.is_error, text_of(result)
+    assert "stopped answering" not in text_of(result), f"only the broker's watchdog answered: {text_of(result)}"
+    assert "timed out" in text_of(result) or "I/O error" in text_of(result), text_of(result)
+    fresh_sandbox.reset()
+    fresh_sandbox.assert_healthy()
