@@ -23,6 +23,7 @@ from ._runtime_files import RuntimeFiles, ensure_runtime
 from .config import RuntimeConfig
 from .mounts import GUEST_ROOT, OUTPUT_NAME, MountError
 from .packages.cache import default_cache_dir
+from .packages.trees import trees_dir
 
 OUTPUT_GUEST_PATH = f"{GUEST_ROOT}/{OUTPUT_NAME}"
 node_log = logging.getLogger("mcp_pyodide.node")
@@ -67,6 +68,8 @@ class Launch:
         paths.append(_caches.mpl_config_dir())
         if self.config.use_bytecode_cache:
             paths.append(_bytecode.tree_dir())
+        if self.config.use_package_trees:
+            paths.append(trees_dir())
         return paths
 
     def grants(self) -> tuple[list[Path], list[Path]]:
@@ -130,6 +133,8 @@ class Launch:
         _caches.mpl_config_dir().mkdir(parents=True, exist_ok=True)
         if self.config.use_bytecode_cache:
             _bytecode.tree_dir().mkdir(parents=True, exist_ok=True)
+        if self.config.use_package_trees:
+            trees_dir().mkdir(parents=True, exist_ok=True)
         self.snapshot_file.parent.mkdir(parents=True, exist_ok=True)
         return await asyncio.create_subprocess_exec(
             *self.command(),
@@ -168,6 +173,7 @@ class Launch:
             spare_interpreter=config.spare_interpreter,
             bytecode_dir=str(_bytecode.tree_dir()) if config.use_bytecode_cache else None,
             bytecode_stdlib=_bytecode.stdlib_name(pyodide_dir) if config.use_bytecode_cache else None,
+            package_trees_dir=str(trees_dir()) if config.use_package_trees else None,
         )
 
 

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin,
 
 from .errors import RuntimeCrashed
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 # Bounds that do not depend on the configuration (characters unless named otherwise).
 MAX_NAME = 200  # exception type names, package names, versions, reasons
@@ -83,6 +83,17 @@ class MountSpec:
 
 
 @dataclass(frozen=True)
+class PackageTreeSpec:
+    """A wheel the broker unpacked (packages/trees.py): linked into site-packages, not unzipped."""
+
+    name: str
+    file_name: str
+    folder: str  # its folder under InitRequest.package_trees_dir
+    entries: list[str]  # top-level names
+    dynlibs: list[str]  # .so files relative to site-packages
+
+
+@dataclass(frozen=True)
 class GuestOptions:
     output_dir: str | None = None
 
@@ -109,6 +120,7 @@ class InitRequest:
     spare_interpreter: bool = False  # keep a second worker restored ahead, swapped in on reset
     bytecode_dir: str | None = None  # read-only: the broker's checked pycs, used as sys.pycache_prefix
     bytecode_stdlib: str | None = None  # a file in bytecode_dir: the standard library with its pycs
+    package_trees_dir: str | None = None  # read-only: verified wheels unpacked, one folder each
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,7 @@ class LoadPackagesRequest:
     kind: ClassVar[str] = "load-packages"
     names: list[str]
     timeout_ms: int
+    trees: list[PackageTreeSpec] = field(default_factory=list)  # those of `names` served unpacked
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ class RuntimeConfig:
     network: NetworkPolicy = field(default_factory=NetworkPolicy)  # hosts code may reach; none by default
     use_snapshot: bool = True  # restore a saved memory image instead of booting from scratch
     use_bytecode_cache: bool = True  # packages' modules compiled once per machine (see _bytecode)
+    use_package_trees: bool = True  # wheels unpacked once per machine and linked (packages/trees.py)
     mounts: tuple[Mount, ...] = ()
     output_dir: Path | None = None
     preload: tuple[str, ...] = ()  # lock-file packages loaded in the background after start-up

@@ -34,6 +34,7 @@ from ._protocol import (
     LoadPackagesReply,
     LoadPackagesRequest,
     OutputBudget,
+    PackageTreeSpec,
     ResetReply,
     ResetRequest,
     RestartingEvent,
@@ -313,13 +314,15 @@ class Runtime:
             message = remote_message or "timed out"
             result.error = ErrorInfo(type="TimeoutError", message=message, traceback=result.error.traceback)
 
-    async def load_packages(self, names: list[str], timeout_ms: int = 300_000) -> LoadPackagesReply:
-        """Load lock-file packages whose files are already in the package cache."""
+    async def load_packages(
+        self, names: list[str], timeout_ms: int = 300_000, trees: list[PackageTreeSpec] | None = None
+    ) -> LoadPackagesReply:
+        """Load lock-file packages whose files are already in the package cache (`trees`: those unpacked)."""
         async with self._lock:
             connection = await self._ensure_process()
             try:
                 reply: LoadPackagesReply = await asyncio.wait_for(
-                    connection.request(LoadPackagesRequest(names=names, timeout_ms=timeout_ms)),
+                    connection.request(LoadPackagesRequest(names=names, timeout_ms=timeout_ms, trees=trees or [])),
                     timeout_ms / 1000 + WATCHDOG_SLACK_S,
                 )
             except (RuntimeCrashed, TimeoutError) as exc:

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from . import _bytecode, _caches, _outputs
+from ._protocol import PackageTreeSpec
 from .config import RuntimeConfig
 from .history import History, recorded
 from .mounts import GUEST_ROOT, OUTPUT_NAME, Mount
@@ -28,8 +29,9 @@ from .packages import (
     UnknownPackageError,
     normalize_name,
 )
-from .packages.broker import ProgressCallback
+from .packages.broker import EnsureResult, ProgressCallback
 from .packages.imports import find_imports
+from .packages.trees import ensure_tree
 from .result import ErrorInfo, InterpreterInfo, PackageOutcome, Result
 from .runtime import OutputListener, Runtime
 
@@ -315,7 +317,7 @@ class Sandbox:
                         outcomes[name].error = str(exc)
                 return list(outcomes.values())
             load_names = ensured.names
-            reply = await self.runtime.load_packages(load_names)
+            reply = await self.runtime.load_packages(load_names, trees=await self._trees_for(broker, ensured))
             self._forget_if_replaced()
             # The guest's word: only names it was asked to load (and whose files were verified)
             # count, so a hostile reply cannot have the broker build the cache for others.
@@ -336,6 +338,18 @@ class Sandbox:
             else:
                 outcome.error = reply.error or "the sandbox did not load it"
         return list(outcomes.values())
+
+    async def _trees_for(self, broker: PackageBroker, ensured: EnsureResult) -> list[PackageTreeSpec]:
+        """The verified wheels of `ensured` unpacked on the host (made now where missing), to link."""
+        if not self.config.use_package_trees:
+            return []
+        wanted = [(p.name, entry, p.path) for p in ensured.packages if (entry := broker.lock.get(p.name)) is not None]
+        found = await asyncio.gather(*(asyncio.to_thread(ensure_tree, entry, wheel) for _, entry, wheel in wanted))
+        return [
+            PackageTreeSpec(name, t.file_name, t.folder, list(t.entries), list(t.dynlibs))
+            for (name, _, _), t in zip(wanted, found, strict=True)
+            if t is not None
+        ]
 
     async def _install_from_pypi(self, names: list[str], outcomes: dict[str, PackageOutcome]) -> None:
         """Pure-Python wheels from PyPI via micropip, inside the sandbox; the broker makes each request."""

@@ -158,7 +158,7 @@ class WorkerRuntime {
     }, config.graceMs);
   }
 
-  loadPackages(id, names, timeoutMs) {
+  loadPackages(id, names, timeoutMs, trees) {
     const runId = ++this.nextRunId;
     const run = { id, runId, started: performance.now() };
     this.current = run;
@@ -172,7 +172,7 @@ class WorkerRuntime {
       });
       replaceRuntime("package load timeout");
     }, timeoutMs);
-    this.worker.postMessage({ type: "load", runId, names });
+    this.worker.postMessage({ type: "load", runId, names, trees });
   }
 
   onTimeout(run) {
@@ -446,7 +446,7 @@ async function handle(message) {
       }
       case "load-packages": {
         const current = await readyRuntime();
-        current.loadPackages(id, payload.names, payload.timeoutMs ?? 300000);
+        current.loadPackages(id, payload.names, payload.timeoutMs ?? 300000, payload.trees ?? []);
         break;
       }
       case "reset": {

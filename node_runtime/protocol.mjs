@@ -17,7 +17,7 @@
 // camelCase here, the same words in snake_case in Python (stdoutTruncatedChars <-> stdout_truncated_chars).
 
 /** Bumped whenever a message or field changes meaning; checked by both sides at `init`. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 const MAX_FRAME = 256 * 1024 * 1024;
 
@@ -46,9 +46,12 @@ const MAX_FRAME = 256 * 1024 * 1024;
  * @property {boolean} [spareInterpreter]  keep a second worker restored ahead, swapped in on reset
  * @property {string | null} [bytecodeDir]  read-only in the sandbox: checked pycs of lock-file packages, used as sys.pycache_prefix
  * @property {string | null} [bytecodeStdlib]  a file in bytecodeDir: the standard library zip with its pycs, put on sys.path when present
+ * @property {string | null} [packageTreesDir]  read-only in the sandbox: verified wheels the broker unpacked, one folder per sha256
  *
  * @typedef {{code: string, timeoutMs: number}} ExecuteRequest  kind "execute"; reply ExecuteReply
- * @typedef {{names: string[], timeoutMs: number}} LoadPackagesRequest  kind "load-packages"; reply LoadPackagesReply
+ * @typedef {{name: string, fileName: string, folder: string, entries: string[], dynlibs: string[]}} PackageTreeSpec
+ *   an unpacked wheel: its top-level entries are linked into site-packages, its .so files (relative to it) loaded
+ * @typedef {{names: string[], timeoutMs: number, trees?: PackageTreeSpec[]}} LoadPackagesRequest  kind "load-packages"; reply LoadPackagesReply
  * @typedef {{}} ResetRequest  kind "reset"; reply ResetReply
  * @typedef {{}} PingRequest  kind "ping"; reply PingReply
  */
@@ -108,7 +111,7 @@ const MAX_FRAME = 256 * 1024 * 1024;
  *
  * host -> worker:
  * @typedef {{type: "run", runId: number, code: string}} WorkerRun
- * @typedef {{type: "load", runId: number, names: string[]}} WorkerLoad
+ * @typedef {{type: "load", runId: number, names: string[], trees: PackageTreeSpec[]}} WorkerLoad
  * @typedef {{type: "fetched", fetchId: number, response?: FetchResponse, error?: string}} WorkerFetched
  *
  * worker -> host:

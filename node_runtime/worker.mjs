@@ -20,6 +20,8 @@ const GUEST_LIB = "/lib/mcp_guest";
 const GUEST_MPLCONFIG = "/home/pyodide/.mplconfig";
 // Compiled modules of lock-file packages, made and checked by the broker (mcp_pyodide/_bytecode.py).
 const GUEST_BYTECODE = "/lib/mcp-pyodide-bytecode";
+// Lock-file wheels the broker unpacked (mcp_pyodide/packages/trees.py), one folder per sha256.
+const GUEST_TREES = "/lib/mcp-pyodide-packages";
 const interrupt = new Int32Array(config.interruptBuffer);
 
 capWasmMemory(config.memoryLimitBytes);
@@ -339,6 +341,7 @@ function mountHostFolders() {
   // Shared by every session, so read-only here: the broker writes the font cache.
   if (config.mplConfigDir) mounts.push({ guestPath: GUEST_MPLCONFIG, hostPath: config.mplConfigDir, readOnly: true });
   if (config.bytecodeDir) mounts.push({ guestPath: GUEST_BYTECODE, hostPath: config.bytecodeDir, readOnly: true });
+  if (config.packageTreesDir) mounts.push({ guestPath: GUEST_TREES, hostPath: config.packageTreesDir, readOnly: true });
   const roots = new Map();
   for (const mount of mounts) {
     FS.mkdirTree(mount.guestPath);
@@ -672,16 +675,64 @@ async function run(message) {
   parentPort.postMessage({ type: "done", runId: message.runId, outcome });
 }
 
+// Taken before any user code runs: what linking an unpacked tree needs of Pyodide's internals.
+const sitePackages = pyodide._api.sitepackages;
+const loadDynlibsFromPackage = pyodide._api.loadDynlibsFromPackage;
+const invalidateImportCaches = pyodide.pyimport("importlib").invalidate_caches;
+
+/**
+ * Make an unpacked wheel importable as loadPackage would have installed it, and load its .so
+ * files the same way. A top-level file becomes a link to the read-only tree; a top-level folder
+ * becomes a folder of this interpreter's own whose entries are such links, so a package can still
+ * add files beside its modules (matplotlib writes its font list there). False (nothing changed)
+ * when a top-level name is taken already: loadPackage then decides.
+ */
+async function linkTree(tree, logs) {
+  const { FS } = pyodide;
+  const entries = tree.entries.map((entry) => [`${GUEST_TREES}/${tree.folder}/${entry}`, `${sitePackages}/${entry}`]);
+  if (entries.some(([, link]) => FS.analyzePath(link).exists)) return false;
+  const made = [];
+  try {
+    for (const [target, link] of entries) {
+      if (FS.isDir(FS.stat(target).mode)) {
+        FS.mkdir(link);
+        made.push(link);
+        for (const child of FS.readdir(target)) {
+          if (child === "." || child === "..") continue;
+          FS.symlink(`${target}/${child}`, `${link}/${child}`);
+          made.push(`${link}/${child}`);
+        }
+      } else {
+        FS.symlink(target, link);
+        made.push(link);
+      }
+    }
+  } catch {
+    for (const link of made.reverse()) FS.isDir(FS.lstat(link).mode) ? FS.rmdir(link) : FS.unlink(link);
+    return false;
+  }
+  await loadDynlibsFromPackage({ file_name: tree.fileName }, tree.dynlibs.map((lib) => `${sitePackages}/${lib}`));
+  pyodide.loadedPackages[tree.name] = "default channel";
+  logs.push(`Loaded ${tree.name} (unpacked)`);
+  return true;
+}
+
 async function loadPackages(message) {
   const logs = [];
   let error = null;
   scope.begin(message.runId); // a run of its own: callbacks left by earlier calls stay dropped
   try {
-    await pyodide.loadPackage(message.names, {
-      messageCallback: (text) => logs.push(text),
-      errorCallback: (text) => logs.push(text),
-      checkIntegrity: true,
-    });
+    const trees = new Map((message.trees ?? []).map((tree) => [tree.name, tree]));
+    // The rest first: a shared library a tree's modules link against is one of them.
+    const rest = message.names.filter((name) => !trees.has(name));
+    const options = { messageCallback: (text) => logs.push(text), errorCallback: (text) => logs.push(text), checkIntegrity: true };
+    if (rest.length) await pyodide.loadPackage(rest, options);
+    const unlinked = [];
+    for (const tree of trees.values()) {
+      if (!pyodide.loadedPackages[tree.name] && !(await linkTree(tree, logs))) unlinked.push(tree.name);
+    }
+    if (trees.size) invalidateImportCaches();
+    if (unlinked.length) await pyodide.loadPackage(unlinked, options);
   } catch (caught) {
     error = String(caught?.message ?? caught);
   }

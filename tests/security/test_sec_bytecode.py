@@ -115,7 +115,15 @@ def test_no_route_from_a_serving_sandbox_writes_the_tree(served: tuple[ServerHan
 
 
 @pytest.mark.parametrize(
-    "where", ["bytecode/pyodide-{v}/tree", "bytecode/pyodide-{v}/tree/lib", "bytecode", ".", "packages-elsewhere"]
+    "where",
+    [
+        "bytecode/pyodide-{v}/tree",
+        "bytecode/pyodide-{v}/tree/lib",
+        "bytecode",
+        ".",
+        "packages-elsewhere",
+        "package-trees",
+    ],
 )
 @pytest.mark.parametrize("option", ["--mount", "--output-dir"])
 def test_a_read_write_mount_inside_the_shared_cache_is_refused(tmp_path: Path, where: str, option: str) -> None:
