@@ -88,9 +88,11 @@ class PackageTreeSpec:
 
     name: str
     file_name: str
-    folder: str  # its folder under InitRequest.package_trees_dir
-    entries: list[str]  # top-level names
-    dynlibs: list[str]  # .so files relative to site-packages
+    folder: str  # its folder under InitRequest.package_trees_dir; it mirrors site-packages
+    dirs: list[str]  # made in site-packages, parents first
+    files: list[str]  # linked from site-packages
+    dynlibs: list[str]  # .so files among them, loaded as loadPackage does
+    datafiles: list[str]  # `<dist>.data/data/X`, also linked at sys.prefix/X
 
 
 @dataclass(frozen=True)

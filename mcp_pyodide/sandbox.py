@@ -345,11 +345,12 @@ class Sandbox:
             return []
         wanted = [(p.name, entry, p.path) for p in ensured.packages if (entry := broker.lock.get(p.name)) is not None]
         found = await asyncio.gather(*(asyncio.to_thread(ensure_tree, entry, wheel) for _, entry, wheel in wanted))
-        return [
-            PackageTreeSpec(name, t.file_name, t.folder, list(t.entries), list(t.dynlibs))
-            for (name, _, _), t in zip(wanted, found, strict=True)
-            if t is not None
-        ]
+        specs = []
+        for (name, _, _), t in zip(wanted, found, strict=True):
+            if t is not None:
+                lists = [list(t.dirs), list(t.files), list(t.dynlibs), list(t.datafiles)]
+                specs.append(PackageTreeSpec(name, t.file_name, t.folder, *lists))
+        return specs
 
     async def _install_from_pypi(self, names: list[str], outcomes: dict[str, PackageOutcome]) -> None:
         """Pure-Python wheels from PyPI via micropip, inside the sandbox; the broker makes each request."""

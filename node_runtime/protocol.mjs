@@ -49,8 +49,9 @@ const MAX_FRAME = 256 * 1024 * 1024;
  * @property {string | null} [packageTreesDir]  read-only in the sandbox: verified wheels the broker unpacked, one folder per sha256
  *
  * @typedef {{code: string, timeoutMs: number}} ExecuteRequest  kind "execute"; reply ExecuteReply
- * @typedef {{name: string, fileName: string, folder: string, entries: string[], dynlibs: string[]}} PackageTreeSpec
- *   an unpacked wheel: its top-level entries are linked into site-packages, its .so files (relative to it) loaded
+ * @typedef {{name: string, fileName: string, folder: string, dirs: string[], files: string[], dynlibs: string[], datafiles: string[]}} PackageTreeSpec
+ *   an unpacked wheel (paths relative to its folder, which mirrors site-packages): `dirs` are made in site-packages
+ *   and `files` linked there; `dynlibs` loaded as loadPackage does; `datafiles` (`<dist>.data/data/X`) also linked at /X
  * @typedef {{names: string[], timeoutMs: number, trees?: PackageTreeSpec[]}} LoadPackagesRequest  kind "load-packages"; reply LoadPackagesReply
  * @typedef {{}} ResetRequest  kind "reset"; reply ResetReply
  * @typedef {{}} PingRequest  kind "ping"; reply PingReply

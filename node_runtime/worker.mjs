@@ -300,6 +300,7 @@ if (config.bytecodeDir && config.bytecodeStdlib) {
   );
 }
 capInMemoryFiles(config.memoryLimitBytes);
+if (config.packageTreesDir) copyLinkedFilesOnWrite();
 lockDownRuntime();
 freezeNodeFs();
 installGuestModules(pyodide);
@@ -681,40 +682,70 @@ const loadDynlibsFromPackage = pyodide._api.loadDynlibsFromPackage;
 const invalidateImportCaches = pyodide.pyimport("importlib").invalidate_caches;
 
 /**
- * Make an unpacked wheel importable as loadPackage would have installed it, and load its .so
- * files the same way. A top-level file becomes a link to the read-only tree; a top-level folder
- * becomes a folder of this interpreter's own whose entries are such links, so a package can still
- * add files beside its modules (matplotlib writes its font list there). False (nothing changed)
- * when a top-level name is taken already: loadPackage then decides.
+ * Make an unpacked wheel importable as loadPackage would have installed it: its folders made in
+ * site-packages, each file a link to the read-only tree (see copyLinkedFilesOnWrite), its data
+ * files linked under sys.prefix, its .so files loaded the same way. False (nothing changed) when
+ * one of its top-level names is taken already: loadPackage then decides.
  */
 async function linkTree(tree, logs) {
   const { FS } = pyodide;
-  const entries = tree.entries.map((entry) => [`${GUEST_TREES}/${tree.folder}/${entry}`, `${sitePackages}/${entry}`]);
-  if (entries.some(([, link]) => FS.analyzePath(link).exists)) return false;
+  const base = `${GUEST_TREES}/${tree.folder}`;
+  const tops = new Set(tree.files.map((file) => file.split("/")[0]));
+  if ([...tops].some((top) => FS.analyzePath(`${sitePackages}/${top}`).exists)) return false;
   const made = [];
   try {
-    for (const [target, link] of entries) {
-      if (FS.isDir(FS.stat(target).mode)) {
-        FS.mkdir(link);
-        made.push(link);
-        for (const child of FS.readdir(target)) {
-          if (child === "." || child === "..") continue;
-          FS.symlink(`${target}/${child}`, `${link}/${child}`);
-          made.push(`${link}/${child}`);
-        }
-      } else {
-        FS.symlink(target, link);
-        made.push(link);
-      }
+    for (const dir of tree.dirs) {
+      FS.mkdir(`${sitePackages}/${dir}`);
+      made.push(dir);
+    }
+    for (const file of tree.files) {
+      FS.symlink(`${base}/${file}`, `${sitePackages}/${file}`);
+      made.push(file);
     }
   } catch {
-    for (const link of made.reverse()) FS.isDir(FS.lstat(link).mode) ? FS.rmdir(link) : FS.unlink(link);
+    for (const name of made.reverse()) {
+      const where = `${sitePackages}/${name}`;
+      FS.isDir(FS.lstat(where).mode) ? FS.rmdir(where) : FS.unlink(where);
+    }
     return false;
+  }
+  for (const file of tree.datafiles) {
+    const target = `/${file.split("/").slice(2).join("/")}`; // sys.prefix is /
+    FS.mkdirTree(path.posix.dirname(target));
+    if (FS.analyzePath(target).exists) FS.unlink(target);
+    FS.symlink(`${base}/${file}`, target);
   }
   await loadDynlibsFromPackage({ file_name: tree.fileName }, tree.dynlibs.map((lib) => `${sitePackages}/${lib}`));
   pyodide.loadedPackages[tree.name] = "default channel";
   logs.push(`Loaded ${tree.name} (unpacked)`);
   return true;
+}
+
+/**
+ * Package files are links to the shared read-only trees. Opened for writing, such a link becomes
+ * this interpreter's own copy first (counted against its memory like any file it writes), so
+ * code that patches a package's file sees what it would after loadPackage; the tree never changes.
+ */
+function copyLinkedFilesOnWrite() {
+  const { FS } = pyodide;
+  const open = FS.open;
+  const writes = (flags) => (typeof flags === "number" ? (flags & 3) !== 0 : /[wa+]/.test(String(flags)));
+  FS.open = function (target, flags, ...rest) {
+    if (typeof target === "string" && writes(flags)) {
+      let found = null;
+      try {
+        found = FS.lookupPath(target, { follow: false });
+      } catch {
+        // Not there yet: open creates it, or fails as it would have.
+      }
+      if (found && FS.isLink(found.node.mode) && FS.readlink(found.path).startsWith(`${GUEST_TREES}/`)) {
+        const data = FS.readFile(found.path);
+        FS.unlink(found.path);
+        FS.writeFile(found.path, data);
+      }
+    }
+    return open.call(this, target, flags, ...rest);
+  };
 }
 
 async function loadPackages(message) {

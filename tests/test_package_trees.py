@@ -23,6 +23,7 @@ FILES = {
     "demo/sub/data.txt": b"data",
     "demo_single.py": b"X = 2\n",
     "demo-1.0.dist-info/METADATA": b"Name: demo\nVersion: 1.0\n",
+    "demo-1.0.data/data/share/man/demo.1": b".TH demo",
 }
 
 
@@ -48,13 +49,23 @@ def test_a_verified_wheel_is_unpacked_with_its_manifest(tmp_path: Path) -> None:
     assert tree is not None
     folder = tmp_path / "trees" / entry.sha256
     assert tree.folder == entry.sha256
-    assert tree.entries == ("demo", "demo-1.0.dist-info", "demo_single.py")
+    assert tree.dirs == (
+        "demo",
+        "demo-1.0.data",
+        "demo-1.0.data/data",
+        "demo-1.0.data/data/share",
+        "demo-1.0.data/data/share/man",
+        "demo-1.0.dist-info",
+        "demo/sub",
+    ), "parents before their folders"
+    assert set(tree.files) == {*FILES, "demo-1.0.dist-info/INSTALLER", "demo-1.0.dist-info/PYODIDE_SOURCE"}
     assert tree.dynlibs == ("demo/_speed.so",)
+    assert tree.datafiles == ("demo-1.0.data/data/share/man/demo.1",)
     for name, data in FILES.items():
         assert (folder / name).read_bytes() == data
     # What loadPackage records, so micropip and importlib.metadata see the same install.
     assert (folder / "demo-1.0.dist-info" / "INSTALLER").read_text() == "pyodide.loadPackage"
-    assert json.loads((folder / MANIFEST).read_text())["dynlibs"] == ["demo/_speed.so"]
+    assert json.loads((folder / MANIFEST).read_text())["files"] == list(tree.files)
     assert [p.name for p in (tmp_path / "trees").iterdir()] == [entry.sha256], "no staging folder left behind"
 
 
@@ -74,7 +85,7 @@ def test_bytes_that_do_not_match_the_lock_make_no_tree(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "member",
-    ["../escape.py", "/abs/path.py", "demo/../../escape.py", "demo\\win.py", "demo/./x.py", "x.data/scripts/s"],
+    ["../escape.py", "/abs/path.py", "demo/../../escape.py", "demo\\win.py", "demo/./x.py", "demo//x.py"],
 )
 def test_an_unsafe_member_name_leaves_the_wheel_to_load_package(tmp_path: Path, member: str) -> None:
     entry, path = wheel(tmp_path, {**FILES, member: b"payload"})
@@ -112,9 +123,10 @@ def test_a_damaged_tree_is_made_again(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "manifest",
     [
-        {"entries": ["../up"], "dynlibs": []},
-        {"entries": ["demo"], "dynlibs": ["/abs.so"]},
-        {"entries": "demo", "dynlibs": []},
+        {"files": ["../up.py"]},
+        {"files": ["demo/__init__.py", "/abs.so"]},
+        {"files": "demo/__init__.py"},
+        {"files": []},
         [],
     ],
 )
@@ -124,7 +136,8 @@ def test_a_manifest_that_names_paths_outside_the_tree_is_not_trusted(tmp_path: P
     folder.mkdir(parents=True)
     (folder / MANIFEST).write_text(json.dumps(manifest))
     tree = ensure_tree(entry, path, tmp_path / "trees")
-    assert tree is not None and tree.entries == ("demo", "demo-1.0.dist-info", "demo_single.py"), "made again"
+    assert tree is not None and "demo/__init__.py" in tree.files and "/abs.so" not in tree.files, "made again"
+    assert (folder / "demo" / "__init__.py").exists()
 
 
 # -- through a real interpreter ---------------------------------------------------------------

@@ -102,12 +102,8 @@ def _restore_font_cache(origin: str | None) -> None:
     saved = _persisted_font_cache()
     if not origin or not saved or not os.path.exists(saved):
         return
-    # The copy shipped inside the package does not load here, so ours always wins. An unpacked
-    # package links that copy to a read-only file: replace the link, never write through it.
-    target = os.path.join(os.path.dirname(origin), FONT_CACHE)
-    if os.path.islink(target):
-        os.unlink(target)
-    shutil.copyfile(saved, target)
+    # The copy shipped inside the package does not load here, so ours always wins.
+    shutil.copyfile(saved, os.path.join(os.path.dirname(origin), FONT_CACHE))
 
 
 def _built_font_cache(origin: str | None) -> str | None:

@@ -5,11 +5,11 @@ in every interpreter: about 0.4 s of numpy's 0.5 s load, and the files then live
 interpreter's JavaScript heap. The broker instead unpacks a wheel on the host, from bytes it has
 just checked against the lock's sha256, into `package-trees/<sha256>/` (atomically: a temporary
 folder renamed into place, with a manifest written last). Interpreters see that folder read-only
-at `GUEST_TREES` and link its top-level entries into site-packages (worker.mjs).
+at `GUEST_TREES`, make its folders in their own site-packages and link each file there
+(worker.mjs); a file opened for writing becomes that interpreter's own copy first.
 
-Only plain wheels that install into site-packages qualify; anything else (shared libraries,
-wheels with a `.data` folder, a member name that is not a clean relative path, a link) is left
-to `loadPackage`, which is always the fallback.
+Only wheels that install into site-packages qualify; anything else (shared libraries, a member
+name that is not a clean relative path, a link) is left to `loadPackage`, always the fallback.
 """
 
 from __future__ import annotations
@@ -44,13 +44,18 @@ def trees_dir() -> Path:
 
 @dataclass(frozen=True)
 class PackageTree:
-    """One unpacked wheel: its folder under trees_dir(), what to link, what to preload."""
+    """One unpacked wheel: its folder under trees_dir(), what to link, what to preload.
+
+    Paths are relative to the tree, which mirrors site-packages; `dirs` lists parents first.
+    """
 
     name: str
     file_name: str
     folder: str  # the wheel's sha256: a folder name under trees_dir()
-    entries: tuple[str, ...]  # top-level names, linked into site-packages
-    dynlibs: tuple[str, ...]  # .so files, relative to site-packages, loaded as loadPackage does
+    dirs: tuple[str, ...]  # made in site-packages
+    files: tuple[str, ...]  # linked from site-packages
+    dynlibs: tuple[str, ...]  # .so files, loaded as loadPackage does
+    datafiles: tuple[str, ...]  # `<dist>.data/data/X`: also linked at sys.prefix/X, as loadPackage copies them
 
 
 class TreeError(Exception):
@@ -76,14 +81,10 @@ def _member_path(info: zipfile.ZipInfo) -> PurePosixPath | None:
 
 
 def _unpack(data: bytes, entry: LockEntry, target: Path) -> PackageTree:
-    entries: set[str] = set()
-    dynlibs: list[str] = []
     total = 0
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         members = [(info, _member_path(info)) for info in archive.infolist()]
         files = [(info, path) for info, path in members if path is not None]
-        if any(path.parts[0].endswith(".data") for _, path in files):
-            raise TreeError("the wheel has a .data folder")
         dist_infos = {path.parts[0] for _, path in files if path.parts[0].endswith(".dist-info")}
         if len(dist_infos) != 1:
             raise TreeError(f"the wheel has {len(dist_infos)} .dist-info folders")
@@ -91,34 +92,51 @@ def _unpack(data: bytes, entry: LockEntry, target: Path) -> PackageTree:
             total += info.file_size
             if total > MAX_UNPACKED_BYTES:
                 raise TreeError("the wheel unpacks to more than 2 GiB")
-            entries.add(path.parts[0])
-            if path.name.endswith(".so"):
-                dynlibs.append(str(path))
             out = target.joinpath(*path.parts)
             out.parent.mkdir(parents=True, exist_ok=True)
             with archive.open(info) as source, open(out, "xb") as sink:
                 shutil.copyfileobj(source, sink, 1 << 20)
-    dist_info = target / dist_infos.pop()
-    (dist_info / "INSTALLER").write_text(INSTALLER)
-    (dist_info / "PYODIDE_SOURCE").write_text(SOURCE)
-    return PackageTree(entry.name, entry.file_name, entry.sha256, tuple(sorted(entries)), tuple(sorted(dynlibs)))
+    dist_info = PurePosixPath(dist_infos.pop())
+    for name, text in (("INSTALLER", INSTALLER), ("PYODIDE_SOURCE", SOURCE)):
+        target.joinpath(dist_info.name, name).write_text(text)
+    paths = {path for _, path in files} | {dist_info / "INSTALLER", dist_info / "PYODIDE_SOURCE"}
+    return _tree(entry, sorted(str(path) for path in paths))
+
+
+def _tree(entry: LockEntry, files: list[str]) -> PackageTree:
+    """The manifest of a tree holding `files` (clean relative paths)."""
+    dirs = sorted({str(parent) for name in files for parent in PurePosixPath(name).parents if str(parent) != "."})
+    return PackageTree(
+        name=entry.name,
+        file_name=entry.file_name,
+        folder=entry.sha256,
+        dirs=tuple(dirs),
+        files=tuple(files),
+        dynlibs=tuple(name for name in files if name.endswith(".so")),
+        datafiles=tuple(name for name in files if _is_datafile(PurePosixPath(name))),
+    )
+
+
+def _is_datafile(path: PurePosixPath) -> bool:
+    return len(path.parts) > 2 and path.parts[0].endswith(".data") and path.parts[1] == "data"
+
+
+def _clean(name: object) -> bool:
+    if not isinstance(name, str) or {"\\", "\0"} & set(name):
+        return False
+    return all(part not in ("", ".", "..") for part in name.split("/"))
 
 
 def _read_manifest(folder: Path, entry: LockEntry) -> PackageTree | None:
+    """The tree's file list, if its manifest is one we wrote (only clean relative paths)."""
     try:
         raw = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(raw, dict):
+    files = raw.get("files") if isinstance(raw, dict) else None
+    if not isinstance(files, list) or not files or not all(_clean(name) for name in files):
         return None
-    names, libs = raw.get("entries"), raw.get("dynlibs")
-    if not isinstance(names, list) or not isinstance(libs, list):
-        return None
-    if not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..") for n in names):
-        return None
-    if not all(isinstance(p, str) and not p.startswith("/") and ".." not in p.split("/") for p in libs):
-        return None
-    return PackageTree(entry.name, entry.file_name, entry.sha256, tuple(names), tuple(libs))
+    return _tree(entry, sorted(files))
 
 
 def ensure_tree(entry: LockEntry, wheel: Path, root: Path | None = None) -> PackageTree | None:
@@ -146,7 +164,7 @@ def ensure_tree(entry: LockEntry, wheel: Path, root: Path | None = None) -> Pack
     staging = Path(tempfile.mkdtemp(prefix=f".{entry.sha256[:12]}-", dir=root))
     try:
         tree = _unpack(data, entry, staging)
-        manifest = {"name": entry.name, "file_name": entry.file_name, "entries": tree.entries, "dynlibs": tree.dynlibs}
+        manifest = {"name": entry.name, "file_name": entry.file_name, "files": tree.files}
         (staging / MANIFEST).write_text(json.dumps(manifest))
         os.chmod(staging, 0o755)
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import ALLOW_ALL, ServerHandle, fresh_cache_root, offline_packages_dir, tree_digest
@@ -171,8 +172,8 @@ def test_a_guest_claiming_packages_it_was_not_asked_for_starts_no_build(
         async with Sandbox(config=config) as sandbox:
             honest = sandbox.runtime.load_packages
 
-            async def hostile(names: list[str], timeout_ms: int = 300_000) -> object:
-                reply = await honest(names, timeout_ms)
+            async def hostile(names: list[str], timeout_ms: int = 300_000, trees: Any = None) -> object:
+                reply = await honest(names, timeout_ms, trees)
                 reply.loaded.update({"numpy": "2.0.2", "matplotlib": "3.8.4"})  # never loaded
                 return reply
 
