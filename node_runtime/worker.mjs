@@ -739,9 +739,15 @@ function copyLinkedFilesOnWrite() {
         // Not there yet: open creates it, or fails as it would have.
       }
       if (found && FS.isLink(found.node.mode) && FS.readlink(found.path).startsWith(`${GUEST_TREES}/`)) {
-        const data = FS.readFile(found.path);
-        FS.unlink(found.path);
-        FS.writeFile(found.path, data);
+        // Beside it, then over it: a copy that does not fit (--memory-limit) leaves the link as it was.
+        const copy = `${found.path}.mcp-pyodide-copy`;
+        try {
+          FS.writeFile(copy, FS.readFile(found.path));
+          FS.rename(copy, found.path);
+        } catch (error) {
+          if (FS.analyzePath(copy).exists) FS.unlink(copy);
+          throw error;
+        }
       }
     }
     return open.call(this, target, flags, ...rest);

@@ -143,3 +143,40 @@ def test_a_package_changed_in_one_interpreter_is_whole_in_the_next(served: tuple
     )
     assert again.structured_content is not None, text_of(again)
     assert again.structured_content["result"] == "('1.16.0', None, False)", text_of(again)
+
+
+COPY_PAST_THE_LIMIT = """
+import os, numpy
+libs = [os.path.join(d, f) for d, _, fs in os.walk(os.path.dirname(numpy.__file__)) for f in fs if f.endswith('.so')]
+big = max(libs, key=os.path.getsize)
+size = os.path.getsize(big)
+chunk = b'x' * (1 << 20)
+with open('/tmp/filler', 'wb') as filler:
+    try:
+        while True:
+            filler.write(chunk)
+            filler.flush()
+    except OSError:
+        pass
+os.truncate('/tmp/filler', os.path.getsize('/tmp/filler') - size // 2)
+try:
+    open(big, 'r+b').close()
+    outcome = 'copied'
+except OSError as exc:
+    outcome = f'refused {exc.errno}'
+kept = (os.path.islink(big), os.path.exists(big + '.mcp-pyodide-copy'))
+os.remove('/tmp/filler')
+open(big, 'r+b').close()
+(outcome, kept, os.path.islink(big), int(numpy.arange(4).sum()))
+"""
+
+
+def test_a_copy_on_write_past_the_memory_limit_is_refused_and_keeps_the_link() -> None:
+    """Patching a big package file copies it into memory first: that copy counts against the limit."""
+    from mcp_pyodide.config import RuntimeConfig
+    from mcp_pyodide.sync import SyncSandbox
+
+    with SyncSandbox(config=RuntimeConfig(package_source=str(offline_packages_dir()), memory_limit_mb=96)) as sb:
+        result = sb.execute(COPY_PAST_THE_LIMIT)
+    assert result.error is None, result.error
+    assert result.result == "('refused 51', (True, False), False, 6)", result.result  # 51: ENOSPC
