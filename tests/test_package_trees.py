@@ -140,6 +140,18 @@ def test_a_manifest_that_names_paths_outside_the_tree_is_not_trusted(tmp_path: P
     assert (folder / "demo" / "__init__.py").exists()
 
 
+def test_servers_making_the_same_tree_at_once_all_get_it_whole(tmp_path: Path) -> None:
+    """HTTP sessions (or servers) importing a package together: one rename wins, none fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    entry, path = wheel(tmp_path)
+    with ThreadPoolExecutor(8) as pool:
+        trees = list(pool.map(lambda _: ensure_tree(entry, path, tmp_path / "trees"), range(8)))
+    assert all(tree is not None and tree == trees[0] for tree in trees)
+    assert [p.name for p in (tmp_path / "trees").iterdir()] == [entry.sha256], "no staging folder left behind"
+    assert (tmp_path / "trees" / entry.sha256 / "demo" / "__init__.py").read_bytes() == FILES["demo/__init__.py"]
+
+
 # -- through a real interpreter ---------------------------------------------------------------
 
 PROBE = (

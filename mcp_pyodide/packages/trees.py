@@ -151,7 +151,9 @@ def ensure_tree(entry: LockEntry, wheel: Path, root: Path | None = None) -> Pack
     folder = root / entry.sha256
     if (tree := _read_manifest(folder, entry)) is not None:
         return tree
-    if folder.exists():  # renamed into place only with its manifest: this one is damaged
+    # Renamed into place only with its manifest, so one without is damaged (changed from outside).
+    # Read once more first: another server may have just renamed a good one into place.
+    if folder.exists() and _read_manifest(folder, entry) is None:
         shutil.rmtree(folder, ignore_errors=True)
     try:
         with open(wheel, "rb") as handle:
