@@ -15,7 +15,7 @@ from pathlib import Path
 
 import mcp_types as types
 import pytest
-from support import ALLOW_ALL, REPO, ServerHandle, offline_packages_dir, text_of
+from support import ALLOW_ALL, REPO, ServerHandle, fresh_cache_root, offline_packages_dir, text_of
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -147,6 +147,7 @@ def test_corrupted_package_file_is_refused_and_not_kept(tmp_path: Path) -> None:
 
 def test_fetch_packages_fills_the_cache_for_offline_use(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
+    root = fresh_cache_root(tmp_path, snapshot=True)
     proc = subprocess.run(
         [
             sys.executable,
@@ -163,16 +164,27 @@ def test_fetch_packages_fills_the_cache_for_offline_use(tmp_path: Path) -> None:
         text=True,
         timeout=300,
         cwd=REPO,
+        env={**os.environ, "MCP_PYODIDE_CACHE_ROOT": str(root)},
     )
     assert proc.returncode == 0, proc.stderr
     assert "matplotlib" in proc.stdout and (cache / "numpy-2.0.2-cp312-cp312-pyodide_2024_0_wasm32.whl").exists()
+    # Unpacked as well (fonttools included: its man page is a data file), for interpreters to link.
+    assert "13 of them unpacked" in proc.stdout, proc.stdout
+    trees = {p.name for p in (root / "package-trees").iterdir()}
+    assert len(trees) == 13 and not any(name.startswith(".") for name in trees), trees
     # The cache alone now serves a server whose source is unreachable.
     handle = ServerHandle(
-        "--policy", ALLOW_ALL, "--package-source", str(tmp_path / "nowhere"), "--cache-dir", str(cache)
+        "--policy",
+        ALLOW_ALL,
+        "--package-source",
+        str(tmp_path / "nowhere"),
+        "--cache-dir",
+        str(cache),
+        env={"MCP_PYODIDE_CACHE_ROOT": str(root)},
     ).start()
     try:
-        result = handle.execute("import numpy\nint(numpy.arange(4).sum())")
-        assert result.structured_content["result"] == "6", text_of(result)  # type: ignore[index]
+        result = handle.execute("import numpy, os\n(int(numpy.arange(4).sum()), os.path.islink(numpy.__file__))")
+        assert result.structured_content["result"] == "(6, True)", text_of(result)  # type: ignore[index]
     finally:
         handle.close()
     shutil.rmtree(cache)

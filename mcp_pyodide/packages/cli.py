@@ -19,6 +19,7 @@ from .broker import EnsureResult, PackageBroker
 from .cache import IntegrityError, default_cache_dir
 from .lock import LockError, PyodideLock, UnknownPackageError, find_lock_file
 from .source import DEFAULT_PACKAGE_SOURCE, PackageSourceError
+from .trees import ensure_tree, trees_dir
 
 __all__ = ["default_lock_path", "fetch_packages_main"]
 
@@ -161,6 +162,10 @@ def fetch_packages_main(argv: list[str]) -> int:
         f"{len(result.packages)} package(s) ready in {broker.cache_dir}: "
         f"{len(result.fetched)} fetched, {len(result.cached)} already cached"
     )
+    # Unpacked now too, so the first interpreter that loads them only links them (trees.py).
+    entries = [(entry, pkg.path) for pkg in result.packages if (entry := lock.get(pkg.name)) is not None]
+    unpacked = sum(ensure_tree(entry, path) is not None for entry, path in entries)
+    print(f"{unpacked} of them unpacked for interpreters to link, in {trees_dir()}")
     return 0
 
 
