@@ -679,7 +679,13 @@ async function run(message) {
 // Taken before any user code runs: what linking an unpacked tree needs of Pyodide's internals.
 const sitePackages = pyodide._api.sitepackages;
 const loadDynlibsFromPackage = pyodide._api.loadDynlibsFromPackage;
-const invalidateImportCaches = pyodide.pyimport("importlib").invalidate_caches;
+// Not importlib.invalidate_caches(): on its first call it imports importlib.metadata (140 ms here).
+// New packages are new names in site-packages, and new portions of namespace packages.
+const invalidateImportCaches = pyodide.runPython(
+  `(lambda sys, ns: lambda site: (getattr(sys.path_importer_cache.get(site), "invalidate_caches", lambda: None)(),` +
+    ` setattr(ns, "_epoch", ns._epoch + 1)))` +
+    `(__import__("sys"), __import__("importlib._bootstrap_external", fromlist=["_"])._NamespacePath)`,
+);
 
 /**
  * Make an unpacked wheel importable as loadPackage would have installed it: its folders made in
@@ -768,7 +774,7 @@ async function loadPackages(message) {
     for (const tree of trees.values()) {
       if (!pyodide.loadedPackages[tree.name] && !(await linkTree(tree, logs))) unlinked.push(tree.name);
     }
-    if (trees.size) invalidateImportCaches();
+    if (trees.size) invalidateImportCaches(sitePackages);
     if (unlinked.length) await pyodide.loadPackage(unlinked, options);
   } catch (caught) {
     error = String(caught?.message ?? caught);
