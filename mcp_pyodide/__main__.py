@@ -1,5 +1,5 @@
 """`python -m mcp_pyodide` behaves exactly like the `mcp-pyodide` command."""
 
-from .cli import main
+from ._entry import main
 
 raise SystemExit(main())

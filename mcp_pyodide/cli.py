@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from . import __version__
+from . import __version__, _startup_gc
 from .commands.serve import session_provider
 from .errors import SetupError
 from .options import (
@@ -109,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     OneLineParser.implied_serve = not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help", "--version")
     if OneLineParser.implied_serve:
         argv = ["serve", *argv]
+    if argv[0] != "serve":
+        _startup_gc.resume()  # only serve's start is worth it (serve resumes it once the SDK is in)
     if argv[0] == "config":
         from .commands import config as config_command
 

@@ -121,3 +121,36 @@ def test_a_booted_interpreter_holds_neither_the_snapshot_nor_the_wasm_bytes_in_a
     held = re.search(r"booted from snapshot \(\d+ ms after start; ([\d.]+) MiB of array buffers\)", log)
     assert held is not None, log[-2000:]
     assert float(held.group(1)) < 8, held.group(0)  # about 35 with both kept, 5 without
+
+
+def test_the_collector_paused_for_start_up_is_back_once_the_sdk_has_imported() -> None:
+    """The entry point pauses the cyclic collector while the server imports (a tenth of the start);
+    it must be running again, with the start-up objects frozen, before the first call is served."""
+    handle = ServerHandle("--policy", str(ALLOW_ALL), "--log-level", "debug").start()
+    try:
+        assert handle.execute("1 + 1").structured_content["result"] == "2"  # type: ignore[index]
+        log = handle.stderr_text()
+    finally:
+        handle.close()
+    resumed = re.search(r"garbage collector resumed; (\d+) start-up objects frozen", log)
+    assert resumed is not None and int(resumed.group(1)) > 10_000, log[:3000]
+    assert log.index("garbage collector resumed") < log.index("serving on stdio")
+
+
+def test_the_start_up_pause_hands_the_collector_back_once_and_only_if_it_took_it() -> None:
+    code = (
+        "import gc\n"
+        "from mcp_pyodide import _startup_gc as s\n"
+        "s.resume(); untouched = gc.isenabled() and gc.get_freeze_count() == 0\n"
+        "s.pause(); paused = not gc.isenabled()\n"
+        "s.resume(); s.resume(); back = gc.isenabled() and gc.get_freeze_count() > 0\n"
+        "gc.disable(); s.pause(); s.resume(); left_alone = not gc.isenabled()\n"
+        "print(untouched, paused, back, left_alone)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert proc.stdout.split() == ["True", "True", "True", "True"], proc.stdout + proc.stderr
+    # The other commands get it back at once.
+    version = subprocess.run(
+        [sys.executable, "-m", "mcp_pyodide", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert version.returncode == 0 and version.stdout.strip(), version.stderr

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from .. import __version__
+from .. import __version__, _startup_gc
 from ..config import RuntimeConfig
 from ..errors import SetupError
 from ..options import loop_options, policy_problem, runtime_config
@@ -120,6 +120,7 @@ async def _serve(
         default.start_soon()
     try:
         server = await importing
+        _startup_gc.resume()
         code = await _serve_with(server, args, config, policy, auth, default, node, isolation)
     finally:
         if default is not None:
