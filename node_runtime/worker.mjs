@@ -85,6 +85,7 @@ class OutputBatch {
     this.parts = [];
     this.size = 0;
     this.posted = -Infinity;
+    this.gathering = null; // the StreamCapture holding undecoded bytes, if any
   }
 
   add(stream, text) {
@@ -115,7 +116,16 @@ function utf16Length(bytes) {
   return units;
 }
 
-/** Per-run capture of one output stream, bounded in characters; past the cap it only counts. */
+const GATHER_BYTES = 64 * 1024; // a stream's undecoded bytes held before they are decoded
+
+/**
+ * Per-run capture of one output stream, bounded in characters; past the cap it only counts.
+ * Unbuffered `print` makes two writes per line, and decoding each on its own cost about as much
+ * as running the loop: bytes are gathered and decoded once per GATHER_BYTES, per batch interval,
+ * or when the other stream writes (so their order survives). Gathered bytes hold their estimated
+ * characters back from the cap; decoding settles the estimate, so the cap is exact even for
+ * invalid UTF-8 (a stray continuation byte counts 0 here and decodes to one character).
+ */
 class StreamCapture {
   constructor(batch, stream, maxChars) {
     this.batch = batch;
@@ -123,15 +133,48 @@ class StreamCapture {
     this.remaining = maxChars;
     this.cutChars = 0;
     this.decoder = new TextDecoder("utf-8", { fatal: false });
+    this.gathered = null;
+    this.gatheredBytes = 0;
+    this.reserved = 0;
   }
 
   write(bytes) {
-    if (this.remaining <= 0) this.cutChars += utf16Length(bytes);
-    else this.keep(this.decoder.decode(bytes, { stream: true }));
+    const units = utf16Length(bytes);
+    if (this.remaining <= 0 && this.gatheredBytes) this.decodeGathered(); // settle the estimate first
+    if (this.remaining <= 0) {
+      this.cutChars += units;
+      return bytes.length;
+    }
+    if (this.batch.gathering !== this) this.batch.gathering?.decodeGathered();
+    if (units > this.remaining || bytes.length > GATHER_BYTES - this.gatheredBytes) {
+      this.decodeGathered();
+      if (this.remaining <= 0) this.cutChars += units;
+      else this.keep(this.decoder.decode(bytes, { stream: true }));
+      return bytes.length;
+    }
+    this.gathered ??= new Uint8Array(GATHER_BYTES);
+    this.gathered.set(bytes, this.gatheredBytes);
+    this.gatheredBytes += bytes.length;
+    this.reserved += units;
+    this.remaining -= units;
+    this.batch.gathering = this;
+    if (performance.now() - this.batch.posted >= POST_MS) this.decodeGathered();
     return bytes.length;
   }
 
+  /** Decode what was gathered and hand it to the batch (the decoder keeps a split character). */
+  decodeGathered() {
+    if (this.batch.gathering === this) this.batch.gathering = null;
+    if (!this.gatheredBytes) return;
+    const text = this.decoder.decode(this.gathered.subarray(0, this.gatheredBytes), { stream: true });
+    this.gatheredBytes = 0;
+    this.remaining += this.reserved;
+    this.reserved = 0;
+    this.keep(text);
+  }
+
   finish() {
+    this.decodeGathered();
     if (this.remaining > 0) this.keep(this.decoder.decode());
     this.batch.post();
   }
