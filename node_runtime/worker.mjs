@@ -139,16 +139,17 @@ class StreamCapture {
   }
 
   write(bytes) {
-    const units = utf16Length(bytes);
     if (this.remaining <= 0 && this.gatheredBytes) this.decodeGathered(); // settle the estimate first
     if (this.remaining <= 0) {
-      this.cutChars += units;
+      this.cutChars += utf16Length(bytes);
       return bytes.length;
     }
     if (this.batch.gathering !== this) this.batch.gathering?.decodeGathered();
-    if (units > this.remaining || bytes.length > GATHER_BYTES - this.gatheredBytes) {
+    // A write too big to gather, or one that may reach the cap, is decoded at once (not counted first).
+    const units = bytes.length <= GATHER_BYTES - this.gatheredBytes ? utf16Length(bytes) : Infinity;
+    if (units > this.remaining) {
       this.decodeGathered();
-      if (this.remaining <= 0) this.cutChars += units;
+      if (this.remaining <= 0) this.cutChars += utf16Length(bytes);
       else this.keep(this.decoder.decode(bytes, { stream: true }));
       return bytes.length;
     }
