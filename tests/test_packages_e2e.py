@@ -91,6 +91,39 @@ def test_figure_names_are_unique_and_sortable(server: ServerHandle) -> None:
     assert len(figures) == 3 and len(set(figures)) == 3 and figures == sorted(figures)
 
 
+ARTIST_DOCS = """
+import hashlib, inspect, json
+import matplotlib.pyplot as plt
+from matplotlib.artist import Artist, ArtistInspector
+
+def subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from subclasses(sub)
+
+made = {f"{c.__module__}.{c.__qualname__}": [c.set.__doc__, str(inspect.signature(c.set))]
+        for c in subclasses(Artist) if "set" in c.__dict__}
+print(len(made), hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest(),
+      inspect.cleandoc.__module__, ArtistInspector.get_valid_values.__module__)
+"""
+UNHOOKED = "import sys\nsys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != '_PyplotFinder']\n"
+
+
+def test_pyplots_generated_docstrings_match_an_import_without_our_hook(server: ServerHandle) -> None:
+    """Our import hook memoizes pyplot's docstring work; every Artist's `set` must come out the same."""
+    runs = []
+    for code in (ARTIST_DOCS, UNHOOKED + ARTIST_DOCS):
+        assert not server.call("pyodide_reset").is_error
+        result = server.execute(code)
+        assert not result.is_error, text_of(result)
+        runs.append(result.structured_content["stdout"].split())  # type: ignore[index]
+    hooked, plain = runs
+    assert int(hooked[0]) > 80, hooked  # every Artist subclass pyplot defines, with its generated `set`
+    assert hooked == plain
+    assert hooked[2:] == ["inspect", "matplotlib.artist"]  # both functions are their own again
+    assert not server.call("pyodide_reset").is_error
+
+
 def test_files_written_to_output_are_listed(server: ServerHandle, workspace: Path) -> None:
     result = server.execute("open('/mnt/output/report.txt', 'w').write('done')")
     files = result.structured_content["files"]  # type: ignore[index]

@@ -7,13 +7,17 @@ pyplot is patched the moment it is imported, whichever way it is imported.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import importlib.abc
 import importlib.machinery
+import inspect
 import os
 import secrets
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 PYPLOT = "matplotlib.pyplot"
@@ -148,7 +152,8 @@ class _PyplotFinder(importlib.abc.MetaPathFinder):
                         except OSError as exc:
                             print(f"[mcp-pyodide] matplotlib font cache: {exc}", file=sys.stderr)
                     else:
-                        original(module)
+                        with _repeated_docs_memoized():
+                            original(module)
                         saver.patch(module)
 
                 loader.exec_module = exec_module  # type: ignore[method-assign]
@@ -161,3 +166,61 @@ def _quietly(action: Any, origin: str | None) -> None:
         action(origin)
     except OSError as exc:
         print(f"[mcp-pyodide] matplotlib font cache: {exc}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _repeated_docs_memoized() -> Iterator[None]:
+    """While pyplot imports, answer repeated docstring work from a memo; restore both functions after.
+
+    Each of the ~100 Artist subclasses it defines gets a generated `set` signature and
+    docstring, which reads every setter's docstring again: about 7,000 `inspect.cleandoc`
+    and 4,000 `ArtistInspector.get_valid_values` calls for a few hundred distinct answers,
+    a fifth of the import in WebAssembly. `cleandoc` is a function of its string alone, and
+    `get_valid_values`, for a setter with a docstring, of the setter, that docstring and the
+    property name, so the memo gives the same answers; outside the import both are
+    matplotlib's and Python's own again.
+    """
+    try:
+        artist = importlib.import_module("matplotlib.artist")
+    except Exception:  # noqa: BLE001 - the import proper will raise it, with its own traceback
+        yield
+        return
+    inspector = artist.ArtistInspector
+    plain_cleandoc: Callable[[str], str] = inspect.cleandoc
+    plain_valid_values = inspector.get_valid_values
+    docs: dict[str, str] = {}
+    values: dict[tuple[Any, ...], Any] = {}
+
+    def cleandoc(doc: str) -> str:
+        if type(doc) is not str:
+            return plain_cleandoc(doc)
+        found = docs.get(doc)
+        if found is None:
+            found = docs[doc] = plain_cleandoc(doc)
+        return found
+
+    def get_valid_values(self: Any, attr: str) -> Any:
+        setter = getattr(self.o, f"set_{attr}", None)
+        doc = getattr(setter, "__doc__", None)
+        # Only a setter with a docstring of its own: one without inherits its base's docstring,
+        # which `inspect.getdoc` finds only once the module defining the class has finished.
+        key = (setter, doc, attr) if type(doc) is str and type(attr) is str else None
+        try:
+            if key is not None and key in values:
+                return values[key]
+        except TypeError:  # an unhashable setter
+            key = None
+        answer = plain_valid_values(self, attr)
+        if key is not None:
+            values[key] = answer
+        return answer
+
+    setattr(inspect, "cleandoc", cleandoc)  # noqa: B010 - the module's attribute, which getdoc reads
+    inspector.get_valid_values = get_valid_values
+    try:
+        yield
+    finally:
+        if inspect.cleandoc is cleandoc:  # user code that replaced it meanwhile keeps its own
+            setattr(inspect, "cleandoc", plain_cleandoc)  # noqa: B010
+        if inspector.__dict__.get("get_valid_values") is get_valid_values:
+            inspector.get_valid_values = plain_valid_values

@@ -6,6 +6,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 from mcp_pyodide.guest import mcp_guest_figures as fg
 
 
@@ -36,3 +38,56 @@ def test_the_import_hook_is_only_installed_when_asked(tmp_path: Path) -> None:
         assert sys.meta_path[0].find_spec("json", None) is None  # other modules are not its business
     finally:
         sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, fg._PyplotFinder)]
+
+
+def test_the_docstring_memo_restores_both_functions(monkeypatch: pytest.MonkeyPatch) -> None:
+    import inspect
+    import types
+
+    class ArtistInspector:
+        calls = 0
+
+        def __init__(self, o: object) -> None:
+            self.o = o
+
+        def get_valid_values(self, attr: str) -> str:
+            ArtistInspector.calls += 1
+            return f"{attr}: {inspect.getdoc(getattr(self.o, 'set_' + attr))}"
+
+    class Artist:
+        def set_alpha(self, alpha: float) -> None:
+            """scalar or None"""
+
+        def set_label(self, label: str) -> None:  # no docstring: never memoized
+            pass
+
+    fake = types.ModuleType("matplotlib.artist")
+    fake.ArtistInspector = ArtistInspector  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "matplotlib", types.ModuleType("matplotlib"))
+    monkeypatch.setitem(sys.modules, "matplotlib.artist", fake)
+    plain_cleandoc, plain_values = inspect.cleandoc, ArtistInspector.get_valid_values
+    with fg._repeated_docs_memoized():
+        assert inspect.cleandoc is not plain_cleandoc
+        answers = [ArtistInspector(Artist).get_valid_values(a) for a in ("alpha", "alpha", "label", "label")]
+    assert answers == ["alpha: scalar or None"] * 2 + ["label: None"] * 2
+    assert ArtistInspector.calls == 3  # the documented setter once, the undocumented one each time
+    assert inspect.cleandoc is plain_cleandoc and ArtistInspector.get_valid_values is plain_values
+
+    def users_own(doc: str) -> str:
+        return doc
+
+    try:
+        with fg._repeated_docs_memoized():
+            inspect.cleandoc = users_own
+        assert inspect.cleandoc is users_own  # replaced meanwhile by user code: left as the user made it
+    finally:
+        inspect.cleandoc = plain_cleandoc
+
+
+def test_the_docstring_memo_is_a_no_op_without_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    import inspect
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    plain = inspect.cleandoc
+    with fg._repeated_docs_memoized():
+        assert inspect.cleandoc is plain
