@@ -17,6 +17,8 @@ import mcp_types as types
 import pytest
 from support import ALLOW_ALL, REPO, ServerHandle, fresh_cache_root, offline_packages_dir, text_of
 
+from mcp_pyodide import RuntimeConfig, SyncSandbox
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -122,6 +124,21 @@ def test_pyplots_generated_docstrings_match_an_import_without_our_hook(server: S
     assert hooked == plain
     assert hooked[2:] == ["inspect", "matplotlib.artist"]  # both functions are their own again
     assert not server.call("pyodide_reset").is_error
+
+
+def test_the_python_api_without_an_output_folder_keeps_the_font_cache_and_saves_nothing() -> None:
+    """No output folder (the API's default): no figure files, but no font-cache rebuild either."""
+    config = RuntimeConfig(package_source=str(offline_packages_dir()), timeout_ms=180_000)
+    with SyncSandbox(config=config) as first:  # on closing, the machine's font list is made if missing
+        assert first.execute("import matplotlib").ok
+    with SyncSandbox(config=config) as sandbox:
+        result = sandbox.execute(
+            "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\nlen(plt.get_fignums())"
+        )
+        assert result.ok, result.error
+        assert "building the font cache" not in result.stderr, result.stderr
+        assert result.value == "1"  # show() is matplotlib's own: the figure stays open, nothing saved
+        assert result.figures == [] and sandbox.output_dir is None
 
 
 def test_files_written_to_output_are_listed(server: ServerHandle, workspace: Path) -> None:

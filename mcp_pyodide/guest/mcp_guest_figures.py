@@ -28,7 +28,10 @@ FONT_CACHE = "fontlist.json"
 
 
 class FigureSaver:
-    def __init__(self, output_dir: str) -> None:
+    """Saves figures into `output_dir`; with none (the Python API's default) it saves nothing,
+    but its import hook still restores the kept font cache and speeds up pyplot's import."""
+
+    def __init__(self, output_dir: str | None) -> None:
         self.output_dir = output_dir
         self.saved: list[str] = []
         self.counter = 0
@@ -64,6 +67,8 @@ class FigureSaver:
     # -- the work ----------------------------------------------------------------------------
 
     def patch(self, pyplot: Any) -> None:
+        if self.output_dir is None:
+            return  # nowhere to save to: plt.show() stays matplotlib's own
         saver = self
 
         def show(*args: Any, **kwargs: Any) -> None:
@@ -76,19 +81,22 @@ class FigureSaver:
         except Exception:  # noqa: BLE001 - a backend already chosen by the user stays
             pass
 
-    def next_path(self) -> str:
+    def next_path(self, folder: str) -> str:
         self.counter += 1
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         millis = int(time.time() * 1000) % 1000
         name = f"figure-{stamp}-{millis:03d}-{self.session}-{self.counter:04d}.png"
-        return os.path.join(self.output_dir, name)
+        return os.path.join(folder, name)
 
     def save_open_figures(self, pyplot: Any) -> None:
+        folder = self.output_dir
+        if folder is None:
+            return  # figures stay open, as matplotlib leaves them
         for number in list(pyplot.get_fignums()):
             figure = pyplot.figure(number)
-            path = self.next_path()
+            path = self.next_path(folder)
             try:
-                os.makedirs(self.output_dir, exist_ok=True)
+                os.makedirs(folder, exist_ok=True)
                 figure.savefig(path, format="png")
                 self.saved.append(path)
             except Exception as exc:  # noqa: BLE001 - report, keep saving the others

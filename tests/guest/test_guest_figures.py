@@ -13,7 +13,7 @@ from mcp_pyodide.guest import mcp_guest_figures as fg
 
 def test_figure_names_are_unique_and_in_the_output_folder(tmp_path: Path) -> None:
     saver = fg.FigureSaver(str(tmp_path))
-    first, second = saver.next_path(), saver.next_path()
+    first, second = saver.next_path(str(tmp_path)), saver.next_path(str(tmp_path))
     assert first != second
     assert Path(first).parent == tmp_path
     assert re.fullmatch(r"figure-\d{8}-\d{6}-\d{3}-[0-9a-f]{4}-0001\.png", Path(first).name)
