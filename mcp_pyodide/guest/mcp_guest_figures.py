@@ -178,26 +178,30 @@ def _quietly(action: Any, origin: str | None) -> None:
 
 @contextlib.contextmanager
 def _repeated_docs_memoized() -> Iterator[None]:
-    """While pyplot imports, answer repeated docstring work from a memo; restore both functions after.
+    """While pyplot imports, answer repeated docstring work from a memo; restore what it patched after.
 
     Each of the ~100 Artist subclasses it defines gets a generated `set` signature and
     docstring, which reads every setter's docstring again: about 7,000 `inspect.cleandoc`
     and 4,000 `ArtistInspector.get_valid_values` calls for a few hundred distinct answers,
-    a fifth of the import in WebAssembly. `cleandoc` is a function of its string alone, and
-    `get_valid_values`, for a setter with a docstring, of the setter, that docstring and the
-    property name, so the memo gives the same answers; outside the import both are
-    matplotlib's and Python's own again.
+    and, per class, the same walk of its setters and aliases twice. `cleandoc` is a function
+    of its string alone; `get_valid_values`, for a setter with a docstring, of the setter,
+    that docstring and the property name; and nothing changes a class while its own `set` is
+    generated, so the walks are kept for that one call only. The answers are the same, and
+    outside the import all four are matplotlib's and Python's own again.
     """
     try:
         artist = importlib.import_module("matplotlib.artist")
-    except Exception:  # noqa: BLE001 - the import proper will raise it, with its own traceback
+        inspector, base = artist.ArtistInspector, artist.Artist
+        plain = {name: inspector.__dict__[name] for name in ("get_valid_values", "get_aliases", "get_setters")}
+        plain_update = base.__dict__["_update_set_signature_and_docstring"]
+        plain_update.__func__  # noqa: B018 - a classmethod, as in the matplotlib this was measured on
+    except Exception:  # noqa: BLE001 - the import proper raises its own error; another matplotlib: no memo
         yield
         return
-    inspector = artist.ArtistInspector
     plain_cleandoc: Callable[[str], str] = inspect.cleandoc
-    plain_valid_values = inspector.get_valid_values
     docs: dict[str, str] = {}
     values: dict[tuple[Any, ...], Any] = {}
+    generating: list[tuple[type, dict[str, Any]]] = []  # the class whose `set` is being made
 
     def cleandoc(doc: str) -> str:
         if type(doc) is not str:
@@ -218,17 +222,44 @@ def _repeated_docs_memoized() -> Iterator[None]:
                 return values[key]
         except TypeError:  # an unhashable setter
             key = None
-        answer = plain_valid_values(self, attr)
+        answer = plain["get_valid_values"](self, attr)
         if key is not None:
             values[key] = answer
         return answer
 
+    def walked(self: Any, name: str) -> Any:
+        if not generating or self.o is not generating[-1][0]:
+            return plain[name](self)
+        kept = generating[-1][1]
+        if name not in kept:
+            kept[name] = plain[name](self)
+        return kept[name]
+
+    def get_aliases(self: Any) -> dict[str, set[str]]:
+        return {prop: set(names) for prop, names in walked(self, "get_aliases").items()}
+
+    def get_setters(self: Any) -> list[str]:
+        return list(walked(self, "get_setters"))
+
+    def update(cls: type) -> None:
+        generating.append((cls, {}))
+        try:
+            plain_update.__func__(cls)
+        finally:
+            generating.pop()
+
+    ours = {"get_valid_values": get_valid_values, "get_aliases": get_aliases, "get_setters": get_setters}
     setattr(inspect, "cleandoc", cleandoc)  # noqa: B010 - the module's attribute, which getdoc reads
-    inspector.get_valid_values = get_valid_values
+    for name, function in ours.items():
+        setattr(inspector, name, function)
+    base._update_set_signature_and_docstring = classmethod(update)
     try:
         yield
     finally:
-        if inspect.cleandoc is cleandoc:  # user code that replaced it meanwhile keeps its own
+        if inspect.cleandoc is cleandoc:  # user code that replaced one meanwhile keeps its own
             setattr(inspect, "cleandoc", plain_cleandoc)  # noqa: B010
-        if inspector.__dict__.get("get_valid_values") is get_valid_values:
-            inspector.get_valid_values = plain_valid_values
+        for name, function in ours.items():
+            if inspector.__dict__.get(name) is function:
+                setattr(inspector, name, plain[name])
+        if getattr(base.__dict__.get("_update_set_signature_and_docstring"), "__func__", None) is update:
+            base._update_set_signature_and_docstring = plain_update

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import collections
+import inspect
 import re
 import sys
+import types
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -40,19 +44,27 @@ def test_the_import_hook_is_only_installed_when_asked(tmp_path: Path) -> None:
         sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, fg._PyplotFinder)]
 
 
-def test_the_docstring_memo_restores_both_functions(monkeypatch: pytest.MonkeyPatch) -> None:
-    import inspect
-    import types
+def fake_artist_module(monkeypatch: pytest.MonkeyPatch, *, complete: bool = True) -> types.ModuleType:
+    """A stand-in for matplotlib.artist with the four members the memo wraps, counting their calls."""
 
     class ArtistInspector:
-        calls = 0
+        calls: ClassVar[collections.Counter[str]] = collections.Counter()
 
         def __init__(self, o: object) -> None:
             self.o = o
+            self.aliasd = self.get_aliases()
 
         def get_valid_values(self, attr: str) -> str:
-            ArtistInspector.calls += 1
+            ArtistInspector.calls["values"] += 1
             return f"{attr}: {inspect.getdoc(getattr(self.o, 'set_' + attr))}"
+
+        def get_aliases(self) -> dict[str, set[str]]:
+            ArtistInspector.calls["aliases"] += 1
+            return {"alpha": {"a"}}
+
+        def get_setters(self) -> list[str]:
+            ArtistInspector.calls["setters"] += 1
+            return sorted(n[4:] for n in dir(self.o) if n.startswith("set_"))
 
     class Artist:
         def set_alpha(self, alpha: float) -> None:
@@ -61,17 +73,42 @@ def test_the_docstring_memo_restores_both_functions(monkeypatch: pytest.MonkeyPa
         def set_label(self, label: str) -> None:  # no docstring: never memoized
             pass
 
+        @classmethod
+        def _update_set_signature_and_docstring(cls) -> None:  # as matplotlib: two inspectors, two walks
+            cls.signature = ArtistInspector(cls).get_setters()  # type: ignore[attr-defined]
+            cls.doc = ArtistInspector(cls).get_setters()  # type: ignore[attr-defined]
+
+    if not complete:
+        del ArtistInspector.get_aliases
     fake = types.ModuleType("matplotlib.artist")
-    fake.ArtistInspector = ArtistInspector  # type: ignore[attr-defined]
+    fake.ArtistInspector, fake.Artist = ArtistInspector, Artist  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "matplotlib", types.ModuleType("matplotlib"))
     monkeypatch.setitem(sys.modules, "matplotlib.artist", fake)
-    plain_cleandoc, plain_values = inspect.cleandoc, ArtistInspector.get_valid_values
+    return fake
+
+
+def test_the_docstring_memo_answers_repeats_and_restores_what_it_patched(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = fake_artist_module(monkeypatch)
+    inspector, artist = fake.ArtistInspector, fake.Artist
+    before = {**vars(inspector)}, artist.__dict__["_update_set_signature_and_docstring"], inspect.cleandoc
+
+    class Line(artist):  # type: ignore[misc, valid-type]
+        def set_color(self, color: str) -> None:
+            """color"""
+
     with fg._repeated_docs_memoized():
-        assert inspect.cleandoc is not plain_cleandoc
-        answers = [ArtistInspector(Artist).get_valid_values(a) for a in ("alpha", "alpha", "label", "label")]
+        assert inspect.cleandoc is not before[2]
+        answers = [inspector(Line).get_valid_values(a) for a in ("alpha", "alpha", "label", "label")]
+        inspector.calls.clear()
+        Line._update_set_signature_and_docstring()
+        assert Line.signature == Line.doc == ["alpha", "color", "label"]
+        assert inspector.calls == {"aliases": 1, "setters": 1}  # one walk each for the class being made
+        inspector(Line).get_setters()
+        inspector(Line).get_setters()
+        assert inspector.calls == {"aliases": 3, "setters": 3}  # outside that call: walked every time
     assert answers == ["alpha: scalar or None"] * 2 + ["label: None"] * 2
-    assert ArtistInspector.calls == 3  # the documented setter once, the undocumented one each time
-    assert inspect.cleandoc is plain_cleandoc and ArtistInspector.get_valid_values is plain_values
+    after = {**vars(inspector)}, artist.__dict__["_update_set_signature_and_docstring"], inspect.cleandoc
+    assert after == before
 
     def users_own(doc: str) -> str:
         return doc
@@ -81,12 +118,17 @@ def test_the_docstring_memo_restores_both_functions(monkeypatch: pytest.MonkeyPa
             inspect.cleandoc = users_own
         assert inspect.cleandoc is users_own  # replaced meanwhile by user code: left as the user made it
     finally:
-        inspect.cleandoc = plain_cleandoc
+        inspect.cleandoc = before[2]
+
+
+def test_the_docstring_memo_leaves_another_matplotlib_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = fake_artist_module(monkeypatch, complete=False)
+    plain = {**vars(fake.ArtistInspector)}, inspect.cleandoc
+    with fg._repeated_docs_memoized():
+        assert ({**vars(fake.ArtistInspector)}, inspect.cleandoc) == plain
 
 
 def test_the_docstring_memo_is_a_no_op_without_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
-    import inspect
-
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     plain = inspect.cleandoc
     with fg._repeated_docs_memoized():
