@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
-from mcp.server.stdio import stdio_server
 
 from ..config import RuntimeConfig
 from ..mounts import Mount, with_output
@@ -19,6 +18,7 @@ from ..policy.engine import RESERVATION_TTL_S
 from ..sandbox import Sandbox
 from .app import ServerState, build_server, initialization_options, tool_map
 from .execute import LinkMaker, build_execute_tools
+from .fast_stdio import stdio_streams
 from .files import MAX_IMAGE_BYTES, build_file_tools
 from .notebook_tool import build_notebook_tools
 from .packages import build_package_tools
@@ -87,15 +87,15 @@ async def serve_stdio(state: ServerState) -> None:
                     log.info("received %s; shutting down", signal.Signals(signum).name)
                     with anyio.CancelScope(shield=True):
                         await state.sandboxes.close()
-                    # The MCP stdio reader is a thread blocked on stdin that no cancellation
-                    # reaches; with the Node process gone there is nothing left to clean up.
+                    # The SDK's stdio reader (used when stdin is not a pipe) is a thread blocked on
+                    # stdin that no cancellation reaches; with Node gone there is nothing left to clean up.
                     sys.stderr.flush()
                     os._exit(0)
 
         group.start_soon(watch_signals)
         try:
             async with (
-                stdio_server() as (raw_read, write_stream),
+                stdio_streams() as (raw_read, write_stream),
                 answer_bad_lines(raw_read, write_stream) as read_stream,
             ):
                 await server.run(read_stream, write_stream, initialization_options(server, state))

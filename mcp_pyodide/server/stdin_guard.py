@@ -19,6 +19,8 @@ from mcp.shared.message import SessionMessage
 from mcp_types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError
 from pydantic import ValidationError
 
+from .fast_stdio import LineTooLong
+
 log = logging.getLogger("mcp_pyodide.server")
 MAX_LOGGED_CHARS = 200
 
@@ -30,6 +32,8 @@ def describe(exc: Exception) -> tuple[int, str]:
         if errors and errors[0].get("type") == "json_invalid":
             return PARSE_ERROR, "Parse error: the line is not valid JSON"
         return INVALID_REQUEST, "Invalid Request: the line is JSON but not a JSON-RPC 2.0 message"
+    if isinstance(exc, LineTooLong):
+        return PARSE_ERROR, f"Parse error: {exc}; it was skipped"
     return PARSE_ERROR, f"Parse error: {type(exc).__name__}"
 
 
