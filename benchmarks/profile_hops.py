@@ -178,15 +178,18 @@ def serve_patched(checkout: Path | None, runtime_dir: Path, trace_path: Path, ar
 
     flush = server_stdio._UnownedTextWrapper.flush
 
+    def stamped_flush_record(record: dict[str, Any]) -> None:
+        record["s_write"] = now()
+        out.write(json.dumps(record) + "\n")
+        if profiler is not None and record.get("call") == last_call:
+            profiler.disable()
+            profiler.dump_stats(os.environ[PROFILE_ENV])
+
     def stamped_flush(self: Any) -> None:
         flush(self)
         record = holder[0]
         if "s_recv" in record and "s_write" not in record:
-            record["s_write"] = now()
-            out.write(json.dumps(record) + "\n")
-            if profiler is not None and record.get("call") == last_call:
-                profiler.disable()
-                profiler.dump_stats(os.environ[PROFILE_ENV])
+            stamped_flush_record(record)
 
     server_stdio._UnownedTextWrapper.flush = stamped_flush  # type: ignore[method-assign]
     if checkout is None:
@@ -199,6 +202,18 @@ def serve_patched(checkout: Path | None, runtime_dir: Path, trace_path: Path, ar
     from mcp_pyodide.server import app, registry
 
     _runtime_files.host_dir = lambda: runtime_dir  # the instrumented copy
+
+    # The server's own stdio transport (fast_stdio) writes through asyncio.StreamWriter, not
+    # the SDK's text wrapper: stamp its first drain after the sandbox returned.
+    drain = asyncio.StreamWriter.drain
+
+    async def stamped_drain(self: asyncio.StreamWriter) -> None:
+        await drain(self)
+        record = holder[0]
+        if "s_sandbox_done" in record and "s_write" not in record:
+            stamped_flush_record(record)
+
+    asyncio.StreamWriter.drain = stamped_drain  # type: ignore[method-assign]
 
     def around(owner: Any, name: str, before: str, after: str) -> None:
         original = getattr(owner, name)
@@ -272,7 +287,7 @@ def serve_patched(checkout: Path | None, runtime_dir: Path, trace_path: Path, ar
 
 LABELS = {
     "c_send": "client called call_tool",
-    "s_recv": "server: the line was read (client encode, pipe, SDK reader thread)",
+    "s_recv": "server: the line was read (client encode, pipe, stdio reader)",
     "s_parsed": "server: JSON-RPC message validated",
     "s_call_tool": "server: call_tool started (SDK dispatch, middleware)",
     "s_admit": "server: arguments validated, policy view",
@@ -299,7 +314,7 @@ LABELS = {
     "r_execute_done": "sandbox: Runtime.execute returned (decode, wake-ups)",
     "s_sandbox_done": "server: Sandbox.execute returned (tracker, history)",
     "s_return": "server: handler returned (result shaping, structured content)",
-    "s_write": "server: response flushed (session fields, audit, SDK serialise, writer thread)",
+    "s_write": "server: response flushed (session fields, audit, serialise, stdio writer)",
     "c_recv": "client: call_tool returned (pipe, client parse, schema validation)",
 }
 
