@@ -193,8 +193,8 @@ def _repeated_docs_memoized() -> Iterator[None]:
         artist = importlib.import_module("matplotlib.artist")
         inspector, base = artist.ArtistInspector, artist.Artist
         plain = {name: inspector.__dict__[name] for name in ("get_valid_values", "get_aliases", "get_setters")}
-        plain_update = base.__dict__["_update_set_signature_and_docstring"]
-        plain_update.__func__  # noqa: B018 - a classmethod, as in the matplotlib this was measured on
+        plain_update = base.__dict__["_update_set_signature_and_docstring"]  # a classmethod
+        generate = plain_update.__func__
     except Exception:  # noqa: BLE001 - the import proper raises its own error; another matplotlib: no memo
         yield
         return
@@ -244,7 +244,7 @@ def _repeated_docs_memoized() -> Iterator[None]:
     def update(cls: type) -> None:
         generating.append((cls, {}))
         try:
-            plain_update.__func__(cls)
+            generate(cls)
         finally:
             generating.pop()
 

@@ -99,8 +99,10 @@ async def _served(wire_in: int, wire_out: int, max_line_bytes: int) -> AsyncIter
     read_transport, _ = await loop.connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(wire_in, "rb", buffering=0)
     )
+    # FlowControlMixin is the protocol asyncio's own StreamWriter uses: `drain()` waits while
+    # the client is slow to read, and raises once the pipe is gone.
     write_transport, write_protocol = await loop.connect_write_pipe(
-        _WriteProtocol, os.fdopen(wire_out, "wb", buffering=0)
+        asyncio.streams.FlowControlMixin, os.fdopen(wire_out, "wb", buffering=0)
     )
     writer = asyncio.StreamWriter(write_transport, write_protocol, None, loop)
     read_send, read_stream = create_context_streams[SessionMessage | Exception](0)
@@ -166,19 +168,3 @@ async def _next_line(reader: asyncio.StreamReader, limit: int) -> bytes | LineTo
             skipped += len(await reader.read(max(exc.consumed, 1)))
     log.warning("skipped a line on stdin of over %d bytes (%d bytes dropped)", limit, skipped)
     return LineTooLong(f"the line is longer than {limit:,} bytes")
-
-
-class _WriteProtocol(asyncio.streams.FlowControlMixin, asyncio.Protocol):
-    """Back-pressure for the write pipe: `drain()` waits while the client is slow to read."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        if not self._closed.done():
-            self._closed.set_result(None)
-
-    def _get_close_waiter(self, stream: Any) -> asyncio.Future[None]:
-        return self._closed
