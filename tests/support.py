@@ -183,6 +183,30 @@ def runtime_nodes(parent: psutil.Process) -> list[psutil.Process]:
     return found
 
 
+def spawn_stdio_server(
+    *args: str, stderr: int = subprocess.PIPE, env: dict[str, str] | None = None, text: bool = False
+) -> subprocess.Popen[Any]:
+    """The server as an MCP client starts it (stdin and stdout pipes), for tests that speak raw JSON-RPC."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "mcp_pyodide", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        cwd=REPO,
+        env=env,
+        text=text,
+    )
+
+
+def wait_for_nodes(proc: subprocess.Popen[Any], count: int = 1, timeout_s: float = 60) -> list[psutil.Process]:
+    """The runtime Node processes under `proc`, once `count` of them run (fewer if it never gets there)."""
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and len(runtime_nodes(parent)) < count:
+        time.sleep(0.02)
+    return runtime_nodes(parent)
+
+
 def wait_listening(
     port: int, proc: subprocess.Popen[bytes] | None, log: Path | None, timeout: float = 60.0, host: str = "127.0.0.1"
 ) -> None:

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import psutil
-from support import REPO
+from support import REPO, spawn_stdio_server, wait_for_nodes
 
 from mcp_pyodide.server.fast_stdio import LineTooLong
 from mcp_pyodide.server.stdin_guard import describe
@@ -79,25 +79,19 @@ def test_stdin_and_stdout_that_are_files_get_the_sdks_transport(tmp_path: Path) 
 
 
 def test_a_client_that_closes_our_stdout_ends_the_server_cleanly(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mcp_pyodide", "--output-dir", str(tmp_path / "out")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
-    )
+    proc = spawn_stdio_server("--output-dir", str(tmp_path / "out"))
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     try:
         proc.stdin.write(ping(1) + b"\n")
         proc.stdin.flush()
         assert json.loads(proc.stdout.readline())["id"] == 1
-        children = psutil.Process(proc.pid).children(recursive=True)
-        assert children, "no Node process was started"
+        nodes = wait_for_nodes(proc)
+        assert nodes, "no Node process was started"
         proc.stdout.close()  # the client stops reading: the next answer has nowhere to go
         proc.stdin.write(ping(2) + b"\n")
         proc.stdin.flush()
         assert proc.wait(timeout=30) == 0
-        _, alive = psutil.wait_procs(children, timeout=10)
+        _, alive = psutil.wait_procs(nodes, timeout=10)
         assert alive == []
         stderr = proc.stderr.read().decode()
         assert "the client closed our stdout; shutting down" in stderr and "Traceback" not in stderr

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from support import REPO
+from support import REPO, spawn_stdio_server
 
 
 def cli(*args: str, env: dict[str, str] | None = None, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -56,14 +56,7 @@ def test_an_invalid_policy_file_is_called_the_policy(tmp_path: Path) -> None:
 
 def test_lines_that_are_not_json_rpc_get_an_error_reply_and_a_log_line(tmp_path: Path) -> None:
     """JSON-RPC 2.0: a parse error is answered with id null; the server stays up for the next request."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mcp_pyodide", "--output-dir", str(tmp_path / "out")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
+    proc = spawn_stdio_server("--output-dir", str(tmp_path / "out"), text=True)
     assert proc.stdin is not None and proc.stdout is not None
     try:
         proc.stdin.write('hello\n{"not": "json-rpc"}\n{"jsonrpc": "2.0", "id": 7, "method": "ping"}\n')

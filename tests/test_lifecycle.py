@@ -6,13 +6,12 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-from support import ALLOW_ALL, REPO, ServerHandle, runtime_nodes, text_of
+from support import ALLOW_ALL, ServerHandle, spawn_stdio_server, text_of, wait_for_nodes
 
 from mcp_pyodide import Sandbox
 from mcp_pyodide._protocol import Event
@@ -144,19 +143,8 @@ def test_call_in_flight_when_node_dies_returns_an_error_quickly(fresh_server: Se
 
 
 def _spawn_server() -> tuple[subprocess.Popen[bytes], psutil.Process]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mcp_pyodide", "--policy", ALLOW_ALL],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd=REPO,
-    )
-    parent = psutil.Process(proc.pid)
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not runtime_nodes(parent):
-        time.sleep(0.1)
-    nodes = runtime_nodes(parent)
+    proc = spawn_stdio_server("--policy", ALLOW_ALL, stderr=subprocess.DEVNULL)
+    nodes = wait_for_nodes(proc)
     assert nodes, "the server did not start Node"
     return proc, nodes[0]
 

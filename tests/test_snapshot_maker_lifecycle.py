@@ -14,25 +14,16 @@ import psutil
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from support import ALLOW_ALL, REPO, HttpServerProcess, fresh_cache_root, runtime_nodes
+from support import ALLOW_ALL, REPO, HttpServerProcess, fresh_cache_root, spawn_stdio_server, wait_for_nodes
 
 
 def _fresh_server(tmp_path: Path) -> tuple[subprocess.Popen[bytes], list[psutil.Process], Path]:
     """A server on a cache without a snapshot, once both its Node processes (serving, maker) run."""
     root = fresh_cache_root(tmp_path)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mcp_pyodide", "--policy", str(ALLOW_ALL)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd=REPO,
-        env={**os.environ, "MCP_PYODIDE_CACHE_ROOT": str(root)},
+    proc = spawn_stdio_server(
+        "--policy", str(ALLOW_ALL), stderr=subprocess.DEVNULL, env={**os.environ, "MCP_PYODIDE_CACHE_ROOT": str(root)}
     )
-    parent = psutil.Process(proc.pid)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(runtime_nodes(parent)) < 2:
-        time.sleep(0.02)
-    nodes = runtime_nodes(parent)
+    nodes = wait_for_nodes(proc, count=2)
     assert len(nodes) == 2, "the server did not start the snapshot maker"
     return proc, nodes, root / "snapshots"
 
